@@ -1,0 +1,5 @@
+"""Amortized guides q(z | x): Pyro programs whose ``pyro.sample`` sites match the model's latent sites."""
+
+from .gaussian import MeanFieldGaussianGuide
+
+__all__ = ["MeanFieldGaussianGuide"]

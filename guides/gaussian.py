@@ -1,0 +1,43 @@
+"""The mean-field Gaussian amortized guide of Kingma & Welling (2014)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+
+from ppvae.beta import kl_weight
+from ppvae.registry import GUIDES, Component
+
+
+@GUIDES.register("normal")
+class MeanFieldGaussianGuide(Component, nn.Module):
+    r"""q(z | x) = N(z; mu(x), diag sigma(x)^2), with mu and sigma read off one encoder network.
+
+    The encoder returns 2 * latent_dim features: the mean and a pre-softplus scale. Sampling is
+    reparameterized (z = mu + sigma * eps), so Trace_ELBO's gradient is the low-variance pathwise one.
+    ``beta`` weights the latent site exactly as in the model, so the KL term is scaled on both sides.
+    """
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, *, min_scale: float = 1e-4):
+        super().__init__()
+        self.encoder = encoder
+        self.latent_dim = int(latent_dim)
+        self.min_scale = float(min_scale)
+
+    @staticmethod
+    def encoder_out_dim(latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw_scale = self.encoder(x).split(self.latent_dim, dim=-1)
+        # softplus, not exp: no overflow early in training; the floor keeps log q finite.
+        return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+
+    def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        pyro.module("encoder", self)
+        with pyro.plate("data", x.shape[0]), kl_weight(beta):
+            return pyro.sample("z", self.posterior(x))

@@ -1,0 +1,359 @@
+"""
+Figures for inspecting a trained VAE: sample and reconstruction grids, latent
+interpolations and training curves.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly rather than
+going through :mod:`matplotlib.pyplot`, so no global figure state is touched,
+nothing needs closing, and no interactive backend is ever required (saving
+falls back to Agg). Each function returns the figure, which renders inline in
+notebooks, and additionally writes a PNG when ``path`` is given.
+
+Data conventions: a batch ``x`` has shape ``(N, *event_shape)``. Images are
+``(N, C, H, W)`` with ``C`` in ``{1, 3}`` and values in ``[0, 1]``. Flat data
+``(N, D)`` is shown as ``sqrt(D) x sqrt(D)`` grayscale images when ``D`` is a
+perfect square (e.g. flattened MNIST) and as a heat map otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torchvision.utils import make_grid
+
+__all__ = [
+    "image_grid",
+    "plot_interpolation",
+    "plot_reconstructions",
+    "plot_samples",
+    "plot_training_curve",
+]
+
+PathLike = Union[str, os.PathLike]
+
+_DPI = 120
+# Grey separators stay visible on both dark (MNIST) and light backgrounds.
+_PAD_VALUE = 0.5
+_INCHES_PER_CELL = 1.0
+_MAX_INCHES = 14.0
+
+
+def _to_cpu(x: torch.Tensor) -> torch.Tensor:
+    """Detach, move to CPU and cast to float so plotting never touches autograd or GPU."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    return x.detach().cpu().float()
+
+
+def _as_images(x: torch.Tensor) -> Optional[torch.Tensor]:
+    """
+    Interpret a batch as images.
+
+    :param torch.Tensor x: batch of shape ``(N, C, H, W)``, ``(N, H, W)`` or
+        ``(N, D)``.
+    :returns: a CPU float tensor of shape ``(N, C, H, W)`` clamped to
+        ``[0, 1]``, or ``None`` when ``x`` is flat data with a non-square
+        feature dimension (to be drawn as a heat map instead).
+    :raises ValueError: if ``x`` has an unsupported shape.
+    """
+    x = _to_cpu(x)
+    if x.dim() == 4:
+        if x.size(1) not in (1, 3):
+            raise ValueError(
+                f"expected images of shape (N, C, H, W) with C in {{1, 3}}, got {tuple(x.shape)}"
+            )
+        images = x
+    elif x.dim() == 3:
+        images = x.unsqueeze(1)  # (N, H, W) grayscale
+    elif x.dim() == 2:
+        side = math.isqrt(x.size(1))
+        # A single feature is a "1x1 image" only formally; a heat map is more honest.
+        if side < 2 or side * side != x.size(1):
+            return None
+        images = x.reshape(x.size(0), 1, side, side)
+    else:
+        raise ValueError(
+            f"expected a batch of shape (N, C, H, W), (N, H, W) or (N, D), got {tuple(x.shape)}"
+        )
+    return images.clamp(0.0, 1.0)
+
+
+def _save(fig: Figure, path: Optional[PathLike]) -> None:
+    """Write ``fig`` as a PNG to ``path`` (creating parent directories) if a path is given."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI, format="png")
+
+
+def _grid_figure(images: torch.Tensor, nrow: int, title: Optional[str]) -> tuple[Figure, Axes]:
+    """Tile ``(N, C, H, W)`` images with ``make_grid`` and draw them on a fresh figure."""
+    nrow = max(1, min(nrow, images.size(0)))
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
+    height_px, width_px = grid.shape[1:]
+
+    # Size the figure by cell count so small (8x8) and large (64x64) images both stay legible.
+    width = min(max(nrow * _INCHES_PER_CELL, 3.0), _MAX_INCHES)
+    height = width * height_px / width_px
+    if height > _MAX_INCHES:
+        width, height = width * _MAX_INCHES / height, _MAX_INCHES
+    extra = 0.5 if title else 0.1
+    fig = Figure(figsize=(width, height + extra), layout="constrained")
+    ax = fig.subplots()
+    # Nearest-neighbour keeps individual pixels crisp when the grid is upscaled.
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest", vmin=0.0, vmax=1.0)
+    _strip_axes(ax)
+    if title:
+        ax.set_title(title)
+    return fig, ax
+
+
+def _strip_axes(ax: Axes) -> None:
+    """Remove ticks and spines but keep the axes so labels can still be attached."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _heatmap_figure(
+    rows: torch.Tensor, title: Optional[str], ylabel: str = "example"
+) -> tuple[Figure, Axes]:
+    """Draw an ``(N, D)`` matrix as a heat map with one row per example and a colorbar."""
+    n, d = rows.shape
+    width = min(max(0.25 * d + 2.0, 5.0), 10.0)
+    height = min(max(0.25 * n + 1.5, 2.5), 10.0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.subplots()
+    # aspect="auto" because D and N are unrelated scales; raw values are kept (no clamping).
+    im = ax.imshow(rows.numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(im, ax=ax, label="value")
+    ax.set_xlabel("feature")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        ax.set_title(title)
+    return fig, ax
+
+
+def image_grid(
+    x: torch.Tensor,
+    nrow: int = 8,
+    title: Optional[str] = None,
+    path: Optional[PathLike] = None,
+) -> Figure:
+    """
+    Show a batch as a grid of images, or as a heat map for non-image flat data.
+
+    :param torch.Tensor x: batch of shape ``(N, C, H, W)`` or ``(N, D)``.
+    :param int nrow: number of images per grid row.
+    :param str title: optional figure title.
+    :param path: optional file path; if given the figure is saved there as PNG.
+    :returns: the figure.
+    :rtype: ~matplotlib.figure.Figure
+    """
+    images = _as_images(x)
+    if images is None:
+        fig, _ = _heatmap_figure(_to_cpu(x), title)
+    else:
+        fig, _ = _grid_figure(images, nrow, title)
+    _save(fig, path)
+    return fig
+
+
+def plot_samples(x: torch.Tensor, nrow: int = 8, path: Optional[PathLike] = None) -> Figure:
+    """
+    Show samples drawn from the generative model's prior.
+
+    :param torch.Tensor x: decoded samples of shape ``(N, *event_shape)``.
+    :param int nrow: number of images per grid row.
+    :param path: optional PNG output path.
+    :rtype: ~matplotlib.figure.Figure
+    """
+    return image_grid(x, nrow=nrow, title="Prior samples", path=path)
+
+
+def plot_reconstructions(
+    x: torch.Tensor,
+    x_rec: torch.Tensor,
+    path: Optional[PathLike] = None,
+    n: int = 8,
+) -> Figure:
+    """
+    Show the first ``n`` inputs in the top row and their reconstructions directly below.
+
+    :param torch.Tensor x: inputs of shape ``(N, *event_shape)``.
+    :param torch.Tensor x_rec: reconstructions; must have as many elements per
+        example as ``x`` (a flattened ``(N, D)`` decoder output is reshaped).
+    :param path: optional PNG output path.
+    :param int n: number of input/reconstruction pairs to show.
+    :rtype: ~matplotlib.figure.Figure
+    """
+    x, x_rec = _to_cpu(x), _to_cpu(x_rec)
+    n = min(n, x.size(0), x_rec.size(0))
+    if n < 1:
+        raise ValueError("plot_reconstructions needs at least one input and reconstruction")
+    x, x_rec = x[:n], x_rec[:n]
+    if x_rec.shape[1:] != x.shape[1:]:
+        # Decoders often emit flat vectors for image data; accept them if the sizes agree.
+        if x_rec[0].numel() != x[0].numel():
+            raise ValueError(
+                f"reconstructions of shape {tuple(x_rec.shape)} do not match inputs "
+                f"of shape {tuple(x.shape)}"
+            )
+        x_rec = x_rec.reshape(x.shape)
+
+    title = "Inputs (top) and reconstructions (bottom)"
+    images = _as_images(torch.cat([x, x_rec]))
+    if images is None:
+        fig, ax = _heatmap_figure(torch.cat([x, x_rec]), title, ylabel="input | reconstruction")
+        # Mark the boundary between the input block and the reconstruction block.
+        ax.axhline(n - 0.5, color="white", linewidth=2)
+    else:
+        # nrow=n puts all inputs in one row and each reconstruction right under its input.
+        fig, _ = _grid_figure(images, nrow=n, title=title)
+    _save(fig, path)
+    return fig
+
+
+def plot_interpolation(
+    strips: torch.Tensor,
+    path: Optional[PathLike] = None,
+    title: str = "Latent interpolation",
+) -> Figure:
+    """
+    Show decoded points along latent paths, one row per pair of endpoints.
+
+    :param torch.Tensor strips: tensor of shape ``(n_pairs, n_steps, *event_shape)``;
+        row ``i`` runs left to right from the start to the end of path ``i``.
+    :param path: optional PNG output path.
+    :param str title: figure title.
+    :rtype: ~matplotlib.figure.Figure
+    :raises ValueError: if ``strips`` does not have at least 3 dimensions.
+    """
+    strips = _to_cpu(strips)
+    if strips.dim() < 3:
+        raise ValueError(
+            "expected strips of shape (n_pairs, n_steps, *event_shape), "
+            f"got a {strips.dim()}-d tensor of shape {tuple(strips.shape)}"
+        )
+    n_pairs, n_steps = strips.shape[:2]
+    if n_pairs < 1 or n_steps < 1:
+        raise ValueError(f"strips has no pairs or no steps: shape {tuple(strips.shape)}")
+    flat = strips.reshape(n_pairs * n_steps, *strips.shape[2:])
+
+    images = _as_images(flat)
+    if images is None:
+        if flat.dim() != 2:
+            raise ValueError(
+                f"cannot display event shape {tuple(strips.shape[2:])}; expected "
+                "(C, H, W), (H, W) or (D,)"
+            )
+        fig, ax = _heatmap_figure(flat, title, ylabel="pair / step (top to bottom)")
+        # Flat data has no left-to-right layout, so paths are stacked and separated by lines.
+        for i in range(1, n_pairs):
+            ax.axhline(i * n_steps - 0.5, color="white", linewidth=2)
+    else:
+        fig, ax = _grid_figure(images, nrow=n_steps, title=title)
+        ax.set_xlabel("start \u2192 end")
+    _save(fig, path)
+    return fig
+
+
+def _column(metrics: list[dict], key: str) -> list[Optional[float]]:
+    """Extract ``key`` from every row, with ``None`` where it is missing."""
+    values = []
+    for row in metrics:
+        value = row.get(key)
+        values.append(None if value is None else float(value))
+    return values
+
+
+def _plot_if_present(
+    ax: Axes, epochs: list[float], values: list[Optional[float]], **kwargs
+) -> None:
+    """
+    Plot the recorded points of a series, skipping epochs where it is missing.
+
+    Test metrics are often evaluated only every few epochs; dropping the gaps
+    (rather than plotting NaN) joins those points into one line. A series with
+    no points at all is not drawn, so the legend only lists real curves.
+    """
+    points = [(e, v) for e, v in zip(epochs, values) if v is not None and not math.isnan(v)]
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, **kwargs)
+
+
+def plot_training_curve(metrics: list[dict], path: Optional[PathLike] = None) -> Figure:
+    """
+    Plot per-epoch training diagnostics in three panels: ELBO, its two terms, and beta.
+
+    :param list metrics: one dict per epoch with keys ``"epoch"``,
+        ``"train_elbo"``, ``"test_elbo"``, ``"train_recon"``, ``"train_kl"``
+        and ``"beta"``. ``test_*`` entries may be missing or ``None``; other
+        keys are ignored. All ELBO quantities are per example, in nats.
+    :param path: optional PNG output path.
+    :rtype: ~matplotlib.figure.Figure
+    """
+    if not metrics:
+        raise ValueError("plot_training_curve needs at least one row of metrics")
+    epochs = [float(row.get("epoch", i + 1)) for i, row in enumerate(metrics)]
+    # Markers make a single-epoch run (a one-point "curve") visible.
+    style = dict(marker="o", markersize=4)
+
+    fig = Figure(figsize=(13.0, 3.8), layout="constrained")
+    ax_elbo, ax_terms, ax_beta = fig.subplots(1, 3)
+
+    _plot_if_present(ax_elbo, epochs, _column(metrics, "train_elbo"), label="train", **style)
+    _plot_if_present(ax_elbo, epochs, _column(metrics, "test_elbo"), label="test", **style)
+    ax_elbo.set_title("ELBO")
+    ax_elbo.set_ylabel("ELBO per example (nats)")
+
+    recon_color, kl_color = "C2", "C3"
+    _plot_if_present(
+        ax_terms, epochs, _column(metrics, "train_recon"), label="reconstruction (train)",
+        color=recon_color, **style,
+    )
+    _plot_if_present(
+        ax_terms, epochs, _column(metrics, "train_kl"), label="KL (train)",
+        color=kl_color, **style,
+    )
+    # Test terms are drawn dashed in matching colours when the trainer recorded them.
+    _plot_if_present(
+        ax_terms, epochs, _column(metrics, "test_recon"), label="reconstruction (test)",
+        color=recon_color, linestyle="--", **style,
+    )
+    _plot_if_present(
+        ax_terms, epochs, _column(metrics, "test_kl"), label="KL (test)",
+        color=kl_color, linestyle="--", **style,
+    )
+    ax_terms.set_title("ELBO terms")
+    ax_terms.set_ylabel("nats per example")
+
+    _plot_if_present(ax_beta, epochs, _column(metrics, "beta"), color="C4", **style)
+    ax_beta.set_title("KL weight")
+    ax_beta.set_ylabel("\u03b2")
+
+    single_epoch = len(set(epochs)) == 1
+    for ax in (ax_elbo, ax_terms, ax_beta):
+        ax.set_xlabel("epoch")
+        if single_epoch:
+            # The integer locator gives fractional ticks on a degenerate range; pin one tick.
+            ax.set_xlim(epochs[0] - 1.0, epochs[0] + 1.0)
+            ax.set_xticks([epochs[0]])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    _save(fig, path)
+    return fig

@@ -1,0 +1,159 @@
+"""The run spec: one nested dict that says everything a run needs, as a TOML file or from Python.
+
+    spec = load_spec("run.toml", overrides=["prior.name=normal", "beta.value=4"])
+
+Sections name components by registry name; every other key in a component section is passed to that
+component's constructor, which rejects options it does not take. A run directory stores the resolved spec
+(with the data's event shape filled in), and that file rebuilds exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .data import DEFAULT_DATASET
+
+# Component sections: their keys are free (checked by the component); all other sections are closed.
+COMPONENT_SECTIONS = ("encoder", "decoder", "guide", "prior", "likelihood", "beta", "objective", "optimizer")
+
+DEFAULT_SPEC: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",
+    "data": {"name": DEFAULT_DATASET, "test_fraction": 0.2, "split_seed": 0, "download": True},
+    "model": {"latent_dim": 16},
+    "encoder": {"name": "mlp", "hidden": [512, 256]},
+    "decoder": {"name": "mlp", "hidden": [256, 512]},
+    "guide": {"name": "normal"},
+    "prior": {"name": "normal"},
+    "likelihood": {"name": "bernoulli"},
+    "beta": {"name": "constant", "value": 1.0},
+    "objective": {"name": "Trace_ELBO", "num_particles": 1},
+    "optimizer": {"name": "adam", "lr": 1e-3},
+    "train": {"epochs": 30, "batch_size": 128, "progress_every": 10, "figures": True},
+}
+
+# Keys allowed in the closed sections, with the types a value may have (None: optional, may be absent).
+_CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
+    "": {"seed": (int,), "device": (str,)},
+    "data": {"name": (str,), "root": (str,), "path": (str,), "download": (bool,), "test_fraction": (float, int),
+             "split_seed": (int,), "limit_train": (int,), "limit_test": (int,)},
+    "model": {"latent_dim": (int,), "event_shape": (list,)},
+    "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,)},
+}
+
+
+def default_spec() -> dict[str, Any]:
+    return copy.deepcopy(DEFAULT_SPEC)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict update; a component section whose ``name`` changes starts from the new name alone,
+    so options of the old component do not leak into the new one."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            if key in COMPONENT_SECTIONS and "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=c"`` -> (["a", "b"], value); the value is read as a TOML value, else kept as a string."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value, e.g. prior.name=normal")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ValueError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare words such as normal or fashion-mnist
+    return path, value
+
+
+def apply_overrides(spec: dict, overrides: list[str]) -> dict:
+    spec = copy.deepcopy(spec)
+    for text in overrides:
+        path, value = parse_override(text)
+        update: dict = {path[-1]: value}
+        for key in reversed(path[:-1]):
+            update = {key: update}
+        spec = merge(spec, update)
+    return spec
+
+
+def validate(spec: dict) -> dict:
+    """Check section and key names and simple types; components check their own options when built."""
+    allowed_sections = set(_CLOSED[""]) | set(_CLOSED) - {""} | set(COMPONENT_SECTIONS)
+    for key, value in spec.items():
+        if key not in allowed_sections:
+            raise ValueError(f"unknown spec section or key {key!r}; allowed: {', '.join(sorted(allowed_sections))}")
+        if key in COMPONENT_SECTIONS:
+            if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+                raise ValueError(f"spec section [{key}] needs a 'name' (a string)")
+        elif key in _CLOSED:
+            if not isinstance(value, dict):
+                raise ValueError(f"spec section [{key}] must be a table, got {value!r}")
+            _check_keys(key, value, _CLOSED[key])
+    _check_keys("", {k: v for k, v in spec.items() if k in _CLOSED[""]}, _CLOSED[""])
+    for key in ("epochs", "batch_size", "progress_every"):
+        if spec["train"][key] < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
+    if spec["model"]["latent_dim"] < 1:
+        raise ValueError(f"model.latent_dim must be >= 1, got {spec['model']['latent_dim']}")
+    device = spec["device"]
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return spec
+
+
+def _check_keys(section: str, table: dict, allowed: dict[str, tuple[type, ...]]) -> None:
+    where = f"[{section}]" if section else "the top level"
+    for key, value in table.items():
+        if key not in allowed:
+            raise ValueError(f"unknown key {key!r} in {where} of the spec; allowed: {', '.join(sorted(allowed))}")
+        types = allowed[key]
+        # bool is an int in Python; do not let `epochs = true` through.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            prefix = f"{section}." if section else ""
+            raise ValueError(f"{prefix}{key} must be {names}, got {value!r}")
+
+
+def load_spec(source: str | os.PathLike | dict | None = None, overrides: list[str] = ()) -> dict:
+    """Defaults, updated by a TOML file or dict, then by ``section.key=value`` overrides; validated."""
+    spec = default_spec()
+    if isinstance(source, dict):
+        spec = merge(spec, source)
+    elif source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
+        with open(path, "rb") as f:
+            try:
+                spec = merge(spec, tomllib.load(f))
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"spec file {str(path)!r} is not valid TOML: {e}") from None
+    return validate(apply_overrides(spec, list(overrides)))
+
+
+def dump_spec(spec: dict, path: str | os.PathLike) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, tomli_w.dumps(_without_none(spec)).encode())
+
+
+def _without_none(d: dict) -> dict:
+    # TOML has no null: an absent key means "not set".
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

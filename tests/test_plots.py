@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from ppvae import plots
+
+
+def _read_png(path) -> np.ndarray:
+    """Read a saved figure back and check it is a real, non-trivial PNG."""
+    assert path.exists()
+    assert path.stat().st_size > 0
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+    height, width = pixels.shape[:2]
+    assert 100 <= height <= 3000 and 100 <= width <= 3000
+    return pixels
+
+
+def _brightness(pixels: np.ndarray) -> float:
+    return float(pixels[..., :3].mean())
+
+
+def _curve_rows(n: int, with_test: bool = True) -> list[dict]:
+    rows = []
+    for epoch in range(1, n + 1):
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_elbo": -200.0 + 10 * epoch,
+                "test_elbo": (-205.0 + 10 * epoch) if with_test else None,
+                "train_recon": -180.0 + 9 * epoch,
+                "train_kl": 20.0 + epoch,
+                "beta": min(1.0, 0.25 * epoch),
+                "seconds": 1.5,  # extra keys are ignored
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# _as_images
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((5, 1, 28, 28), (5, 1, 28, 28)),
+        ((5, 3, 8, 8), (5, 3, 8, 8)),
+        ((5, 784), (5, 1, 28, 28)),
+        ((5, 64), (5, 1, 8, 8)),
+        ((5, 28, 28), (5, 1, 28, 28)),
+    ],
+)
+def test_as_images_shapes(shape, expected):
+    images = plots._as_images(torch.rand(shape))
+    assert images is not None
+    assert tuple(images.shape) == expected
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (5, 2), (5, 1)])
+def test_as_images_non_square_is_heatmap(shape):
+    assert plots._as_images(torch.rand(shape)) is None
+
+
+def test_as_images_clamps_and_detaches():
+    x = (torch.randn(4, 1, 6, 6) * 5).requires_grad_()
+    images = plots._as_images(x)
+    assert not images.requires_grad
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_as_images_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="C in"):
+        plots._as_images(torch.rand(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="expected a batch"):
+        plots._as_images(torch.rand(10))
+
+
+# ---------------------------------------------------------------------------
+# image_grid / plot_samples
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(16, 1, 28, 28), (10, 784), (12, 3, 8, 8), (6, 5)],
+    ids=["gray-4d", "flat-square", "rgb", "heatmap"],
+)
+def test_image_grid_writes_png(tmp_path, shape):
+    path = tmp_path / "nested" / "dir" / "grid.png"
+    fig = plots.image_grid(torch.rand(shape), nrow=4, title="grid", path=path)
+    assert isinstance(fig, Figure)
+    _read_png(path)
+
+
+def test_image_grid_without_path_only_returns_figure(tmp_path):
+    fig = plots.image_grid(torch.rand(4, 1, 8, 8))
+    assert isinstance(fig, Figure)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_grid_heatmap_has_colorbar():
+    fig = plots.image_grid(torch.randn(6, 5))
+    # Main axes plus the colorbar axes.
+    assert len(fig.axes) == 2
+
+
+def test_image_grid_has_no_ticks():
+    fig = plots.image_grid(torch.rand(4, 1, 8, 8))
+    (ax,) = fig.axes
+    assert len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0
+
+
+def test_image_grid_reflects_pixel_values(tmp_path):
+    white, black = tmp_path / "white.png", tmp_path / "black.png"
+    plots.image_grid(torch.ones(16, 1, 28, 28), path=white)
+    plots.image_grid(torch.zeros(16, 1, 28, 28), path=black)
+    assert _brightness(_read_png(white)) > _brightness(_read_png(black)) + 0.3
+
+
+def test_image_grid_clamps_out_of_range_values(tmp_path):
+    # Values far outside [0, 1] must display like the clamped values, not be rescaled.
+    clamped, raw = tmp_path / "clamped.png", tmp_path / "raw.png"
+    x = torch.rand(8, 1, 8, 8) * 4 - 2
+    plots.image_grid(x.clamp(0, 1), path=clamped)
+    plots.image_grid(x, path=raw)
+    np.testing.assert_allclose(_read_png(clamped), _read_png(raw))
+
+
+def test_image_grid_single_image(tmp_path):
+    path = tmp_path / "one.png"
+    plots.image_grid(torch.rand(1, 1, 28, 28), path=path)
+    _read_png(path)
+
+
+def test_image_grid_accepts_grad_tensor(tmp_path):
+    x = torch.rand(4, 784, requires_grad=True)
+    path = tmp_path / "grad.png"
+    plots.image_grid(x, path=str(path))  # str paths work too
+    _read_png(path)
+
+
+def test_plot_samples(tmp_path):
+    path = tmp_path / "samples.png"
+    fig = plots.plot_samples(torch.rand(16, 784), nrow=4, path=path)
+    assert isinstance(fig, Figure)
+    assert fig.axes[0].get_title() == "Prior samples"
+    _read_png(path)
+
+
+# ---------------------------------------------------------------------------
+# plot_reconstructions
+# ---------------------------------------------------------------------------
+
+
+def test_plot_reconstructions(tmp_path):
+    path = tmp_path / "rec.png"
+    x = torch.rand(20, 1, 28, 28)
+    fig = plots.plot_reconstructions(x, x.flip(-1), path=path, n=6)
+    assert isinstance(fig, Figure)
+    assert fig.axes[0].get_title() == "Inputs (top) and reconstructions (bottom)"
+    _read_png(path)
+
+
+def test_plot_reconstructions_layout(tmp_path):
+    # White inputs over black reconstructions: the top half of the PNG must be brighter.
+    path = tmp_path / "rec.png"
+    plots.plot_reconstructions(torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28), path=path)
+    pixels = _read_png(path)[..., :3].mean(axis=(1, 2))
+    middle = len(pixels) // 2
+    assert pixels[:middle].mean() > pixels[middle:].mean() + 0.2
+
+
+def test_plot_reconstructions_flat_decoder_output(tmp_path):
+    path = tmp_path / "rec.png"
+    x = torch.rand(4, 1, 28, 28)
+    plots.plot_reconstructions(x, x.reshape(4, 784), path=path)
+    _read_png(path)
+
+
+def test_plot_reconstructions_heatmap(tmp_path):
+    path = tmp_path / "rec.png"
+    fig = plots.plot_reconstructions(torch.randn(10, 5), torch.randn(10, 5), path=path, n=4)
+    assert isinstance(fig, Figure)
+    _read_png(path)
+
+
+def test_plot_reconstructions_shape_mismatch():
+    with pytest.raises(ValueError, match="do not match"):
+        plots.plot_reconstructions(torch.rand(4, 1, 28, 28), torch.rand(4, 100))
+
+
+# ---------------------------------------------------------------------------
+# plot_interpolation
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 7, 1, 28, 28), (2, 5, 784), (2, 6, 3, 8, 8), (3, 4, 5)],
+    ids=["gray", "flat-square", "rgb", "heatmap"],
+)
+def test_plot_interpolation(tmp_path, shape):
+    path = tmp_path / "interp.png"
+    fig = plots.plot_interpolation(torch.rand(shape), path=path, title="walk")
+    assert isinstance(fig, Figure)
+    assert fig.axes[0].get_title() == "walk"
+    _read_png(path)
+
+
+def test_plot_interpolation_rows_are_pairs(tmp_path):
+    # Pair 0 is white, pair 1 is black: the top row must be the bright one and the
+    # figure must be wider than tall (7 steps across, 2 pairs down).
+    strips = torch.cat([torch.ones(1, 7, 1, 28, 28), torch.zeros(1, 7, 1, 28, 28)])
+    path = tmp_path / "interp.png"
+    plots.plot_interpolation(strips, path=path)
+    pixels = _read_png(path)
+    assert pixels.shape[1] > pixels.shape[0]
+    rows = pixels[..., :3].mean(axis=(1, 2))
+    middle = len(rows) // 2
+    assert rows[:middle].mean() > rows[middle:].mean() + 0.2
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 784)])
+def test_plot_interpolation_bad_ndim(shape):
+    with pytest.raises(ValueError, match=r"\(n_pairs, n_steps, \*event_shape\)"):
+        plots.plot_interpolation(torch.rand(shape))
+
+
+# ---------------------------------------------------------------------------
+# plot_training_curve
+# ---------------------------------------------------------------------------
+
+
+def test_plot_training_curve(tmp_path):
+    path = tmp_path / "curves" / "training.png"
+    fig = plots.plot_training_curve(_curve_rows(5), path=path)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3
+    ax_elbo = fig.axes[0]
+    assert ax_elbo.get_ylabel() == "ELBO per example (nats)"
+    assert {line.get_label() for line in ax_elbo.get_lines()} == {"train", "test"}
+    pixels = _read_png(path)
+    assert pixels.shape[1] > pixels.shape[0]  # three panels side by side
+
+
+def test_plot_training_curve_single_epoch(tmp_path):
+    path = tmp_path / "one.png"
+    fig = plots.plot_training_curve(_curve_rows(1), path=path)
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            assert line.get_marker() == "o"
+            assert len(line.get_xdata()) == 1
+        # One integer tick at the epoch, not a fractional axis around it.
+        assert list(ax.get_xticks()) == [1.0]
+    _read_png(path)
+
+
+def test_plot_training_curve_missing_test(tmp_path):
+    rows = _curve_rows(4, with_test=False)
+    del rows[0]["test_elbo"]  # missing key as well as None values
+    path = tmp_path / "no_test.png"
+    fig = plots.plot_training_curve(rows, path=path)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["train"]
+    _read_png(path)
+
+
+def test_plot_training_curve_partial_test(tmp_path):
+    # Test ELBO evaluated only every other epoch.
+    rows = _curve_rows(4)
+    rows[0]["test_elbo"] = None
+    rows[2]["test_elbo"] = None
+    path = tmp_path / "partial.png"
+    fig = plots.plot_training_curve(rows, path=path)
+    test_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "test"][0]
+    # Missing epochs are skipped so the recorded test points form one connected line.
+    assert list(test_line.get_xdata()) == [2.0, 4.0]
+    _read_png(path)
+
+
+def test_plot_training_curve_empty():
+    with pytest.raises(ValueError):
+        plots.plot_training_curve([])
