@@ -15,6 +15,7 @@ import math
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
+from pyro.poutine.util import site_is_subsample
 
 from .likelihoods import bits_per_dim
 
@@ -26,7 +27,7 @@ def elbo_terms(model, guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     recon = x.new_zeros(x.shape[0])
     kl = x.new_zeros(x.shape[0])
     for name, site in model_tr.nodes.items():
-        if site["type"] != "sample":
+        if site["type"] != "sample" or site_is_subsample(site):
             continue
         if site["is_observed"]:
             recon = recon + site["fn"].log_prob(site["value"])

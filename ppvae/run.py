@@ -14,10 +14,12 @@ from typing import Callable
 
 import torch
 
-from .beta import BetaSchedule
+from .beta import BetaSchedule, make_beta
+from .build import component
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .data import Dataset, load_dataset
 from .models import VAE
+from .registry import OBJECTIVES
 from .spec import default_spec, load_spec, merge, validate
 from .train import SPEC_FILE, Trainer, resolve_device
 
@@ -76,7 +78,7 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     return Run(vae, spec, trainer.fit(), run_dir, data)
 
 
-def train(vae: VAE, data: Dataset, *, epochs: int = 30, batch_size: int = 128, beta=1.0,
+def train(vae: VAE, data: Dataset, *, epochs: int = 100, batch_size: int = 128, beta=1.0,
           objective: str | dict = "Trace_ELBO", optimizer: dict | None = None, seed: int = 0,
           device: str = "auto", run_dir: str | Path | None = None, progress: bool = True,
           figures: bool = True, callbacks: list[Callable] = ()) -> Run:
@@ -130,4 +132,6 @@ def _resolved(spec: dict, vae: VAE) -> dict:
     """The spec with the architecture read back from the built VAE, so the run directory rebuilds it."""
     spec = copy.deepcopy(spec)
     spec.update(vae.spec())
+    spec["beta"] = make_beta(spec["beta"]).spec()
+    spec["objective"] = component(OBJECTIVES, spec["objective"]).spec()
     return spec

@@ -35,7 +35,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "beta": {"name": "constant", "value": 1.0},
     "objective": {"name": "Trace_ELBO", "num_particles": 1},
     "optimizer": {"name": "adam", "lr": 1e-3},
-    "train": {"epochs": 30, "batch_size": 128, "progress_every": 10, "figures": True},
+    "train": {"epochs": 100, "batch_size": 128, "progress_every": 10, "figures": True},
 }
 
 # Keys allowed in the closed sections, with the types a value may have (None: optional, may be absent).

@@ -145,7 +145,12 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             x = self.train_x[order[i * self.batch_size:(i + 1) * self.batch_size]]
             beta = self.beta(self.epoch + i / self.steps_per_epoch, self.epochs)
-            loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+            try:
+                loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+            except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
+                if "invalid values" not in str(e):
+                    raise
+                self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

