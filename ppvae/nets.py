@@ -81,19 +81,27 @@ def _check_image_shape(event_shape, who: str) -> tuple[int, int, int]:
     return tuple(int(s) for s in event_shape)
 
 
+class _ConvNet(Component, nn.Module):
+    """Shared option handling of the conv encoder and decoder (both keep 28 -> 14 -> 7 in mind)."""
+
+    def _set_options(self, shape, who: str, channels, hidden: int, activation: str) -> tuple[int, ...]:
+        c, h, w = _check_image_shape(shape, who)
+        self.channels = _hidden(channels)
+        if len(self.channels) != 2:
+            raise ValueError(f"{who} channels must list two sizes, got {self.channels}")
+        self.hidden = int(hidden)
+        self.activation = activation
+        return (c, h, w)
+
+
 @ENCODERS.register("conv")
-class ConvEncoder(Component, nn.Module):
+class ConvEncoder(_ConvNet):
     """Two stride-2 convolutions (28 -> 14 -> 7 for MNIST) and a linear layer, as in DCGAN-style VAEs."""
 
     def __init__(self, event_shape, out_dim: int, *, channels=(32, 64), hidden: int = 256, activation: str = "relu"):
         super().__init__()
-        c, h, w = _check_image_shape(event_shape, "conv encoder")
-        self.event_shape = (c, h, w)
-        self.channels = _hidden(channels)
-        if len(self.channels) != 2:
-            raise ValueError(f"conv encoder channels must list two sizes, got {self.channels}")
-        self.hidden = int(hidden)
-        self.activation = activation
+        self.event_shape = self._set_options(event_shape, "conv encoder", channels, hidden, activation)
+        c, h, w = self.event_shape
         c1, c2 = self.channels
         self.net = nn.Sequential(
             nn.Conv2d(c, c1, 4, stride=2, padding=1), _activation(activation),
@@ -108,18 +116,13 @@ class ConvEncoder(Component, nn.Module):
 
 
 @DECODERS.register("conv")
-class ConvDecoder(Component, nn.Module):
+class ConvDecoder(_ConvNet):
     """The mirror of :class:`ConvEncoder`: linear layer, then two stride-2 transposed convolutions."""
 
     def __init__(self, latent_dim: int, out_shape, *, channels=(64, 32), hidden: int = 256, activation: str = "relu"):
         super().__init__()
-        c, h, w = _check_image_shape(out_shape, "conv decoder")
-        self.out_shape = (c, h, w)
-        self.channels = _hidden(channels)
-        if len(self.channels) != 2:
-            raise ValueError(f"conv decoder channels must list two sizes, got {self.channels}")
-        self.hidden = int(hidden)
-        self.activation = activation
+        self.out_shape = self._set_options(out_shape, "conv decoder", channels, hidden, activation)
+        c, h, w = self.out_shape
         c1, c2 = self.channels
         self.net = nn.Sequential(
             nn.Linear(latent_dim, self.hidden), _activation(activation),
