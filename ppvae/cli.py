@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; the last checkpoint is intact: continue with `ppvae train --resume RUN`",
-              file=sys.stderr)
+        print("\ninterrupted; the checkpoint of the last finished epoch is intact: continue with "
+              "`ppvae train --resume RUN` (RUN: the run directory printed above)", file=sys.stderr)
         return 130
 
 

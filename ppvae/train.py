@@ -126,6 +126,9 @@ class Trainer:
     def fit(self) -> list[dict]:
         bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc="train")
+        if self.run_dir is not None and self.progress:
+            bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_x.shape[0]} train / "
+                      f"{self.test_x.shape[0]} test examples, device {self.device})")
         try:
             while self.epoch < self.epochs:
                 self._train_epoch(bar)

@@ -90,3 +90,17 @@ def test_console_script_is_installed():
     assert out.returncode == 0
     for command in ("train", "sample", "reconstruct", "interpolate", "evaluate"):
         assert command in out.stdout
+
+
+def test_train_on_a_user_npz_file(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x=(rng.random((200, 6, 6)) > 0.5).astype(np.uint8) * 255)
+    run = tmp_path / "run"
+    assert main(["train", "--set", f"data.path={tmp_path / 'mine.npz'}", "--set", "data.name=file",
+                 "--set", "train.epochs=1", "--set", "model.latent_dim=2", "--run-dir", str(run), "--quiet"]) == 0
+    spec = tomllib.loads((run / "spec.toml").read_text())
+    assert spec["model"]["event_shape"] == [1, 6, 6] and spec["data"]["path"].endswith("mine.npz")
+    assert main(["evaluate", str(run)]) == 0
+    assert "over 40 examples" in capsys.readouterr().out
