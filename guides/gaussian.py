@@ -29,13 +29,17 @@ class MeanFieldGaussianGuide(Component, nn.Module):
         self.min_scale = float(min_scale)
 
     @staticmethod
-    def encoder_out_dim(latent_dim: int) -> int:
+    def encoder_out_dim(latent_dim: int, options: dict) -> int:
         return 2 * latent_dim
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = self.encoder(x).split(self.latent_dim, dim=-1)
         # softplus, not exp: no overflow early in training; the floor keeps log q finite.
         return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean."""
+        return self.posterior(x).mean
 
     def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         pyro.module("encoder", self)

@@ -26,15 +26,17 @@ class VAE(nn.Module):
         super().__init__()
         self.event_shape = tuple(int(s) for s in event_shape)
         self.latent_dim = int(latent_dim)
-        self.prior = component(PRIORS, prior, self.latent_dim)
+        self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape)
         self.likelihood = component(LIKELIHOODS, likelihood, self.event_shape)
         self.decoder = component(DECODERS, decoder, self.latent_dim, self._decoder_out_shape())
         if isinstance(guide, nn.Module):
             self.q = guide
         else:  # the guide decides how many features its encoder must produce
-            name = guide if isinstance(guide, str) else guide.get("name")
-            width = GUIDES.get(name).encoder_out_dim(self.latent_dim)
+            options = {"name": guide} if isinstance(guide, str) else guide
+            width = GUIDES.get(options.get("name")).encoder_out_dim(self.latent_dim, options)
             self.q = component(GUIDES, guide, component(ENCODERS, encoder, self.event_shape, width), self.latent_dim)
+        if self.prior.needs_guide:
+            self.prior.attach_guide(self.q)
 
     @property
     def encoder(self) -> nn.Module:
@@ -65,8 +67,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean of z given x."""
-        return self.q.posterior(x).mean
+        """A point summary of q(z | x) (the posterior mean for a Gaussian guide)."""
+        return self.q.encode(x)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

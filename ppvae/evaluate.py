@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import pyro.distributions as dist
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
@@ -20,25 +21,49 @@ from pyro.poutine.util import site_is_subsample
 from .likelihoods import bits_per_dim
 
 
-def elbo_terms(model, guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction, kl), each of shape (batch,), from one joint draw of the guide and model traces."""
-    guide_tr = poutine.trace(guide).get_trace(x)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+def elbo_terms(model, guide, x: torch.Tensor, *args, analytic: bool = True, per_dim: bool = False,
+               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction, kl) from one joint draw of the guide and model traces, with gradients.
+
+    ``reconstruction`` has shape (batch,). ``kl`` has shape (batch,), or (batch, latent dims) with ``per_dim``,
+    which needs a prior and guide that factorize over dimensions. ``analytic`` uses a closed-form KL where
+    Pyro has one registered, else log q(z) - log p(z) at the sampled z.
+    """
+    guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
     recon = x.new_zeros(x.shape[0])
-    kl = x.new_zeros(x.shape[0])
+    kls = []
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         if site["is_observed"]:
             recon = recon + site["fn"].log_prob(site["value"])
             continue
-        q = guide_tr.nodes[name]["fn"]
-        try:
-            kl = kl + kl_divergence(q, site["fn"])
-        except NotImplementedError:
-            z = site["value"]
-            kl = kl + q.log_prob(z) - site["fn"].log_prob(z)
+        q, p, z = guide_tr.nodes[name]["fn"], site["fn"], site["value"]
+        if per_dim:
+            q, p = _factors(q, name), _factors(p, name)
+        kl = None
+        if analytic:
+            try:
+                kl = kl_divergence(q, p)
+            except NotImplementedError:
+                pass
+        kls.append(kl if kl is not None else q.log_prob(z) - p.log_prob(z))
+    kl = torch.cat(kls, -1) if per_dim else sum(kls, x.new_zeros(x.shape[0]))
     return recon, kl
+
+
+def _factors(d, name: str):
+    """The per-dimension factors of a diagonal distribution (an ``Independent`` over one event dim)."""
+    while isinstance(d, dist.ExpandedDistribution):
+        d = d.base_dist
+    if isinstance(d, (dist.Independent, torch.distributions.Independent)) and d.reinterpreted_batch_ndims == 1:
+        return d.base_dist
+    raise ValueError(
+        f"a KL per latent dimension needs a prior and guide that factorize over the dimensions of {name!r}, "
+        f"but got {type(d).__name__}; use a diagonal prior (normal, learned_normal, laplace, student_t) "
+        f"with the 'normal' guide"
+    )
 
 
 @torch.no_grad()

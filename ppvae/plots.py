@@ -339,9 +339,15 @@ def plot_training_curve(metrics: list[dict], path: Optional[PathLike] = None) ->
     ax_terms.set_title("ELBO terms")
     ax_terms.set_ylabel("nats per example")
 
-    _plot_if_present(ax_beta, epochs, _column(metrics, "beta"), color="C4", **style)
+    _plot_if_present(ax_beta, epochs, _column(metrics, "beta"), color="C4", label="\u03b2", **style)
     ax_beta.set_title("KL weight")
     ax_beta.set_ylabel("\u03b2")
+    # Capacity-controlled KL (Burgess et al. 2018) logs its target C in nats: a second axis, same panel.
+    capacity = _column(metrics, "capacity")
+    if any(v is not None for v in capacity):
+        ax_cap = ax_beta.twinx()
+        _plot_if_present(ax_cap, epochs, capacity, color="C5", linestyle="--", **style)
+        ax_cap.set_ylabel("capacity C (nats, dashed)")
 
     single_epoch = len(set(epochs)) == 1
     for ax in (ax_elbo, ax_terms, ax_beta):

