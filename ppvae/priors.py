@@ -100,7 +100,7 @@ class LaplacePrior(Prior):
 
     .. math:: p(z) = \prod_d \frac{1}{2b} \exp(-|z_d| / b)
 
-    No closed-form KL to a Gaussian guide: the analytic-KL objective falls back to Monte Carlo for it.
+    torch registers a closed-form KL(Normal || Laplace), so ``TraceMeanField_ELBO`` uses it.
     """
 
     def __init__(self, latent_dim: int, event_shape=(), *, scale: float = 1.0):
@@ -121,7 +121,8 @@ class StudentTPrior(Prior):
 
     Heavy tails let rare data sit far out in latent space without a large KL penalty (cf. Abiri & Ohlsson
     2020, "Variational auto-encoders with Student's t-prior"). With ``learn_df`` one shared nu is learned,
-    kept positive by a softplus.
+    kept positive by a softplus. There is no closed-form KL to a Gaussian guide: ``TraceMeanField_ELBO``
+    falls back to the Monte Carlo term log q(z) - log p(z) for it.
     """
 
     def __init__(self, latent_dim: int, event_shape=(), *, df: float = 3.0, learn_df: bool = False):
