@@ -88,7 +88,8 @@ def test_missing_or_broken_spec_file(tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: flow, laplace, learned_normal, "
                                r"mixture, normal, student_t, vamp"),
-    (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, gaussian"),
+    (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, categorical, "
+                                  r"continuous_bernoulli, discretized_logistic, gaussian, laplace"),
     (dict(encoder="rnn"), r"unknown encoder 'rnn'; choose one of: conv, mlp"),
     (dict(guide="nf"), r"unknown guide 'nf'; choose one of: iaf, normal"),
     (dict(likelihood={"name": "gaussian", "sigma": 1}), r"likelihood 'gaussian' got unknown option\(s\) sigma; "
