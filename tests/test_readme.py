@@ -56,3 +56,14 @@ def test_wheel_installs_models_and_guides_inside_ppvae(tmp_path):
     assert "ppvae/models/vae.py" in names and "ppvae/guides/gaussian.py" in names
     assert not any(n.startswith(("models/", "guides/")) for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_readme_spec_example_is_a_valid_spec(tmp_path):
+    from ppvae.run import build_vae
+    from ppvae.spec import load_spec
+
+    (tmp_path / "spec.toml").write_text(_blocks("toml")[0])
+    spec = load_spec(tmp_path / "spec.toml", ["beta.value=4"])
+    assert spec["data"]["name"] == "fashion-mnist" and spec["beta"]["value"] == 4
+    vae = build_vae(spec, (1, 28, 28))
+    assert vae.spec()["encoder"]["name"] == "conv"
