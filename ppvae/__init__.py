@@ -13,3 +13,5 @@ from .evaluate import evaluate_elbo  # noqa: E402
 from .latent import interpolate, lerp, slerp  # noqa: E402
 from .run import Run, build_vae, load_run, resume, train, train_spec  # noqa: E402
 from .spec import default_spec, load_spec  # noqa: E402
+from . import diagnostics, exact, report  # noqa: E402,F401
+from .report import evaluate_run  # noqa: E402

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a spec field, e.g. --set prior.name=normal --set beta.value=4 (repeatable)")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<time>-<data>-<prior>-<likelihood>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
 
     p = sub.add_parser("sample", help="decode draws from the prior")
     _add_run(p)
@@ -44,11 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--pairs", type=int, default=4)
 
-    p = sub.add_parser("evaluate", help="test ELBO per example, with its reconstruction and KL parts")
+    p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("-k", "--num-samples", type=int, default=1000,
+                   help="importance samples per example for the IWAE estimate and PSIS (default: 1000)")
+    p.add_argument("--max-examples", type=int, help="evaluate only the first N test examples")
+    p.add_argument("--tsne", action="store_true", help="also draw a t-SNE of the latent codes (slower)")
+    p.add_argument("--no-figures", action="store_true")
     return parser
 
 
@@ -132,21 +135,15 @@ def _interpolate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .checkpoint import atomic_write_bytes
-    from .evaluate import evaluate_elbo
+    from .report import REPORT_FILE, evaluate_run, summary
 
-    run = _load(args)
-    x = run.data.test.to(next(run.vae.parameters()).device)
-    result = evaluate_elbo(run.vae, x, batch_size=args.batch_size, seed=args.seed)
-    report = {"test": result, "how": {"estimator": "one joint draw per example; analytic KL where registered",
-                                      "seed": args.seed, "units": "nats per example"}}
-    atomic_write_bytes(Path(args.run) / "report.json", json.dumps(report, indent=2).encode())
-    print(f"test ELBO   {result['elbo']:9.2f} nats/example over {result['num_examples']} examples")
-    print(f"  recon     {result['recon']:9.2f}  (E_q log p(x|z))")
-    print(f"  KL        {result['kl']:9.2f}  (KL(q(z|x) || p(z)))")
-    if "bits_per_dim" in result:
-        print(f"  -ELBO     {result['bits_per_dim']:9.4f} bits/dim")
-    print(f"wrote {Path(args.run) / 'report.json'}")
+    torch.manual_seed(args.seed)
+    report = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, seed=args.seed,
+                          device=args.device, figures=not args.no_figures, tsne=args.tsne)
+    print(summary(report))
+    print(f"wrote {Path(args.run) / REPORT_FILE}, {Path(args.run) / 'posterior.nc'}"
+          + (f" and {len(report['figures'])} figures in {Path(args.run) / 'figures'}" if "figures" in report else "")
+          + f" in {report['seconds']:.0f}s")
     return 0
 
 

@@ -87,3 +87,49 @@ def evaluate_elbo(vae, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0
     if vae.likelihood.discrete:
         out["bits_per_dim"] = bits_per_dim(-out["elbo"], math.prod(vae.event_shape))
     return out
+
+
+@torch.no_grad()
+def log_importance_weights(vae, x: torch.Tensor, num_samples: int, *, max_rows: int = 20000) -> torch.Tensor:
+    """log p(x, z_k) - log q(z_k | x) for z_k ~ q(z | x): shape (num_samples, batch).
+
+    Particles are drawn in chunks of at most ``max_rows`` (particles x examples) decoder rows, so memory stays
+    bounded whatever ``num_samples`` is.
+    """
+    from .objectives import IWAE
+
+    if int(num_samples) < 1:
+        raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
+    chunk = max(1, min(int(num_samples), max_rows // max(1, x.shape[0])))
+    out = []
+    for start in range(0, int(num_samples), chunk):
+        k = min(chunk, int(num_samples) - start)
+        out.append(IWAE(num_particles=k).log_weights(vae.model, vae.guide, x))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def iwae_log_likelihood(vae, x: torch.Tensor, num_samples: int = 1000, *, batch_size: int = 100, seed: int = 0,
+                        return_weights: bool = False):
+    r"""The importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats:
+
+    .. math:: \log p(x) \approx \log \frac{1}{K} \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k \mid x)}, \quad z_k \sim q(z|x)
+
+    A lower bound in expectation that tightens as K grows. Returns a tensor of shape (N,), and with
+    ``return_weights`` also the (N, K) log weights (for PSIS diagnostics). Deterministic for a seed and
+    leaves the global random state alone.
+    """
+    was_training = vae.training
+    vae.eval()
+    devices = [x.device] if x.device.type == "cuda" else []
+    estimates, weights = [], []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, x.shape[0], batch_size):
+            lw = log_importance_weights(vae, x[start:start + batch_size], num_samples)
+            estimates.append(torch.logsumexp(lw, 0) - math.log(num_samples))
+            if return_weights:
+                weights.append(lw.T.cpu())
+    vae.train(was_training)
+    ll = torch.cat(estimates)
+    return (ll, torch.cat(weights)) if return_weights else ll

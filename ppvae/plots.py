@@ -33,6 +33,10 @@ __all__ = [
     "plot_reconstructions",
     "plot_samples",
     "plot_training_curve",
+    "plot_traversals",
+    "plot_manifold",
+    "plot_latent_scatter",
+    "plot_khat_histogram",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -361,5 +365,60 @@ def plot_training_curve(metrics: list[dict], path: Optional[PathLike] = None) ->
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
+    _save(fig, path)
+    return fig
+
+
+def plot_traversals(grid: torch.Tensor, dims: list[int], kls: Optional[list[float]] = None,
+                    path: Optional[PathLike] = None, span: float = 3.0) -> Figure:
+    """
+    Latent traversals: row ``i`` decodes z with dimension ``dims[i]`` swept from ``-span`` to ``+span``
+    (the others held fixed), so each row shows what one latent unit controls.
+
+    :param torch.Tensor grid: ``(len(dims), n_steps, *event_shape)``.
+    :param list dims: the latent dimension of each row (ordered by KL, largest first, by the caller).
+    :param list kls: optional KL of each row's dimension, in nats, shown in the title.
+    """
+    order = "by KL, largest first" if kls is not None else "as given"
+    title = f"Latent traversals, {-span:g} to {span:g}; rows ({order}): {', '.join(f'z{d}' for d in dims)}"
+    return plot_interpolation(grid, path=path, title=title)
+
+
+def plot_manifold(images: torch.Tensor, n: int, path: Optional[PathLike] = None) -> Figure:
+    """The decoded 2-D latent manifold: an ``n x n`` grid of decodings over the prior's quantiles."""
+    return image_grid(images, nrow=n, title="Latent manifold (2-D latent, grid of prior quantiles)", path=path)
+
+
+def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: Optional[PathLike] = None,
+                        xlabel: str = "z0", ylabel: str = "z1") -> Figure:
+    """A scatter of 2-D latent codes (the latent itself when 2-D, else a projection), coloured by label."""
+    points = _to_cpu(torch.as_tensor(points)).numpy()
+    fig = Figure(figsize=(6.0, 5.2), layout="constrained")
+    ax = fig.subplots()
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7)
+    else:
+        labels = _to_cpu(torch.as_tensor(labels)).numpy()
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=6, alpha=0.8, cmap="tab10")
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _save(fig, path)
+    return fig
+
+
+def plot_khat_histogram(khat, threshold: float = 0.7, path: Optional[PathLike] = None) -> Figure:
+    """Histogram of PSIS k-hat over examples, with the 0.7 reliability threshold (Yao et al. 2018)."""
+    k = _to_cpu(torch.as_tensor(khat)).numpy()
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(k, bins=40, color="C0", alpha=0.8)
+    ax.axvline(threshold, color="C3", linestyle="--", label=f"k-hat = {threshold}")
+    share = float((k > threshold).mean()) if k.size else float("nan")
+    ax.set_title(f"PSIS k-hat per example: {100 * share:.1f}% above {threshold}")
+    ax.set_xlabel("k-hat")
+    ax.set_ylabel("examples")
+    ax.legend()
     _save(fig, path)
     return fig

@@ -192,9 +192,10 @@ class Trainer:
         self.epoch += 1
         self.metrics.append(row)
         extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
-        bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
-                  f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
-                  f"KL {row['test_kl']:.2f})  {row['seconds']:.1f}s")
+        if self.progress:
+            bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
+                      f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
+                      f"KL {row['test_kl']:.2f})  {row['seconds']:.1f}s")
         if self.run_dir is not None:
             save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT)
             write_metrics(self.metrics, self.run_dir / METRICS_FILE)

@@ -1,0 +1,168 @@
+"""Evaluation against exact answers: the linear-Gaussian VAE is probabilistic PCA, whose log p(x) is known."""
+
+import json
+import math
+
+import arviz as az
+import pytest
+import torch
+from conftest import TINY
+
+import ppvae
+from ppvae import diagnostics as diag
+from ppvae.cli import main
+from ppvae.evaluate import iwae_log_likelihood, log_importance_weights
+from ppvae.exact import (gaussian_log_likelihood, linear_gaussian_log_likelihood, linear_gaussian_parameters,
+                         ppca_mle, set_exact_posterior_guide)
+from ppvae.run import train_spec
+
+D = 6
+
+
+def _linear_vae(latent_dim, scale=1.0, learn="global"):
+    return ppvae.VAE((D,), latent_dim, encoder={"name": "mlp", "hidden": []}, decoder={"name": "mlp", "hidden": []},
+                     likelihood={"name": "gaussian", "learn_scale": learn, "scale": scale})
+
+
+def _model_with_columns(column_norms, sigma=0.5, seed=0):
+    """A linear-Gaussian VAE whose W has orthogonal columns of the given norms, with the exact-posterior guide."""
+    torch.manual_seed(seed)
+    vae = _linear_vae(len(column_norms), scale=sigma, learn="none")
+    q, _ = torch.linalg.qr(torch.randn(D, len(column_norms)))
+    with torch.no_grad():
+        vae.decoder.net[0].weight.copy_(q * torch.tensor(column_norms))
+        vae.decoder.net[0].bias.copy_(torch.randn(D))
+    set_exact_posterior_guide(vae)
+    return vae
+
+
+def _sample(vae, n, seed=1):
+    w, b, sigma = linear_gaussian_parameters(vae)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, w.shape[1], generator=g) @ w.T + b + sigma * torch.randn(n, D, generator=g)
+
+
+@pytest.fixture(scope="module")
+def trained_ppca():
+    torch.manual_seed(0)
+    w_true, b_true = torch.randn(D, 2) * 1.5, torch.randn(D)
+    x = torch.randn(3000, 2) @ w_true.T + b_true + 0.3 * torch.randn(3000, D)
+    data = ppvae.dataset_from_array(x)
+    vae = _linear_vae(2)
+    ppvae.train(vae, data, epochs=60, batch_size=100, objective="TraceMeanField_ELBO",
+                optimizer={"name": "adam", "lr": 2e-2}, device="cpu", progress=False, figures=False)
+    return vae, data
+
+
+def test_exact_posterior_guide_makes_every_importance_weight_the_exact_likelihood():
+    vae = _model_with_columns([2.0, 1.0, 0.5])
+    x = _sample(vae, 200)
+    exact = linear_gaussian_log_likelihood(vae, x)
+    lw = log_importance_weights(vae, x, 37, max_rows=1000)  # 37 particles in chunks of 5: bounded memory
+    assert lw.shape == (37, 200)
+    assert torch.allclose(lw.double(), exact.expand(37, -1), atol=1e-4)
+    assert torch.allclose(iwae_log_likelihood(vae, x, 1).double(), exact, atol=1e-4)
+
+
+def test_iwae_approaches_the_exact_log_likelihood_of_a_trained_linear_vae(trained_ppca):
+    vae, data = trained_ppca
+    exact = linear_gaussian_log_likelihood(vae, data.test).mean().item()
+    bounds = [iwae_log_likelihood(vae, data.test, k).double().mean().item() for k in (1, 10, 100, 1000)]
+    # the bound rises with K ...
+    assert bounds[1] > bounds[0] + 0.03 and bounds[2] > bounds[1] and bounds[3] > bounds[2] - 0.005
+    # ... stays below the exact value up to Monte Carlo error, and gets within 0.02 nats of it
+    assert bounds[3] <= exact + 0.005
+    assert exact - bounds[3] < 0.02
+    assert exact - bounds[0] > 0.05  # the ELBO itself is visibly looser
+
+
+def test_trained_linear_vae_reaches_the_ppca_maximum_likelihood(trained_ppca):
+    vae, data = trained_ppca
+    w, b, sigma = ppca_mle(data.train, 2)
+    mle = gaussian_log_likelihood(data.train, w, b, sigma).mean().item()
+    trained = linear_gaussian_log_likelihood(vae, data.train).mean().item()
+    assert trained <= mle + 1e-6  # nothing beats the maximum likelihood on the data it was fitted to
+    assert mle - trained < 0.05
+    assert float(linear_gaussian_parameters(vae)[2]) == pytest.approx(sigma, rel=0.05)
+
+
+def test_active_units_and_kl_per_dimension_recover_the_used_dimensions():
+    vae = _model_with_columns([2.0, 0.0, 1.5, 0.0, 0.0])  # dims 0 and 2 used
+    x = _sample(vae, 2000)
+    active, variance = diag.active_units(vae, x)
+    assert active == 2
+    assert variance[[1, 3, 4]].max() < 1e-10 and variance[[0, 2]].min() > 0.5
+    kl = diag.kl_per_dimension(vae, x)
+    assert kl[[1, 3, 4]].abs().max() < 1e-5 and kl[[0, 2]].min() > 0.5
+    # the exact per-dimension KL: 0.5 * E[mu^2] + 0.5 * (s^2 - 1 - log s^2), s^2 = sigma^2 / m
+    w, _, sigma = linear_gaussian_parameters(vae)
+    m = (w**2).sum(0) + sigma**2
+    s2 = sigma**2 / m
+    mu = vae.encode(x)
+    expected = 0.5 * (mu**2).mean(0) + 0.5 * (s2 - 1 - torch.log(s2))
+    assert torch.allclose(kl, expected, atol=1e-4)
+    warnings = diag.collapse_warnings(5, active, float(kl.sum()), kl.tolist())
+    assert any("only 2 of 5 latent units are active" in w for w in warnings)
+
+
+def test_mutual_information_matches_the_closed_form():
+    vae = _model_with_columns([1.0, 0.5], sigma=0.5)
+    x = _sample(vae, 1000)
+    w, _, sigma = linear_gaussian_parameters(vae)
+    exact = 0.5 * torch.log(((w**2).sum(0) + sigma**2) / sigma**2).sum().item()  # H(z) - H(z | x)
+    assert diag.mutual_information(vae, x) == pytest.approx(exact, abs=0.1)
+
+
+def test_khat_is_low_for_the_exact_guide_and_high_for_a_bad_one():
+    vae = _model_with_columns([2.0, 1.0, 1.0], sigma=0.3)
+    x = _sample(vae, 60)
+    good = diag.psis_khat(iwae_log_likelihood(vae, x, 500, return_weights=True)[1])
+    assert (good < 0.5).all()
+    with torch.no_grad():  # a guide ten times too narrow and off-centre
+        enc = vae.encoder.net[0]
+        enc.bias[3:] -= 3.0
+        enc.bias[:3] += 0.5
+    bad = diag.psis_khat(iwae_log_likelihood(vae, x, 500, return_weights=True)[1])
+    assert (bad > 0.7).mean() > 0.9
+
+
+def test_posterior_draws_as_inference_data():
+    vae = _model_with_columns([2.0, 1.0])
+    x = _sample(vae, 4)
+    idata = diag.posterior_inference_data(vae, x, num_draws=4000)
+    assert idata.posterior["z"].shape == (1, 4000, 4, 2)
+    summary = az.summary(idata, kind="stats")
+    assert len(summary) == 8
+    assert torch.allclose(torch.tensor(idata.posterior["z"].mean(("chain", "draw")).values).float(), vae.encode(x),
+                          atol=0.05)
+
+
+def test_collapsed_model_is_reported():
+    vae = _model_with_columns([0.0, 0.0])
+    x = _sample(vae, 500)
+    report, _ = ppvae.report.evaluate_model(vae, x, num_samples=20)
+    assert report["active_units"]["value"] == 0
+    assert any(w.startswith("posterior collapse") for w in report["warnings"])
+
+
+def test_evaluate_cli_writes_the_report_and_figures(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_spec(None, TINY + ["train.epochs=2", "model.latent_dim=2"], run_dir=run, progress=False)
+    assert main(["evaluate", str(run), "-k", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), IWAE K=50" in out and "active units" in out and "PSIS k-hat > 0.7" in out
+    report = json.loads((run / "report.json").read_text())
+    assert report["num_examples"] == 128 and report["iwae_log_likelihood"]["num_samples"] == 50
+    assert report["iwae_log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1.0
+    assert len(report["kl_per_dimension"]["value"]) == 2 and "how" in report["psis_khat"]
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png"} <= figures
+    assert set(report["figures"]) <= figures
+    idata = az.from_netcdf(str(run / "posterior.nc"))
+    assert idata.posterior["z"].shape[-2:] == (20, 2)
+
+
+def test_exact_helpers_refuse_other_models():
+    with pytest.raises(ValueError, match="exact log-likelihood needs a linear-Gaussian VAE"):
+        linear_gaussian_log_likelihood(ppvae.VAE((D,), 2), torch.zeros(1, D))
+    assert math.isfinite(ppca_mle(torch.randn(50, D), 2)[2])
