@@ -52,6 +52,13 @@ def _check_nonnegative(name: str, value: float) -> float:
     return value
 
 
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"beta {name} must be > 0, got {value:g}")
+    return value
+
+
 @BETAS.register("constant")
 class ConstantBeta(BetaSchedule):
     """beta(t) = value. ``value=1`` is the ELBO; ``value>1`` is the beta-VAE of Higgins et al. (2017)."""
@@ -77,9 +84,7 @@ class LinearWarmupBeta(BetaSchedule):
     def __init__(self, *, value: float = 1.0, start: float = 0.0, warmup_epochs: float = 10.0):
         self.value = _check_nonnegative("value", value)
         self.start = _check_nonnegative("start", start)
-        if not float(warmup_epochs) > 0:
-            raise ValueError(f"beta warmup_epochs must be > 0, got {warmup_epochs}")
-        self.warmup_epochs = float(warmup_epochs)
+        self.warmup_epochs = _check_positive("warmup_epochs", warmup_epochs)
 
     def __call__(self, epoch: float, num_epochs: int) -> float:
         frac = min(1.0, max(0.0, epoch / self.warmup_epochs))
@@ -141,9 +146,7 @@ class CapacityKL(KLObjective):
     def __init__(self, *, gamma: float = 1000.0, capacity: float = 25.0, anneal_epochs: float = 50.0):
         self.gamma = _check_nonnegative("gamma", gamma)
         self.capacity = _check_nonnegative("capacity", capacity)
-        if not float(anneal_epochs) > 0:
-            raise ValueError(f"beta anneal_epochs must be > 0, got {anneal_epochs}")
-        self.anneal_epochs = float(anneal_epochs)
+        self.anneal_epochs = _check_positive("anneal_epochs", anneal_epochs)
 
     def target(self, epoch: float) -> float:
         return self.capacity * min(1.0, max(0.0, epoch / self.anneal_epochs))
