@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
+from pyro.infer.util import is_validation_enabled
 
 from .registry import OBJECTIVES
 
@@ -22,21 +25,78 @@ def _particles(num_particles) -> int:
     return int(num_particles)
 
 
-def _register(cls: type[ELBO]) -> None:
+class _SyncFree:
+    """The same estimator as the Pyro ELBO it is mixed into, without host synchronisation in the step.
+
+    Pyro's ``differentiable_loss`` calls ``.item()`` on every site's log-probability sum (to report the ELBO
+    separately from its surrogate) and checks the loss for NaN, each a device-to-host copy that stalls a GPU.
+    For fully reparameterized guides the surrogate *is* the ELBO, so with validation off we return it as is.
+    With validation on, or a guide site that needs a score-function term, Pyro's own method runs.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if is_validation_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            if not all(site["fn"].has_rsample for site in guide_trace.nodes.values() if site["type"] == "sample"):
+                return super().differentiable_loss(model, guide, *args, **kwargs)
+            loss = loss + self._particle_loss(model_trace, guide_trace) / self.num_particles
+        return loss
+
+
+class _SyncFreeTraceELBO(_SyncFree, Trace_ELBO):
+    __doc__ = Trace_ELBO.__doc__
+
+    @staticmethod
+    def _particle_loss(model_trace, guide_trace):
+        # -(log p(x, z) - log q(z | x)), scaled and masked per site, as Trace_ELBO's surrogate for rsample sites
+        model = sum(site["log_prob_sum"] for site in model_trace.nodes.values() if site["type"] == "sample")
+        guide = sum(site["score_parts"].entropy_term.sum() for site in guide_trace.nodes.values()
+                    if site["type"] == "sample")
+        return guide - model
+
+
+class _SyncFreeTraceMeanFieldELBO(_SyncFree, TraceMeanField_ELBO):
+    __doc__ = TraceMeanField_ELBO.__doc__
+
+    @staticmethod
+    def _particle_loss(model_trace, guide_trace):
+        # As TraceMeanField_ELBO._differentiable_loss_particle, which also calls .item() on the result.
+        elbo = 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                elbo = elbo + model_site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            try:
+                kl = kl_divergence(guide_site["fn"], model_site["fn"])
+                elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+            except NotImplementedError:
+                elbo = elbo + model_site["log_prob_sum"] - guide_site["score_parts"].entropy_term.sum()
+        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                elbo = elbo - guide_site["score_parts"].entropy_term.sum()
+        return -elbo
+
+
+def _register(name: str, cls: type[ELBO]) -> None:
     def build(*, num_particles: int = 1, vectorize_particles: bool = True) -> ELBO:
         # max_plate_nesting=1: the data plate is the only plate, so Pyro need not trace the model to find it.
         elbo = cls(num_particles=_particles(num_particles), vectorize_particles=bool(vectorize_particles),
                    max_plate_nesting=1)
-        elbo.spec = lambda: {"name": cls.__name__, "num_particles": int(num_particles),
+        elbo.spec = lambda: {"name": name, "num_particles": int(num_particles),
                              "vectorize_particles": bool(vectorize_particles)}
         return elbo
 
     build.__doc__ = cls.__doc__
-    OBJECTIVES.register(cls.__name__)(build)
+    OBJECTIVES.register(name)(build)
 
 
-_register(Trace_ELBO)  # E_q[log p(x,z) - log q(z|x)], Monte Carlo with reparameterized z
-_register(TraceMeanField_ELBO)  # the same with KL(q || p) in closed form where one is registered
+_register("Trace_ELBO", _SyncFreeTraceELBO)  # E_q[log p(x,z) - log q(z|x)], Monte Carlo with reparameterized z
+_register("TraceMeanField_ELBO", _SyncFreeTraceMeanFieldELBO)  # the same with KL(q || p) in closed form
 
 
 @OBJECTIVES.register("IWAE")

@@ -35,7 +35,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "beta": {"name": "constant", "value": 1.0},
     "objective": {"name": "Trace_ELBO", "num_particles": 1},
     "optimizer": {"name": "adam", "lr": 1e-3},
-    "train": {"epochs": 100, "batch_size": 128, "progress_every": 10, "figures": True},
+    "train": {"epochs": 100, "batch_size": 128, "progress_every": 10, "figures": True, "validate": False},
 }
 
 # Keys allowed in the closed sections, with the types a value may have (None: optional, may be absent).
@@ -44,7 +44,8 @@ _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "data": {"name": (str,), "root": (str,), "path": (str,), "download": (bool,), "test_fraction": (float, int),
              "split_seed": (int,), "limit_train": (int,), "limit_test": (int,)},
     "model": {"latent_dim": (int,), "event_shape": (list,)},
-    "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,)},
+    "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
+              "validate": (bool,)},
 }
 
 

@@ -149,9 +149,12 @@ class Trainer:
         if self.run_dir is not None and self.progress:
             bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_x.shape[0]} train / "
                       f"{self.test_x.shape[0]} test examples, device {self.device})")
+        # Pyro's validation (shape, support and NaN checks, each a host sync) is off unless asked for:
+        # the data's support is checked once up front, and non-finite losses are caught at progress updates.
         try:
-            while self.epoch < self.epochs:
-                self._train_epoch(bar)
+            with pyro.validation_enabled(self.spec["train"]["validate"]):
+                while self.epoch < self.epochs:
+                    self._train_epoch(bar)
         finally:
             bar.close()
         if self.run_dir is not None and self.spec["train"]["figures"]:

@@ -1,0 +1,229 @@
+"""Seconds per epoch of the same VAE trained three ways, in one process, alternating:
+
+  (a) floor:  a hand-written PyTorch VAE (analytic KL, one torch.optim.Adam), as in PyTorch's VAE example
+  (b) pyro:   the plain Pyro way, as Pyro's own VAE example trains (SVI, Trace_ELBO, pyro.optim.Adam)
+  (c) ppvae:  ppvae's training path (the Trainer over models/vae.py and guides/gaussian.py)
+
+    .venv/bin/python bench/speed.py [--device cpu] [--batch-sizes 128 512] [--epochs 1] [--repeats 3]
+
+Same data (Fashion-MNIST from Debian's dataset-fashion-mnist when present, else the embedded MNIST digits),
+the same 784-400-20 MLP, Bernoulli likelihood, Adam 1e-3. It prints the median seconds per epoch of each way,
+the ratios b/a and c/a, the peak memory during each way's run, and the test ELBO each reaches (per example,
+nats, one draw with analytic KL, the same estimator for all three) so speed is never bought with a different
+objective. Peak memory is the CUDA allocator's peak on a GPU and the growth of resident memory on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+from pyro.infer import SVI, Trace_ELBO
+
+import ppvae
+from ppvae.train import Trainer
+
+HIDDEN, LATENT, LR = 400, 20, 1e-3
+
+
+# ---- (a) the floor: a hand-written PyTorch VAE -----------------------------------------------------------
+class TorchVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(784, HIDDEN)
+        self.enc_out = nn.Linear(HIDDEN, 2 * LATENT)
+        self.dec = nn.Linear(LATENT, HIDDEN)
+        self.dec_out = nn.Linear(HIDDEN, 784)
+
+    def posterior(self, x):
+        loc, raw = self.enc_out(F.relu(self.enc(x.flatten(1)))).chunk(2, -1)
+        return loc, F.softplus(raw) + 1e-4
+
+    def decode(self, z):
+        return self.dec_out(F.relu(self.dec(z)))
+
+    def loss(self, x):
+        loc, scale = self.posterior(x)
+        z = loc + scale * torch.randn_like(scale)
+        recon = F.binary_cross_entropy_with_logits(self.decode(z), x.flatten(1), reduction="sum")
+        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum()
+        return recon + kl
+
+
+def train_floor(train_x, batch_size, epochs, gen):
+    model = TorchVAE().to(train_x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    times = []
+    for _ in range(epochs):
+        start = _sync_time(train_x)
+        for idx in torch.randperm(train_x.shape[0], generator=gen).to(train_x.device).split(batch_size):
+            loss = model.loss(train_x[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(_sync_time(train_x) - start)
+    return times, model.posterior, model.decode
+
+
+# ---- (b) the plain Pyro way, as in Pyro's examples/vae/vae.py ----------------------------------------------
+class PyroVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.torch_vae = TorchVAE()
+
+    def model(self, x):
+        pyro.module("decoder", self.torch_vae)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], LATENT), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=self.torch_vae.decode(z), validate_args=False).to_event(1),
+                        obs=x.flatten(1))
+
+    def guide(self, x):
+        pyro.module("encoder", self.torch_vae)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.torch_vae.posterior(x)
+            pyro.sample("latent", dist.Normal(loc, scale).to_event(1))
+
+
+def train_pyro(train_x, batch_size, epochs, gen):
+    pyro.clear_param_store()
+    vae = PyroVAE().to(train_x.device)
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": LR}), loss=Trace_ELBO())
+    times = []
+    for _ in range(epochs):
+        start = _sync_time(train_x)
+        for idx in torch.randperm(train_x.shape[0], generator=gen).to(train_x.device).split(batch_size):
+            svi.step(train_x[idx])
+        times.append(_sync_time(train_x) - start)
+    return times, vae.torch_vae.posterior, vae.torch_vae.decode
+
+
+# ---- (c) ppvae ------------------------------------------------------------------------------------------------
+def train_ppvae(data, batch_size, epochs, device):
+    spec = ppvae.load_spec(None, [f"device={device}", f"train.epochs={epochs}", f"train.batch_size={batch_size}",
+                                  f"model.latent_dim={LATENT}", f"encoder.hidden=[{HIDDEN}]",
+                                  f"decoder.hidden=[{HIDDEN}]", f"optimizer.lr={LR}", "train.figures=false",
+                                  "train.progress_every=1000000"])
+    vae = ppvae.build_vae(spec, data.event_shape)
+    trainer = Trainer(vae, data, spec, progress=False)
+    metrics = trainer.fit()
+
+    def posterior(x):
+        d = vae.q.posterior(x)
+        return d.base_dist.loc, d.base_dist.scale
+
+    return [m["seconds"] for m in metrics], posterior, vae.decoder
+
+
+# ---- shared measurement ------------------------------------------------------------------------------------
+def _sync_time(x):
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+@torch.no_grad()
+def test_elbo(posterior, decode, test_x):
+    """Per-example ELBO in nats: one reparameterized draw, analytic KL to N(0, I); the same for every way."""
+    torch.manual_seed(0)
+    total = 0.0
+    for x in test_x.split(1000):
+        loc, scale = posterior(x)
+        z = loc + scale * torch.randn_like(scale)
+        logits = decode(z).flatten(1)
+        recon = -F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(-1)
+        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum(-1)
+        total += (recon - kl).sum().item()
+    return total / test_x.shape[0]
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or growth of resident set size sampled every 5 ms."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def _rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mib = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.mib = (self.peak - self.base) / 2**20
+
+
+def load_data():
+    try:
+        data = ppvae.load_dataset("fashion-mnist", download=False)
+        return data, "Fashion-MNIST (60,000 train / 10,000 test, from the local IDX files)"
+    except FileNotFoundError:
+        return ppvae.load_dataset(), "the embedded MNIST digits (4,000 / 1,000): Fashion-MNIST was not found"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = ppvae.train.resolve_device(args.device)
+    data, which = load_data()
+    train_x, test_x = data.train.to(device), data.test.to(device)
+    print(f"data: {which}; device: {device}; torch {torch.__version__}, pyro {pyro.__version__}, "
+          f"{torch.get_num_threads()} threads; {args.epochs} epoch(s) x {args.repeats} repeats, alternating")
+    ways = {
+        "a floor": lambda b, g: train_floor(train_x, b, args.epochs, g),
+        "b pyro": lambda b, g: train_pyro(train_x, b, args.epochs, g),
+        "c ppvae": lambda b, g: train_ppvae(data, b, args.epochs, args.device),
+    }
+    for batch_size in args.batch_sizes:
+        seconds = {k: [] for k in ways}
+        memory, elbo = {}, {}
+        for rep in range(args.repeats):
+            for name, run in ways.items():
+                torch.manual_seed(rep)
+                with PeakMemory(device) as peak:
+                    times, posterior, decode = run(batch_size, torch.Generator().manual_seed(rep))
+                seconds[name] += times
+                memory[name] = max(memory.get(name, 0.0), peak.mib)
+                elbo[name] = test_elbo(posterior, decode, test_x)
+        floor = statistics.median(seconds["a floor"])
+        print(f"\nbatch {batch_size}")
+        print(f"{'way':<10}{'s/epoch (median)':>18}{'ratio to a':>12}{'runs':>6}{'peak MiB':>10}{'test ELBO':>11}")
+        for name in ways:
+            med = statistics.median(seconds[name])
+            print(f"{name:<10}{med:>18.2f}{med / floor:>12.2f}{len(seconds[name]):>6}{memory[name]:>10.0f}"
+                  f"{elbo[name]:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
