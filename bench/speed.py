@@ -1,6 +1,8 @@
 """Seconds per epoch of the same VAE trained three ways, in one process, alternating:
 
   (a) floor:  a hand-written PyTorch VAE (analytic KL, one torch.optim.Adam), as in PyTorch's VAE example
+  (a') fused: the same with torch's fused Adam kernel, which ppvae uses by default (the fair reference for
+              what ppvae adds on top of the network itself)
   (b) pyro:   the plain Pyro way, as Pyro's own VAE example trains (SVI, Trace_ELBO, pyro.optim.Adam)
   (c) ppvae:  ppvae's training path (the Trainer over models/vae.py and guides/gaussian.py)
 
@@ -30,7 +32,7 @@ import pyro.distributions as dist
 from pyro.infer import SVI, Trace_ELBO
 
 import ppvae
-from ppvae.train import Trainer
+from ppvae.train import Trainer, resolve_device
 
 HIDDEN, LATENT, LR = 400, 20, 1e-3
 
@@ -59,9 +61,9 @@ class TorchVAE(nn.Module):
         return recon + kl
 
 
-def train_floor(train_x, batch_size, epochs, gen):
+def train_floor(train_x, batch_size, epochs, gen, fused=False):
     model = TorchVAE().to(train_x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None)
     times = []
     for _ in range(epochs):
         start = _sync_time(train_x)
@@ -108,14 +110,19 @@ def train_pyro(train_x, batch_size, epochs, gen):
 
 
 # ---- (c) ppvae ------------------------------------------------------------------------------------------------
-def train_ppvae(data, batch_size, epochs, device):
-    spec = ppvae.load_spec(None, [f"device={device}", f"train.epochs={epochs}", f"train.batch_size={batch_size}",
+LAST_PPVAE = {}
+
+
+def train_ppvae(data, batch_size, epochs, device, seed):
+    spec = ppvae.load_spec(None, [f"seed={seed}", f"device={device}", f"train.epochs={epochs}", f"train.batch_size={batch_size}",
                                   f"model.latent_dim={LATENT}", f"encoder.hidden=[{HIDDEN}]",
                                   f"decoder.hidden=[{HIDDEN}]", f"optimizer.lr={LR}", "train.figures=false",
                                   "train.progress_every=1000000"])
+    torch.manual_seed(seed)
     vae = ppvae.build_vae(spec, data.event_shape)
     trainer = Trainer(vae, data, spec, progress=False)
     metrics = trainer.fit()
+    LAST_PPVAE["vae"] = vae
 
     def posterior(x):
         d = vae.q.posterior(x)
@@ -194,20 +201,23 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iwae-k", type=int, default=1000,
+                        help="after the runs, time ppvae's IWAE log-likelihood with this K over the test set (0: skip)")
     args = parser.parse_args()
-    device = ppvae.train.resolve_device(args.device)
+    device = resolve_device(args.device)
     data, which = load_data()
     train_x, test_x = data.train.to(device), data.test.to(device)
     print(f"data: {which}; device: {device}; torch {torch.__version__}, pyro {pyro.__version__}, "
           f"{torch.get_num_threads()} threads; {args.epochs} epoch(s) x {args.repeats} repeats, alternating")
     ways = {
         "a floor": lambda b, g: train_floor(train_x, b, args.epochs, g),
+        "a' fused": lambda b, g: train_floor(train_x, b, args.epochs, g, fused=True),
         "b pyro": lambda b, g: train_pyro(train_x, b, args.epochs, g),
-        "c ppvae": lambda b, g: train_ppvae(data, b, args.epochs, args.device),
+        "c ppvae": lambda b, g: train_ppvae(data, b, args.epochs, args.device, g.initial_seed()),
     }
     for batch_size in args.batch_sizes:
         seconds = {k: [] for k in ways}
-        memory, elbo = {}, {}
+        memory, elbo = {}, {k: [] for k in ways}
         for rep in range(args.repeats):
             for name, run in ways.items():
                 torch.manual_seed(rep)
@@ -215,14 +225,25 @@ def main():
                     times, posterior, decode = run(batch_size, torch.Generator().manual_seed(rep))
                 seconds[name] += times
                 memory[name] = max(memory.get(name, 0.0), peak.mib)
-                elbo[name] = test_elbo(posterior, decode, test_x)
-        floor = statistics.median(seconds["a floor"])
+                elbo[name].append(test_elbo(posterior, decode, test_x))
+        floor, fused = statistics.median(seconds["a floor"]), statistics.median(seconds["a' fused"])
         print(f"\nbatch {batch_size}")
-        print(f"{'way':<10}{'s/epoch (median)':>18}{'ratio to a':>12}{'runs':>6}{'peak MiB':>10}{'test ELBO':>11}")
+        header = ("way", "s/epoch (median)", "ratio to a", "to a'", "runs", "peak MiB", "test ELBO (mean, sd)")
+        print("{:<10}{:>18}{:>12}{:>8}{:>6}{:>10}{:>22}".format(*header))
         for name in ways:
             med = statistics.median(seconds[name])
-            print(f"{name:<10}{med:>18.2f}{med / floor:>12.2f}{len(seconds[name]):>6}{memory[name]:>10.0f}"
-                  f"{elbo[name]:>11.2f}")
+            print(f"{name:<10}{med:>18.2f}{med / floor:>12.2f}{med / fused:>8.2f}{len(seconds[name]):>6}"
+                  f"{memory[name]:>10.0f}{statistics.mean(elbo[name]):>15.2f} "
+                  f"{statistics.stdev(elbo[name]) if len(elbo[name]) > 1 else 0.0:>6.2f}")
+    if args.iwae_k:
+        from ppvae.evaluate import iwae_log_likelihood
+
+        with PeakMemory(device) as peak:
+            start = _sync_time(test_x)
+            ll = iwae_log_likelihood(LAST_PPVAE["vae"], test_x, args.iwae_k)
+            seconds = _sync_time(test_x) - start
+        print(f"\nIWAE log-likelihood, K={args.iwae_k}, {test_x.shape[0]} test examples (last ppvae model): "
+              f"{ll.mean():.2f} nats/example in {seconds:.1f} s, peak {peak.mib:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -123,13 +123,31 @@ class Bernoulli(Likelihood):
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         # validate_args=False: the support check is done once on the data set, not on every batch.
-        return self._event(dist.Bernoulli(logits=out, validate_args=False))
+        return _BernoulliEvent(dist.Bernoulli(logits=out, validate_args=False), len(self.event_shape))
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
 
     def check_support(self, x: torch.Tensor) -> None:
         _check_range(x, 0.0, 1.0, "the Bernoulli")
+
+
+class _BernoulliEvent(dist.Independent):
+    """Independent Bernoulli pixels scored as one event: sum_i x_i l_i - softplus(l_i).
+
+    The same number as summing ``Bernoulli(logits=l).log_prob(x)`` over the event. When x is broadcast over
+    particles without gradients (the IWAE estimate scoring 1,000 particles per image), it is computed without
+    a copy of x per particle (the dot product is an einsum): about twice as fast there.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self.base_dist.logits
+        # Training (gradients, one particle): torch's fused cross-entropy kernel is faster forward and back.
+        if torch.is_grad_enabled() or logits.shape == value.shape:
+            return super().log_prob(value)
+        n = self.reinterpreted_batch_ndims
+        logits, value = logits.flatten(-n), value.flatten(-n)
+        return torch.einsum("...d,...d->...", logits, value) - F.softplus(logits).sum(-1)
 
 
 @LIKELIHOODS.register("continuous_bernoulli")

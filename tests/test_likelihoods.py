@@ -435,3 +435,16 @@ def test_new_likelihoods_train_on_mnist(tiny_mnist, likelihood):
     assert ("bits_per_dim" in after) == vae.likelihood.discrete
     if raw is not None:  # the learned scale was trained along with the networks
         assert not torch.equal(raw, vae.likelihood.raw_scale.detach())
+
+
+def test_bernoulli_particle_path_equals_the_elementwise_sum():
+    """The einsum path used when scoring many particles without gradients gives Pyro's Bernoulli number."""
+    import pyro.distributions as dist
+
+    lik = LIKELIHOODS.build("bernoulli", (1, 4, 4))
+    logits = torch.randn(7, 5, 1, 4, 4)
+    x = torch.rand(5, 1, 4, 4)
+    expected = dist.Bernoulli(logits=logits, validate_args=False).log_prob(x).sum((-3, -2, -1))
+    with torch.no_grad():
+        assert torch.allclose(lik(logits).log_prob(x), expected, atol=1e-4)
+    assert torch.allclose(lik(logits).log_prob(x), expected, atol=1e-4)  # the gradient path

@@ -200,3 +200,45 @@ def test_sync_free_path_equals_pyros_estimator(prior, name, pyro_cls, beta):
     assert fast.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, b in zip(ref_grads, fast_grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("guide", ["normal", "iaf"])
+@pytest.mark.parametrize("prior", ["normal", "student_t", "mixture"])
+@pytest.mark.parametrize("name", ["Trace_ELBO", "TraceMeanField_ELBO"])
+@pytest.mark.parametrize("beta", [1.0, 0.0, 2.5])
+def test_fast_path_equals_pyros_trace_elbo_on_the_same_draws(guide, prior, name, beta):
+    """The trainer's direct evaluation of the stock VAE program: Pyro's loss and gradients, bit for bit in
+    distribution, on the same random draws."""
+    import pyro
+    from pyro.infer import TraceMeanField_ELBO
+
+    from ppvae.fast import fast_loss, supports_fast_path
+
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=3, prior=prior, guide=guide)
+    assert supports_fast_path(vae, {"name": name, "num_particles": 1})
+    x = torch.rand(16, 1, 8, 8)
+    params = list(vae.parameters())
+    ref_cls = Trace_ELBO if name == "Trace_ELBO" else TraceMeanField_ELBO
+    torch.manual_seed(1)
+    ref = ref_cls(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, x, beta=beta)
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    with pyro.validation_enabled(False):
+        torch.manual_seed(1)
+        fast = fast_loss(vae, x, beta, analytic=name == "TraceMeanField_ELBO")
+    fast_grads = torch.autograd.grad(fast, params, allow_unused=True)
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(ref_grads, fast_grads):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_only_for_programs_it_knows():
+    from ppvae.fast import supports_fast_path
+
+    class MyVAE(VAE):
+        def model(self, x, beta=1.0):  # a user's own program: must go through Pyro
+            return super().model(x, beta)
+
+    assert not supports_fast_path(MyVAE((4,), 2), {"name": "Trace_ELBO", "num_particles": 1})
+    assert not supports_fast_path(VAE((4,), 2), {"name": "IWAE", "num_particles": 5})
+    assert not supports_fast_path(VAE((4,), 2), {"name": "Trace_ELBO", "num_particles": 2})
