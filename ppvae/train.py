@@ -93,6 +93,7 @@ class Trainer:
         self.objective = component(OBJECTIVES, spec["objective"])
         # Trace_ELBO's estimator evaluated directly for the stock program (ppvae.fast); Pyro's traces otherwise
         self.fast = supports_fast_path(self.vae, spec["objective"]) and not spec["train"]["validate"]
+        self.analytic_kl = spec["objective"]["name"] == "TraceMeanField_ELBO"
         if not self.beta.scaling:
             self._check_kl_objective()
         self.optimizer = make_optimizer(spec["optimizer"], self.vae.parameters())
@@ -126,10 +127,9 @@ class Trainer:
         if self.beta.scaling:
             beta = self.beta(epoch, self.epochs)
             if self.fast:
-                return fast_loss(vae, x, beta, analytic=self.spec["objective"]["name"] == "TraceMeanField_ELBO")
+                return fast_loss(vae, x, beta, analytic=self.analytic_kl)
             return self.objective.differentiable_loss(vae.model, vae.guide, x, beta=beta)
-        recon, kl = elbo_terms(vae.model, vae.guide, x, analytic=self.spec["objective"]["name"] ==
-                               "TraceMeanField_ELBO", per_dim=self.beta.per_dim_kl)
+        recon, kl = elbo_terms(vae.model, vae.guide, x, analytic=self.analytic_kl, per_dim=self.beta.per_dim_kl)
         return self.beta.loss(recon, kl, epoch, self.epochs)
 
     # ---- state ---------------------------------------------------------------------------------------------
