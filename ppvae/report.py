@@ -18,7 +18,6 @@ from . import diagnostics as diag
 from . import plots
 from .checkpoint import atomic_write_bytes
 from .evaluate import evaluate_elbo, iwae_log_likelihood
-from .latent import interpolate
 from .likelihoods import bits_per_dim
 
 REPORT_FILE = "report.json"

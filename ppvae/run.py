@@ -20,7 +20,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint
 from .data import Dataset, load_dataset
 from .models import VAE
 from .registry import OBJECTIVES
-from .spec import default_spec, load_spec, merge, validate
+from .spec import default_spec, load_spec, merge
 from .train import SPEC_FILE, Trainer, resolve_device
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import plots
 from .beta import make_beta
 from .build import component
-from .checkpoint import CHECKPOINT, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset
 from .evaluate import elbo_terms, evaluate_elbo
 from .fast import fast_loss, supports_fast_path
