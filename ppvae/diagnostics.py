@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from .evaluate import elbo_terms
+from .evaluate import elbo_terms, seeded_eval
 
 KHAT_THRESHOLD = 0.7
 ACTIVE_THRESHOLD = 0.01
@@ -32,8 +32,7 @@ def kl_per_dimension(vae, x: torch.Tensor, *, batch_size: int = 1000, seed: int 
     flows), where a per-dimension KL is not defined.
     """
     total = None
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, x.device, vae):
         for start in range(0, x.shape[0], batch_size):
             _, kl = elbo_terms(vae.model, vae.guide, x[start:start + batch_size], per_dim=True)
             total = kl.sum(0) if total is None else total + kl.sum(0)
@@ -56,8 +55,7 @@ def mutual_information(vae, x: torch.Tensor, *, seed: int = 0) -> float:
     .. math:: \hat I = \frac{1}{N}\sum_i \Big[\log q(z_i \mid x_i)
               - \log \frac{1}{N}\sum_j q(z_i \mid x_j)\Big], \quad z_i \sim q(z \mid x_i)
     """
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, x.device, vae):
         q = vae.q.posterior(x)
         z = q.sample()
     try:  # every z_i under every q(z | x_j): needs a posterior that broadcasts, such as a Gaussian
@@ -83,8 +81,7 @@ def posterior_inference_data(vae, x: torch.Tensor, *, num_draws: int = 500, seed
     """Draws z ~ q(z | x_i) for each example as ``arviz.InferenceData`` (one chain; dims example, latent)."""
     import arviz as az
 
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, x.device, vae):
         draws = vae.q.posterior(x).sample((num_draws,))  # (draw, example, latent)
     return az.from_dict(
         posterior={"z": draws.cpu().numpy()[None]},

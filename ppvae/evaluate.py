@@ -10,6 +10,7 @@ nats; bits per dimension are given for likelihoods of discrete data.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -19,6 +20,28 @@ from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
 from .likelihoods import bits_per_dim
+
+
+@contextlib.contextmanager
+def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.Module | None = None):
+    """Run a block reproducibly without disturbing anyone else's randomness.
+
+    Inside the block the random state is ``torch.manual_seed(seed)`` (CPU, and the CUDA device ``device``
+    names) and ``module`` is in eval mode; afterwards, even after an exception, the global random state and
+    the module's training mode are what they were. Evaluation and figures use it, so that looking at a
+    model mid-training does not change the training run.
+    """
+    device = torch.device(device)
+    was_training = module.training if module is not None else None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        if module is not None:
+            module.eval()
+        try:
+            yield
+        finally:
+            if module is not None:
+                module.train(was_training)
 
 
 def elbo_terms(model, guide, x: torch.Tensor, *args, analytic: bool = True, per_dim: bool = False,
@@ -70,17 +93,12 @@ def _factors(d, name: str):
 def evaluate_elbo(vae, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL per example (nats) over ``x``; deterministic for a given ``seed``
     and leaves the global random state untouched, so evaluating does not change a training run."""
-    was_training = vae.training
-    vae.eval()
-    devices = [x.device] if x.device.type == "cuda" else []
     recon_sum = kl_sum = 0.0
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, x.device, vae):
         for start in range(0, x.shape[0], batch_size):
             recon, kl = elbo_terms(vae.model, vae.guide, x[start:start + batch_size])
             recon_sum += recon.sum()
             kl_sum += kl.sum()
-    vae.train(was_training)
     n = x.shape[0]
     recon_mean, kl_mean = float(recon_sum) / n, float(kl_sum) / n
     out = {"elbo": recon_mean - kl_mean, "recon": recon_mean, "kl": kl_mean, "num_examples": n}
@@ -119,17 +137,12 @@ def iwae_log_likelihood(vae, x: torch.Tensor, num_samples: int = 1000, *, batch_
     ``return_weights`` also the (N, K) log weights (for PSIS diagnostics). Deterministic for a seed and
     leaves the global random state alone.
     """
-    was_training = vae.training
-    vae.eval()
-    devices = [x.device] if x.device.type == "cuda" else []
     estimates, weights = [], []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, x.device, vae):
         for start in range(0, x.shape[0], batch_size):
             lw = log_importance_weights(vae, x[start:start + batch_size], num_samples)
             estimates.append(torch.logsumexp(lw, 0) - math.log(num_samples))
             if return_weights:
                 weights.append(lw.T.cpu())
-    vae.train(was_training)
     ll = torch.cat(estimates)
     return (ll, torch.cat(weights)) if return_weights else ll

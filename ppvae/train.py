@@ -28,7 +28,7 @@ from .beta import make_beta
 from .build import component
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset
-from .evaluate import elbo_terms, evaluate_elbo
+from .evaluate import elbo_terms, evaluate_elbo, seeded_eval
 from .fast import fast_loss, supports_fast_path
 from .latent import interpolate
 from .registry import OBJECTIVES
@@ -240,11 +240,7 @@ def write_metrics(metrics: list[dict], path: Path) -> None:
 @torch.no_grad()
 def write_figures(vae, test_x: torch.Tensor, metrics: list[dict], out: Path, seed: int = 0, n: int = 8) -> None:
     """The standard figures of a run: reconstructions, prior samples, interpolations, training curve."""
-    was_training = vae.training
-    vae.eval()
-    devices = [test_x.device] if test_x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_eval(seed, test_x.device, vae):
         x = test_x[: 2 * n]
         plots.plot_reconstructions(x[:n], vae.reconstruct(x[:n]), path=out / "reconstructions.png", n=n)
         plots.plot_samples(vae.generate(64), nrow=8, path=out / "samples.png")
@@ -254,4 +250,3 @@ def write_figures(vae, test_x: torch.Tensor, metrics: list[dict], out: Path, see
                                      title=f"{method.capitalize()} interpolation between posterior means")
         if metrics:
             plots.plot_training_curve(metrics, path=out / "training_curve.png")
-    vae.train(was_training)

@@ -166,3 +166,36 @@ def test_exact_helpers_refuse_other_models():
     with pytest.raises(ValueError, match="exact log-likelihood needs a linear-Gaussian VAE"):
         linear_gaussian_log_likelihood(ppvae.VAE((D,), 2), torch.zeros(1, D))
     assert math.isfinite(ppca_mle(torch.randn(50, D), 2)[2])
+
+
+def test_evaluation_is_seeded_and_leaves_the_random_state_and_training_mode_alone():
+    vae = _model_with_columns([2.0, 0.5])
+    x = _sample(vae, 50)
+    vae = _linear_vae(2)  # an untrained guide: importance weights that vary with the draw
+    vae.train()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    calls = {
+        "elbo": lambda seed: ppvae.evaluate_elbo(vae, x, seed=seed)["elbo"],
+        "iwae": lambda seed: iwae_log_likelihood(vae, x, 20, seed=seed).sum().item(),
+        "kl per dim": lambda seed: diag.kl_per_dimension(vae, x, seed=seed, batch_size=7).sum().item(),
+        "mutual information": lambda seed: diag.mutual_information(vae, x, seed=seed),
+        "posterior draws": lambda seed: float(diag.posterior_inference_data(vae, x[:3], num_draws=5, seed=seed)
+                                              .posterior["z"].sum()),
+    }
+    for name, f in calls.items():
+        a, b, c = f(3), f(3), f(4)
+        assert a == b, f"{name} is not reproducible for one seed: {a} vs {b}"
+        if name != "kl per dim":  # analytic KL: no randomness
+            assert a != c, f"{name} ignores its seed"
+        assert torch.equal(torch.get_rng_state(), state), f"{name} changed the global random state"
+        assert vae.training, f"{name} left the model in eval mode"
+
+    from ppvae.evaluate import seeded_eval
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with seeded_eval(0, "cpu", vae):
+            assert not vae.training
+            torch.randn(3)
+            raise RuntimeError("boom")
+    assert vae.training and torch.equal(torch.get_rng_state(), state)
