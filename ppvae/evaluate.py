@@ -5,7 +5,7 @@
 The terms are taken from the Pyro traces, so any model/guide pair with observed and latent sites works:
 observed sites sum to the reconstruction term; for each latent site the KL is analytic where Pyro has it
 registered (lower variance) and log q(z) - log p(z) at the sampled z otherwise. Figures are per example in
-nats; bits per dimension are given for likelihoods of discrete data.
+nats; bits per dimension are given where -log p(x) is a code length (a mass function on data in its support).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def evaluate_elbo(vae, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0
     n = x.shape[0]
     recon_mean, kl_mean = float(recon_sum) / n, float(kl_sum) / n
     out = {"elbo": recon_mean - kl_mean, "recon": recon_mean, "kl": kl_mean, "num_examples": n}
-    if vae.likelihood.discrete:
+    if vae.likelihood.gives_code_length(x):
         out["bits_per_dim"] = bits_per_dim(-out["elbo"], math.prod(vae.event_shape))
     return out
 

@@ -29,7 +29,8 @@ class Likelihood(Component, nn.Module):
 
     #: decoder outputs per data dimension (a learned-variance Gaussian needs two: mean and scale)
     params_per_dim: int = 1
-    #: whether bits per dimension mean something (a density on continuous data does not give code lengths)
+    #: whether p(x | z) is a mass function, so that bits per dimension can mean something on data in its support
+    #: (a density on continuous data does not give code lengths); see ``gives_code_length``
     discrete: bool = False
 
     def __init__(self, event_shape):
@@ -45,6 +46,11 @@ class Likelihood(Component, nn.Module):
 
     def check_support(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` saying what is wrong if ``x`` cannot be data for this likelihood."""
+
+    def gives_code_length(self, x: torch.Tensor) -> bool:
+        """Whether -log p(x | z) of the data ``x`` is a code length, so that bits per dimension mean something:
+        a mass function on data in its support (not a density, and not a score of data outside the support)."""
+        return self.discrete
 
     def _event(self, d: dist.TorchDistribution) -> dist.TorchDistribution:
         # The data's dimensions form one event, so log_prob is one number per example (and per particle).
@@ -130,6 +136,10 @@ class Bernoulli(Likelihood):
 
     def check_support(self, x: torch.Tensor) -> None:
         _check_range(x, 0.0, 1.0, "the Bernoulli")
+
+    def gives_code_length(self, x: torch.Tensor) -> bool:
+        # A mass function on binary images only: grey levels are scored by an unnormalised cross-entropy.
+        return bool(((x == 0) | (x == 1)).all())
 
 
 class _BernoulliEvent(dist.Independent):

@@ -36,8 +36,13 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
     iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)) if n > 1 else None,
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
                    f"(Burda et al. 2016); a lower bound in expectation"}
-    if vae.likelihood.discrete:
+    if vae.likelihood.gives_code_length(x):
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
+    elif vae.likelihood.discrete:
+        name = getattr(vae.likelihood, "registry_name", type(vae.likelihood).__name__)
+        iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
+                                     f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
+                                     f"not a code length")
     active, variance = diag.active_units(vae, x)
     kl_dims, kl_note = None, "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"
     try:
@@ -184,6 +189,8 @@ def summary(report: dict) -> str:
     ]
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
+    elif "bits_per_dim_note" in iw:
+        lines.append(f"  bits per dimension  {'-':>10}   ({iw['bits_per_dim_note']})")
     au = report["active_units"]
     lines.append(f"  active units        {au['value']:>7} of {au['of']}")
     kl = report["kl_per_dimension"]["value"]

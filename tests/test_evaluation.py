@@ -155,6 +155,8 @@ def test_evaluate_cli_writes_the_report_and_figures(tmp_path, capsys):
     assert report["num_examples"] == 128 and report["iwae_log_likelihood"]["num_samples"] == 50
     assert report["iwae_log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1.0
     assert len(report["kl_per_dimension"]["value"]) == 2 and "how" in report["psis_khat"]
+    # Bernoulli on grey-level digits: a score, not a code length, so no bits per dimension, and it says why.
+    assert "bits_per_dim" not in report["iwae_log_likelihood"] and "not a code length" in out
     figures = {p.name for p in (run / "figures").iterdir()}
     assert {"traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png"} <= figures
     assert set(report["figures"]) <= figures

@@ -432,7 +432,7 @@ def test_new_likelihoods_train_on_mnist(tiny_mnist, likelihood):
     ppvae.train(vae, tiny_mnist, epochs=3, batch_size=64, device="cpu", progress=False, figures=False)
     after = ppvae.evaluate_elbo(vae, tiny_mnist.test)
     assert math.isfinite(after["elbo"]) and after["elbo"] > before + 50, (before, after["elbo"])  # nats/example
-    assert ("bits_per_dim" in after) == vae.likelihood.discrete
+    assert ("bits_per_dim" in after) == vae.likelihood.discrete  # categorical, discretized: data on the levels
     if raw is not None:  # the learned scale was trained along with the networks
         assert not torch.equal(raw, vae.likelihood.raw_scale.detach())
 
@@ -448,3 +448,17 @@ def test_bernoulli_particle_path_equals_the_elementwise_sum():
     with torch.no_grad():
         assert torch.allclose(lik(logits).log_prob(x), expected, atol=1e-4)
     assert torch.allclose(lik(logits).log_prob(x), expected, atol=1e-4)  # the gradient path
+
+
+def test_bits_per_dim_only_where_the_likelihood_gives_a_code_length(tiny_mnist):
+    torch.manual_seed(0)
+    vae = ppvae.VAE((1, 28, 28), latent_dim=4, encoder={"name": "mlp", "hidden": [32]},
+                    decoder={"name": "mlp", "hidden": [32]}, likelihood="bernoulli")
+    grey = tiny_mnist.test
+    binary = (grey > 0.5).float()
+    assert ((grey > 0) & (grey < 1)).any()  # the real digits have grey levels
+    on_grey, on_binary = ppvae.evaluate_elbo(vae, grey), ppvae.evaluate_elbo(vae, binary)
+    assert "bits_per_dim" not in on_grey  # a cross-entropy score of grey levels is not a code length
+    assert on_binary["bits_per_dim"] == pytest.approx(-on_binary["elbo"] / (784 * math.log(2)))
+    gaussian = ppvae.VAE((1, 28, 28), latent_dim=4, likelihood="gaussian")
+    assert "bits_per_dim" not in ppvae.evaluate_elbo(gaussian, binary)  # a density: never
