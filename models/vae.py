@@ -85,6 +85,14 @@ class VAE(nn.Module):
                 f"the data has event shape {tuple(x.shape[1:])} but this VAE was built for {self.event_shape}; "
                 f"build the VAE with event_shape={tuple(x.shape[1:])} (in a spec it is taken from the data)"
             )
+        finite = torch.isfinite(x)
+        if not finite.all():
+            bad = int((~finite).sum())
+            first = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise ValueError(
+                f"the data contain {bad} non-finite value(s) (NaN or inf), the first at index {first}; "
+                f"remove or impute them before training"
+            )
         self.likelihood.check_support(x)
 
     def spec(self) -> dict:

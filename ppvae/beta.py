@@ -11,6 +11,7 @@ loss, so every rule on the KL term is in this one module.
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager
 
 from pyro import poutine
@@ -110,8 +111,9 @@ class CyclicalBeta(BetaSchedule):
         self.cycles, self.ratio = int(cycles), float(ratio)
 
     def __call__(self, epoch: float, num_epochs: int) -> float:
-        period = num_epochs / self.cycles
-        tau = (epoch % period) / period
+        # In units of cycles, rounded so that float error at a cycle boundary restarts at 0 rather than ending at 1.
+        position = round(epoch * self.cycles / num_epochs, 9)
+        tau = position - math.floor(position)
         return self.value * min(1.0, tau / self.ratio)
 
 

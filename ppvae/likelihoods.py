@@ -59,7 +59,7 @@ class Likelihood(Component, nn.Module):
 
 def _check_range(x: torch.Tensor, lo: float, hi: float, what: str) -> None:
     xmin, xmax = x.min().item(), x.max().item()
-    if xmin < lo or xmax > hi:
+    if not (lo <= xmin and xmax <= hi):  # written so that NaN fails it too
         raise ValueError(
             f"{what} likelihood needs data in [{lo:g}, {hi:g}], but the data ranges over "
             f"[{xmin:.4g}, {xmax:.4g}]; rescale the data (e.g. divide 8-bit images by 255) "
@@ -100,7 +100,8 @@ def _params_last(out: torch.Tensor, event_shape: tuple[int, ...], k: int) -> tor
     return out.unflatten(-n, (k, event_shape[0])).movedim(-n - 1, -1)
 
 
-def _inverse_softplus(y: float) -> float:
+def inverse_softplus(y: float) -> float:
+    """softplus^{-1}(y) = log(exp(y) - 1), without overflow for large y."""
     return y + math.log(-math.expm1(-y))
 
 
@@ -253,7 +254,7 @@ class _LocationScale(Likelihood):
         self.learn_scale = learn_scale
         self.min_scale = float(min_scale)
         self.params_per_dim = 2 if learn_scale == "decoder" else 1
-        self._raw_init = _inverse_softplus(self.scale - self.min_scale) if learn_scale != "none" else 0.0
+        self._raw_init = inverse_softplus(self.scale - self.min_scale) if learn_scale != "none" else 0.0
         if learn_scale == "global":
             self.raw_scale = nn.Parameter(torch.tensor(self._raw_init))
         elif learn_scale == "pixel":

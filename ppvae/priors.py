@@ -15,6 +15,7 @@ from torch import nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
+from .likelihoods import inverse_softplus
 from .registry import PRIORS, Component
 
 
@@ -129,7 +130,7 @@ class StudentTPrior(Prior):
         super().__init__(latent_dim)
         self.df = _positive("df (degrees of freedom)", df)
         self.learn_df = bool(learn_df)
-        raw = torch.tensor(self.df).expm1().log()  # softplus^-1, so the initial nu is exactly df
+        raw = torch.tensor(inverse_softplus(self.df))  # so the initial nu is exactly df (stable for large df)
         self.raw_df = nn.Parameter(raw) if self.learn_df else None
         self.register_buffer("_loc", torch.zeros(self.latent_dim))
 

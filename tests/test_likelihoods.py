@@ -375,6 +375,19 @@ def test_support_errors(name, x, message):
         lik.check_support(x.view(1, 6))
 
 
+@pytest.mark.parametrize("name", ["bernoulli", "continuous_bernoulli", "categorical", "discretized_logistic",
+                                  "gaussian"])
+def test_non_finite_data_are_refused_before_training(name):
+    x = torch.full((3, 6), 0.5)
+    x[1, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"the data contain 1 non-finite value\(s\) \(NaN or inf\), the first at "
+                                         r"index \(1, 4\); remove or impute them"):
+        ppvae.VAE((6,), latent_dim=2, likelihood=name).check_data(x)
+    if name != "gaussian":  # the support check on its own refuses NaN too (NaN compares false with anything)
+        with pytest.raises(ValueError, match=r"needs data in \[0, 1\], but the data ranges over \[nan, nan\]"):
+            LIKELIHOODS.build(name, (6,)).check_support(x)
+
+
 def test_support_accepts_valid_data():
     levels = torch.arange(256, dtype=torch.float32) / 255
     for name in LIKELIHOODS.names:

@@ -21,6 +21,11 @@ def test_schedules_give_the_right_values_at_given_steps():
     cyc = CyclicalBeta(value=1.0, cycles=4, ratio=0.5)  # 20 epochs: cycles of 5, rising over 2.5
     assert [cyc(t, 20) for t in (0, 1.25, 2.5, 4.9, 5, 6.25, 10, 19.99)] == pytest.approx(
         [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 0.0, 1.0])
+    # Every cycle restarts at exactly 0, also where float arithmetic puts the boundary a hair early
+    # (10 epochs in 6 cycles: 5.0 % (10 / 6) is 1.6666666666666665, not 0).
+    for epochs, cycles in [(10, 6), (1, 5), (7, 3), (30, 7)]:
+        cyc = CyclicalBeta(value=1.0, cycles=cycles)
+        assert [cyc(k * epochs / cycles, epochs) for k in range(cycles)] == [0.0] * cycles
     cap = CapacityKL(gamma=100, capacity=20, anneal_epochs=10)
     assert [cap.log_values(t, 30)["capacity"] for t in (0, 5, 10, 25)] == [0.0, 10.0, 20.0, 20.0]
     assert cap.log_values(3, 30)["beta"] == 100

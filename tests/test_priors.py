@@ -58,6 +58,13 @@ def test_student_t(learn_df):
         assert p.raw_df.grad is not None and p.raw_df.grad.abs() > 0
 
 
+def test_student_t_with_a_large_learned_df_is_finite():
+    # softplus^-1(100) overflows float32 if computed as log(expm1(100)); nu must start at exactly df
+    p = PRIORS.build("student_t", D, df=100.0, learn_df=True)
+    z = _z()
+    np.testing.assert_allclose(_logp(p, z), stats.t.logpdf(z.numpy(), df=100.0).sum(-1), rtol=1e-5)
+
+
 def test_mixture_of_gaussians():
     p = PRIORS.build("mixture", D, components=4)
     z = _z()
