@@ -25,10 +25,11 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int, eps: float = 1e-7) -> 
     """
     t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype).view(-1, *[1] * (z0.dim() - 1), 1)
     cos = (z0 * z1).sum(-1, keepdim=True) / (z0.norm(dim=-1, keepdim=True) * z1.norm(dim=-1, keepdim=True) + eps)
-    omega = torch.arccos(cos.clamp(-1 + eps, 1 - eps))
+    omega = torch.arccos(cos.clamp(-1, 1))
     so = torch.sin(omega)
-    arc = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / so
-    return torch.where(so.abs() < 1e-4, lerp(z0, z1, steps), arc)
+    degenerate = so < 1e-3  # (anti)parallel: 1/sin(omega) would blow the path up, and the arc is undefined
+    arc = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / so.clamp_min(1e-3)
+    return torch.where(degenerate, lerp(z0, z1, steps), arc)
 
 
 @torch.no_grad()
