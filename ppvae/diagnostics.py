@@ -21,6 +21,8 @@ import torch
 from .evaluate import elbo_terms, seeded_eval
 
 KHAT_THRESHOLD = 0.7
+#: ArviZ fits the Pareto tail to the largest min(K/5, 3 sqrt(K)) weights and gives k-hat = inf for fewer than 5
+MIN_PSIS_SAMPLES = 21
 ACTIVE_THRESHOLD = 0.01
 
 
@@ -68,7 +70,11 @@ def mutual_information(vae, x: torch.Tensor, *, seed: int = 0) -> float:
 
 
 def psis_khat(log_weights: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Pareto k-hat per example from (examples, samples) log importance weights, by ArviZ's PSIS."""
+    """Pareto k-hat per example from (examples, samples) log importance weights, by ArviZ's PSIS.
+
+    ArviZ returns ``inf`` where k-hat is undefined: with fewer than ``MIN_PSIS_SAMPLES`` samples, or when the
+    tail has fewer than 5 distinct weights (every weight equal, as for an exact guide of a linear model).
+    """
     import arviz as az
 
     lw = log_weights.detach().cpu().double().numpy() if torch.is_tensor(log_weights) else np.asarray(log_weights)

@@ -377,10 +377,11 @@ def plot_traversals(grid: torch.Tensor, dims: list[int], kls: Optional[list[floa
 
     :param torch.Tensor grid: ``(len(dims), n_steps, *event_shape)``.
     :param list dims: the latent dimension of each row (ordered by KL, largest first, by the caller).
-    :param list kls: optional KL of each row's dimension, in nats, shown in the title.
+    :param list kls: optional KL of each row's dimension, in nats, shown in the title beside its name.
     """
     order = "by KL, largest first" if kls is not None else "as given"
-    title = f"Latent traversals, {-span:g} to {span:g}; rows ({order}): {', '.join(f'z{d}' for d in dims)}"
+    rows = [f"z{d} ({kl:.2f} nats)" for d, kl in zip(dims, kls)] if kls is not None else [f"z{d}" for d in dims]
+    title = f"Latent traversals, {-span:g} to {span:g}; rows ({order}): {', '.join(rows)}"
     return plot_interpolation(grid, path=path, title=title)
 
 

@@ -17,8 +17,9 @@ import torch
 from . import diagnostics as diag
 from . import plots
 from .checkpoint import atomic_write_bytes
-from .evaluate import evaluate_elbo, iwae_log_likelihood
+from .evaluate import evaluate_elbo, iwae_log_likelihood, seeded_eval
 from .likelihoods import bits_per_dim
+from .priors import StandardNormal
 
 REPORT_FILE = "report.json"
 MI_EXAMPLES = 1000
@@ -30,9 +31,17 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
     """(report, arrays): the numbers of the report, and the per-example arrays the figures need."""
     start = time.perf_counter()
     n, dims = x.shape[0], math.prod(vae.event_shape)
+    if n < 2:
+        raise ValueError(f"evaluation needs at least 2 examples (active units and the mutual information are "
+                         f"taken across examples), got {n}")
     elbo = evaluate_elbo(vae, x, seed=seed)
-    ll, log_w = iwae_log_likelihood(vae, x, num_samples, seed=seed, return_weights=True)
-    khat = diag.psis_khat(log_w)
+    psis = num_samples >= diag.MIN_PSIS_SAMPLES
+    if psis:
+        ll, log_w = iwae_log_likelihood(vae, x, num_samples, seed=seed, return_weights=True)
+        khat = diag.psis_khat(log_w)
+        del log_w
+    else:
+        ll, khat = iwae_log_likelihood(vae, x, num_samples, seed=seed), None
     iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)) if n > 1 else None,
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
                    f"(Burda et al. 2016); a lower bound in expectation"}
@@ -55,7 +64,8 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
               "how": f"minibatch estimate over {mi_x.shape[0]} examples (He et al. 2019); at most log N"}
     except ValueError as e:
         mi = {"value": None, "how": str(e)}
-    share = float((khat > diag.KHAT_THRESHOLD).mean())
+    psis_khat = _khat_summary(khat, num_samples)
+    share = psis_khat.get("share_above_0.7")
     report = {
         "num_examples": n,
         "seed": seed,
@@ -68,12 +78,10 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
                          "variance": variance.tolist(),
                          "how": "units whose Cov_x(E_q[z_d | x]) exceeds the threshold (Burda et al. 2016)"},
         "mutual_information": mi,
-        "psis_khat": {"share_above_0.7": share, "median": float(np.median(khat)), "max": float(np.max(khat)),
-                      "how": f"ArviZ psislw on each example's {num_samples} log importance weights "
-                             f"(Yao et al. 2018); k-hat > 0.7: importance sampling from the guide is unreliable"},
+        "psis_khat": psis_khat,
     }
     report["warnings"] = diag.collapse_warnings(vae.latent_dim, active, elbo["kl"], kl_dims)
-    if share > 0.5:
+    if share is not None and share > 0.5:
         report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
                                   f"posterior, so the IWAE estimate may be loose; a flow guide (guide.name = "
                                   f"\"iaf\") or more samples can help.")
@@ -84,25 +92,51 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
     return report, arrays
 
 
+def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
+    how = (f"ArviZ psislw on each example's {num_samples} log importance weights (Yao et al. 2018); "
+           f"k-hat > 0.7: importance sampling from the guide is unreliable")
+    if khat is None:
+        return {"share_above_0.7": None, "median": None, "max": None,
+                "how": f"not computed: PSIS fits a Pareto tail to the largest min(K/5, 3 sqrt K) weights and needs "
+                       f"K >= {diag.MIN_PSIS_SAMPLES} importance samples; got K = {num_samples}"}
+    finite = khat[np.isfinite(khat)]
+    out = {"share_above_0.7": float((finite > diag.KHAT_THRESHOLD).mean()) if finite.size else None,
+           "median": float(np.median(finite)) if finite.size else None,
+           "max": float(finite.max()) if finite.size else None, "how": how}
+    if finite.size < khat.size:  # ArviZ's inf: fewer than 5 distinct weights in the tail, e.g. all weights equal
+        out["undefined"] = int(khat.size - finite.size)
+        out["how"] += (f"; {out['undefined']} example(s) have no k-hat (fewer than 5 distinct weights in the tail, "
+                       f"as when every weight is equal) and are left out of the share, median and max")
+    return out
+
+
 @torch.no_grad()
 def write_report_figures(vae, x: torch.Tensor, labels, arrays: dict, metrics: list[dict], out: Path, *,
                          seed: int = 0, tsne: bool = False, n: int = 8) -> list[str]:
     """All figures of a report into ``out``; returns the file names written."""
     from .train import write_figures
 
-    write_figures(vae, x, metrics, out, seed=seed, n=n)
-    written = ["reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png"]
-    if metrics:
-        written.append("training_curve.png")
+    written = write_figures(vae, x, metrics, out, seed=seed, n=n)
     order, kls = _traversal_order(arrays, vae.latent_dim)
     plots.plot_traversals(latent_traversals(vae, x[:1], order), order, kls, path=out / "traversals.png")
-    plots.plot_khat_histogram(arrays["khat"], path=out / "khat_histogram.png")
-    written += ["traversals.png", "khat_histogram.png"]
+    written.append("traversals.png")
+    khat = arrays["khat"]
+    if khat is not None and np.isfinite(khat).any():
+        plots.plot_khat_histogram(khat[np.isfinite(khat)], path=out / "khat_histogram.png")
+        written.append("khat_histogram.png")
     codes = torch.cat([vae.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu()
     lab = labels.cpu() if labels is not None else None
-    if vae.latent_dim == 2:
+    if vae.latent_dim == 1:  # the code against the label (or the example's index), so classes show as bands
+        g = torch.Generator().manual_seed(seed)
+        y = lab.float() + 0.3 * (torch.rand(len(codes), generator=g) - 0.5) if lab is not None \
+            else torch.arange(len(codes), dtype=torch.float32)
+        plots.plot_latent_scatter(torch.stack([codes[:, 0], y], 1), lab, "Posterior means (1-D latent)",
+                                  path=out / "latent_scatter.png", xlabel="z0",
+                                  ylabel="label (jittered)" if lab is not None else "example")
+        written.append("latent_scatter.png")
+    elif vae.latent_dim == 2:
         plots.plot_latent_scatter(codes, lab, "Posterior means (2-D latent)", path=out / "latent_scatter.png")
-        plots.plot_manifold(latent_manifold(vae, 15), 15, path=out / "manifold.png")
+        plots.plot_manifold(latent_manifold(vae, 15, seed=seed), 15, path=out / "manifold.png")
         written += ["latent_scatter.png", "manifold.png"]
     else:
         from sklearn.decomposition import PCA
@@ -145,11 +179,19 @@ def latent_traversals(vae, x: torch.Tensor, dims: list[int], steps: int = 9, spa
 
 
 @torch.no_grad()
-def latent_manifold(vae, n: int = 15) -> torch.Tensor:
-    """Decodings over an n x n grid of N(0,1) quantiles in a 2-D latent space (Kingma & Welling 2014, fig. 4)."""
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+def latent_manifold(vae, n: int = 15, *, seed: int = 0, num_draws: int = 20000) -> torch.Tensor:
+    """Decodings over an n x n grid of the prior's marginal quantiles (5% to 95%) in a 2-D latent space
+    (Kingma & Welling 2014, fig. 4). The quantiles are exact for the standard normal prior and read off
+    ``num_draws`` seeded prior draws for any other (mixture, VampPrior, flow, ...)."""
     device = next(vae.parameters()).device
-    grid = torch.cartesian_prod(q.flip(0), q).flip(-1).to(device)  # rows: z1 from high to low; columns: z0
+    levels = torch.linspace(0.05, 0.95, n, device=device)
+    if isinstance(vae.prior, StandardNormal):
+        q = torch.distributions.Normal(0.0, 1.0).icdf(levels).unsqueeze(1).expand(n, 2)
+    else:
+        with seeded_eval(seed, device, vae):
+            z = vae.prior(num_draws).sample()
+        q = torch.quantile(z, levels, dim=0)  # (n, 2): column d holds z_d's quantiles
+    grid = torch.cartesian_prod(q[:, 1].flip(0), q[:, 0]).flip(-1)  # rows: z1 from high to low; columns: z0
     return vae.decode(grid)
 
 
@@ -200,7 +242,11 @@ def summary(report: dict) -> str:
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
     k = report["psis_khat"]
-    lines.append(f"  PSIS k-hat > 0.7    {100 * k['share_above_0.7']:9.1f}%  (median {k['median']:.2f})")
+    if k["share_above_0.7"] is None:
+        lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= {diag.MIN_PSIS_SAMPLES} importance samples)")
+    else:
+        undefined = f"; {k['undefined']} undefined" if k.get("undefined") else ""
+        lines.append(f"  PSIS k-hat > 0.7    {100 * k['share_above_0.7']:9.1f}%  (median {k['median']:.2f}{undefined})")
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -238,15 +238,22 @@ def write_metrics(metrics: list[dict], path: Path) -> None:
 
 
 @torch.no_grad()
-def write_figures(vae, test_x: torch.Tensor, metrics: list[dict], out: Path, seed: int = 0, n: int = 8) -> None:
-    """The standard figures of a run: reconstructions, prior samples, interpolations, training curve."""
+def write_figures(vae, test_x: torch.Tensor, metrics: list[dict], out: Path, seed: int = 0,
+                  n: int = 8) -> list[str]:
+    """The standard figures of a run: reconstructions, prior samples, interpolations, training curve.
+    Returns the names of the files written (interpolations need at least two test examples)."""
+    written = ["reconstructions.png", "samples.png"]
     with seeded_eval(seed, test_x.device, vae):
         x = test_x[: 2 * n]
         plots.plot_reconstructions(x[:n], vae.reconstruct(x[:n]), path=out / "reconstructions.png", n=n)
         plots.plot_samples(vae.generate(64), nrow=8, path=out / "samples.png")
-        for method in ("linear", "spherical"):
-            strips = interpolate(vae, x[:4], x[n:n + 4], steps=10, method=method)
+        pairs = min(4, x.shape[0] // 2)  # up to 4 paths, each between two different test examples
+        for method in ("linear", "spherical") if pairs else ():
+            strips = interpolate(vae, x[:pairs], x[x.shape[0] - pairs:], steps=10, method=method)
             plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
                                      title=f"{method.capitalize()} interpolation between posterior means")
+            written.append(f"interpolation_{method}.png")
         if metrics:
             plots.plot_training_curve(metrics, path=out / "training_curve.png")
+            written.append("training_curve.png")
+    return written

@@ -4,6 +4,7 @@ import json
 import math
 
 import arviz as az
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
@@ -201,3 +202,65 @@ def test_evaluation_is_seeded_and_leaves_the_random_state_and_training_mode_alon
             torch.randn(3)
             raise RuntimeError("boom")
     assert vae.training and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("latent_dim,max_examples,k", [(1, 100, 50), (2, 5, 10), (3, 2, 1)])
+def test_evaluate_runs_at_the_edges(tmp_path, capsys, latent_dim, max_examples, k):
+    """A 1-D latent, a handful of test examples, and K too small for PSIS still give a report and figures."""
+    run = tmp_path / "run"
+    train_spec(None, TINY + ["train.epochs=1", f"model.latent_dim={latent_dim}"], run_dir=run, progress=False)
+    assert main(["evaluate", str(run), "-k", str(k), "--max-examples", str(max_examples)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "report.json").read_text())
+    assert report["num_examples"] == max_examples
+    assert math.isfinite(report["iwae_log_likelihood"]["value"])
+    psis = report["psis_khat"]
+    if k < diag.MIN_PSIS_SAMPLES:
+        assert psis["share_above_0.7"] is None and "needs K >= 21 importance samples; got K = " + str(k) in psis["how"]
+        assert "not computed: needs K >= 21" in out and "khat_histogram.png" not in report["figures"]
+    else:
+        assert 0 <= psis["share_above_0.7"] <= 1 and "khat_histogram.png" in report["figures"]
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert set(report["figures"]) <= figures and "latent_scatter.png" in figures
+    assert "interpolation_linear.png" in report["figures"]
+    if max_examples == 2:
+        assert main(["evaluate", str(run), "--max-examples", "1"]) == 2
+        assert "ppvae evaluate: error: evaluation needs at least 2 examples" in capsys.readouterr().err
+
+
+def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatch):
+    """ArviZ gives k-hat = inf where it is undefined (e.g. all weights equal); that is not a failing guide."""
+    from ppvae.report import evaluate_model, summary
+
+    x = _sample(_model_with_columns([2.0, 0.5]), 10)
+    torch.manual_seed(0)
+    vae = _linear_vae(2)  # an untrained guide, so the real k-hats are finite
+    real, shown = diag.psis_khat, {}
+
+    def some_undefined(lw):
+        shown["khat"] = np.where(np.arange(lw.shape[0]) < 6, 0.1, real(lw))
+        return np.where(np.arange(lw.shape[0]) < 6, np.inf, shown["khat"])
+
+    monkeypatch.setattr(diag, "psis_khat", some_undefined)
+    report, _ = evaluate_model(vae, x, num_samples=50, posterior_draws=10)
+    k, finite = report["psis_khat"], shown["khat"][6:]
+    assert np.isfinite(finite).all()
+    assert k["undefined"] == 6 and k["median"] == pytest.approx(np.median(finite))
+    assert k["share_above_0.7"] == pytest.approx((finite > 0.7).mean()) and k["max"] == pytest.approx(finite.max())
+    json.dumps(report, allow_nan=False)  # standard JSON: no Infinity
+    assert "6 undefined" in summary(report)
+
+
+def test_manifold_uses_the_quantiles_of_the_prior_it_has():
+    from ppvae.report import latent_manifold
+
+    torch.manual_seed(0)
+    vae = ppvae.VAE((4,), latent_dim=2, prior={"name": "laplace", "scale": 3.0}, likelihood="gaussian",
+                    decoder={"name": "mlp", "hidden": []})
+    seen = []
+    vae.decoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    latent_manifold(vae, 5)
+    grid = seen[0]  # (25, 2): row-major, z1 from high to low, z0 from low to high
+    laplace = torch.distributions.Laplace(0.0, 3.0).icdf(torch.linspace(0.05, 0.95, 5))
+    torch.testing.assert_close(grid[:5, 0], laplace, atol=0.15, rtol=0)  # from 20,000 prior draws
+    torch.testing.assert_close(grid[::5, 1], laplace.flip(0), atol=0.15, rtol=0)

@@ -289,3 +289,11 @@ def test_plot_training_curve_partial_test(tmp_path):
 def test_plot_training_curve_empty():
     with pytest.raises(ValueError):
         plots.plot_training_curve([])
+
+
+def test_plot_traversals_labels_each_row_with_its_kl(tmp_path):
+    fig = plots.plot_traversals(torch.rand(2, 5, 1, 8, 8), [1, 0], kls=[2.5, 0.3], path=tmp_path / "t.png")
+    title = fig.axes[0].get_title()
+    assert "rows (by KL, largest first): z1 (2.50 nats), z0 (0.30 nats)" in title
+    assert (tmp_path / "t.png").stat().st_size > 0
+    assert "rows (as given): z3" in plots.plot_traversals(torch.rand(1, 5, 4), [3]).axes[0].get_title()
