@@ -18,3 +18,14 @@ def component(registry: Registry, value: Any, *structural) -> Any:
             raise ValueError(f"a {registry.kind} spec needs a 'name'; choose one of: {', '.join(registry.names)}")
         return registry.build(options.pop("name"), *structural, **options)
     return value
+
+
+def names_of(section: str) -> list[str]:
+    """The names a spec's component ``section`` may take (for error messages)."""
+    from . import models  # noqa: F401  (importing the model registers every component)
+    from .registry import BETAS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+    from .train import _OPTIMIZERS
+
+    registries = {"encoder": ENCODERS, "decoder": DECODERS, "guide": GUIDES, "prior": PRIORS,
+                  "likelihood": LIKELIHOODS, "beta": BETAS, "objective": OBJECTIVES}
+    return sorted(_OPTIMIZERS) if section == "optimizer" else registries[section].names

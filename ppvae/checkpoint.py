@@ -29,11 +29,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -47,7 +54,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}; is this a run directory written by `ppvae train`?")
     # weights_only=False: the checkpoint holds RNG states (numpy arrays, tuples) besides tensors; it is our own file.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated, empty or foreign file: torch raises EOFError, UnpicklingError, ...
+        raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__}: {e}); "
+                         f"ppvae writes checkpoints atomically, so this file was not written by ppvae train "
+                         f"or was damaged afterwards") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,20 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CHECKPOINT
+
+
+def _at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+    return parse
+
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory written by `ppvae train`")
@@ -31,25 +45,25 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="decode draws from the prior")
     _add_run(p)
-    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("-n", type=_at_least(1), default=64, help="number of samples (default: 64)")
 
     p = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
     _add_run(p)
-    p.add_argument("-n", type=int, default=8, help="number of test examples (default: 8)")
+    p.add_argument("-n", type=_at_least(1), default=8, help="number of test examples (default: 8)")
 
     p = sub.add_parser("interpolate", help="decode paths between the codes of test examples")
     _add_run(p)
     p.add_argument("--method", choices=["linear", "spherical"], default="linear")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--steps", type=_at_least(2), default=10, help="points along each path (default: 10)")
+    p.add_argument("--pairs", type=_at_least(1), default=4, help="paths, each between two test examples (default: 4)")
 
     p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-k", "--num-samples", type=int, default=1000,
+    p.add_argument("-k", "--num-samples", type=_at_least(1), default=1000,
                    help="importance samples per example for the IWAE estimate and PSIS (default: 1000)")
-    p.add_argument("--max-examples", type=int, help="evaluate only the first N test examples")
+    p.add_argument("--max-examples", type=_at_least(2), help="evaluate only the first N test examples (N >= 2)")
     p.add_argument("--tsne", action="store_true", help="also draw a t-SNE of the latent codes (slower)")
     p.add_argument("--no-figures", action="store_true")
     return parser
@@ -59,25 +73,40 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, ArithmeticError) as e:  # NaN losses are FloatingPointErrors
         print(f"ppvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; the checkpoint of the last finished epoch is intact: continue with "
-              "`ppvae train --resume RUN` (RUN: the run directory printed above)", file=sys.stderr)
+        run_dir = getattr(args, "started_run", None)
+        if run_dir is not None and (run_dir / CHECKPOINT).is_file():
+            message = (f"interrupted; the checkpoint of the last finished epoch is intact: continue with "
+                       f"`ppvae train --resume {run_dir}`")
+        elif run_dir is not None:
+            message = "interrupted before the first epoch finished: nothing was saved"
+        else:
+            message = "interrupted"
+        print(f"\n{message}", file=sys.stderr)
         return 130
 
 
 def _train(args) -> int:
-    from .run import resume, train_spec
+    from .run import default_run_dir, resume, train_spec
+    from .spec import load_spec
 
     start = time.perf_counter()
     if args.resume:
         if args.spec:
             raise ValueError("give either a spec or --resume RUN, not both (use --set to change the resumed spec)")
+        if args.run_dir:
+            raise ValueError("--resume RUN continues in RUN; it cannot be combined with --run-dir")
+        args.started_run = Path(args.resume)
         run = resume(args.resume, args.overrides, progress=not args.quiet)
     else:
-        run = train_spec(args.spec, args.overrides, run_dir=args.run_dir, progress=not args.quiet)
+        spec = load_spec(args.spec, args.overrides)
+        args.started_run = Path(args.run_dir) if args.run_dir else default_run_dir(spec)
+        if args.quiet:  # the progress display names it otherwise
+            print(f"run directory: {args.started_run}", flush=True)
+        run = train_spec(spec, run_dir=args.started_run, progress=not args.quiet)
     last = run.metrics[-1] if run.metrics else {}
     print(f"trained {len(run.metrics)} epochs in {time.perf_counter() - start:.1f}s; "
           f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats/example")
@@ -126,6 +155,10 @@ def _interpolate(args) -> int:
     from .plots import plot_interpolation
 
     run = _load(args)
+    available = run.data.test.shape[0] // 2
+    if args.pairs > available:
+        raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; this run's test set has "
+                         f"{run.data.test.shape[0]}, so at most --pairs {available}")
     x = _test_batch(run, 2 * args.pairs)
     strips = interpolate(run.vae, x[: args.pairs], x[args.pairs:], steps=args.steps, method=args.method)
     path = _out(args, f"interpolation_{args.method}.png")

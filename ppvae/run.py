@@ -61,8 +61,14 @@ def build_vae(spec: dict, event_shape=None) -> VAE:
 
 
 def default_run_dir(spec: dict) -> Path:
+    """runs/<time>-<data>-<prior>-<likelihood>, with -2, -3, ... if a run started in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{spec['data']['name']}-{spec['prior']['name']}-{spec['likelihood']['name']}"
+    base = Path("runs") / f"{stamp}-{spec['data']['name']}-{spec['prior']['name']}-{spec['likelihood']['name']}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
 
 
 def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_dir: str | Path | None = None,
@@ -106,8 +112,9 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     spec = _read_run_spec(run_dir, overrides)
     data = load_data(spec)
     vae = build_vae(spec, data.event_shape)
-    trainer = Trainer(vae, data, spec, run_dir, callbacks=callbacks, progress=progress)
-    trainer.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, map_location=trainer.device))
+    trainer = Trainer(vae, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True)
+    # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
+    trainer.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, map_location="cpu"))
     return Run(vae, spec, trainer.fit(), run_dir, data)
 
 
@@ -115,7 +122,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     """Rebuild the trained VAE of a run directory from its spec and checkpoint."""
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location=resolve_device(device))
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
     vae = build_vae(spec)
     vae.load_state_dict(state["vae"])
     vae.to(resolve_device(device)).eval()

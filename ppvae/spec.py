@@ -76,17 +76,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ValueError(f"override {text!r} has an empty key")
+    raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()  # bare words such as normal or fashion-mnist
+        try:  # numbers TOML refuses but people write: .5, 1., 1e3
+            value = float(raw)
+        except ValueError:
+            value = raw  # bare words such as normal or fashion-mnist
     return path, value
 
 
 def apply_overrides(spec: dict, overrides: list[str]) -> dict:
     spec = copy.deepcopy(spec)
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    # A component's new name first, then its options, whatever the order on the command line: a name change
+    # starts the section afresh and would otherwise drop options given before it.
+    parsed.sort(key=lambda pv: 0 if pv[0][0] in COMPONENT_SECTIONS and pv[0][1:] in ([], ["name"]) else 1)
+    for path, value in parsed:
+        if len(path) == 1 and path[0] in COMPONENT_SECTIONS and isinstance(value, str):
+            value = {"name": value}  # --set prior=mixture is short for --set prior.name=mixture
         update: dict = {path[-1]: value}
         for key in reversed(path[:-1]):
             update = {key: update}
@@ -102,7 +111,10 @@ def validate(spec: dict) -> dict:
             raise ValueError(f"unknown spec section or key {key!r}; allowed: {', '.join(sorted(allowed_sections))}")
         if key in COMPONENT_SECTIONS:
             if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-                raise ValueError(f"spec section [{key}] needs a 'name' (a string)")
+                from .build import names_of
+
+                raise ValueError(f"spec section [{key}] needs a 'name' (a string), e.g. {key}.name=...; "
+                                 f"choose one of: {', '.join(names_of(key))}")
         elif key in _CLOSED:
             if not isinstance(value, dict):
                 raise ValueError(f"spec section [{key}] must be a table, got {value!r}")

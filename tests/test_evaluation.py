@@ -224,8 +224,10 @@ def test_evaluate_runs_at_the_edges(tmp_path, capsys, latent_dim, max_examples, 
     assert set(report["figures"]) <= figures and "latent_scatter.png" in figures
     assert "interpolation_linear.png" in report["figures"]
     if max_examples == 2:
-        assert main(["evaluate", str(run), "--max-examples", "1"]) == 2
-        assert "ppvae evaluate: error: evaluation needs at least 2 examples" in capsys.readouterr().err
+        from ppvae.report import evaluate_run
+
+        with pytest.raises(ValueError, match="evaluation needs at least 2 examples .*, got 1"):
+            evaluate_run(run, max_examples=1)
 
 
 def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatch):

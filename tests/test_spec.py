@@ -39,6 +39,8 @@ def test_spec_to_objects_to_spec_round_trip(tmp_path):
     ("encoder.hidden=[128, 64]", (["encoder", "hidden"], [128, 64])),
     ("device=cpu", (["device"], "cpu")),
     ('data.root="/tmp/a b"', (["data", "root"], "/tmp/a b")),
+    ("likelihood.scale=.1", (["likelihood", "scale"], 0.1)),  # not TOML, but what people type
+    ("optimizer.lr=1.", (["optimizer", "lr"], 1.0)),
 ])
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
@@ -49,6 +51,13 @@ def test_override_changing_a_component_name_drops_the_old_options():
     assert spec["likelihood"] == {"name": "gaussian", "scale": 0.5}
     spec = apply_overrides(spec, ["likelihood.name=bernoulli"])
     assert spec["likelihood"] == {"name": "bernoulli"}
+
+
+def test_overrides_of_a_new_component_apply_in_any_order():
+    for order in (["prior.components=20", "prior.name=mixture"], ["prior.name=mixture", "prior.components=20"],
+                  ["prior.components=20", "prior=mixture"]):
+        assert load_spec(None, order)["prior"] == {"name": "mixture", "components": 20}, order
+    assert load_spec(None, ["likelihood=gaussian"])["likelihood"] == {"name": "gaussian"}
 
 
 def test_spec_file_then_overrides(tmp_path):
@@ -68,7 +77,9 @@ def test_spec_file_then_overrides(tmp_path):
     (["train.epochs=0"], r"train.epochs must be >= 1"),
     (["model.latent_dim=0"], r"model.latent_dim must be >= 1"),
     (["device=tpu"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
-    (["prior=normal"], r"spec section \[prior\] needs a 'name'"),
+    (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: flow, "
+                  r"laplace, learned_normal, mixture, normal, student_t, vamp"),
+    (["optimizer.name=7"], r"spec section \[optimizer\] needs a 'name' .*choose one of: adam, adamw, rmsprop, sgd"),
     (["prior.name"], r"must look like section.key=value"),
 ])
 def test_bad_specs_fail_with_clear_messages(overrides, message):
