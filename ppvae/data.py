@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +129,8 @@ def load_dataset(
     elif name == "digits":
         data = _load_digits(**split)
     elif name == "file":
+        if path is not None:  # absolute, so that the run's spec finds the file from any directory
+            path = str(Path(path).expanduser().resolve())
         data = _load_file(path, **split)
     else:
         data = _load_idx(name, root, download, limit_train=limit_train, limit_test=limit_test)
@@ -209,6 +212,12 @@ def _load_file(path: str | None, **split) -> Dataset:
 
 def _dataset_from_npz(arrays: dict[str, np.ndarray], path: str, **split) -> Dataset:
     keys = sorted(arrays)
+    layout = {"train", "test", "train_labels", "test_labels"} if "train" in arrays or "test" in arrays else \
+        {"x", "y"} if "x" in arrays else None
+    if layout is not None and set(keys) - layout:
+        raise ValueError(f"{path}: unexpected array(s) {sorted(set(keys) - layout)} beside {sorted(set(keys) & layout)};"
+                         f" the keys are 'train' and 'test' (optionally 'train_labels', 'test_labels'), or 'x' "
+                         f"(optionally 'y' for labels)")
     if "train" in arrays or "test" in arrays:
         if not ("train" in arrays and "test" in arrays):
             raise ValueError(f"{path}: an archive with a predefined split needs both 'train' and 'test'; got {keys}")

@@ -297,6 +297,22 @@ def test_npz_single_array_and_ambiguous(tmp_path):
         load_dataset("file", path=str(half))
 
 
+def test_npz_with_unexpected_arrays_is_refused_not_half_read(tmp_path):
+    path = tmp_path / "mislabelled.npz"
+    np.savez(path, x=np.zeros((4, 3)), labels=np.arange(4))
+    with pytest.raises(ValueError, match=r"unexpected array\(s\) \['labels'\] beside \['x'\]; .*'y' for labels"):
+        load_dataset("file", path=str(path))
+
+
+def test_file_path_is_recorded_absolute(tmp_path, monkeypatch):
+    np.save(tmp_path / "d.npy", np.zeros((10, 3)))
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset("file", path="d.npy")
+    assert ds.spec["path"] == str(tmp_path / "d.npy")  # a run's spec finds it from any directory
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_dataset("file", path="~/d.npy").spec["path"] == str(tmp_path / "d.npy")
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(ValueError, match=r"needs path=.*data\.path"):
         load_dataset("file")
