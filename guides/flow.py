@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from ppvae.beta import kl_weight
-from ppvae.registry import GUIDES, Component
+from ppvae.registry import GUIDES, Component, int_option
 
 
 @GUIDES.register("iaf")
@@ -31,12 +31,12 @@ class IAFGuide(Component, nn.Module):
     def __init__(self, encoder: nn.Module, latent_dim: int, *, flows: int = 2, context_dim: int = 32,
                  hidden=(64,), min_scale: float = 1e-4):
         super().__init__()
-        if int(flows) < 1 or int(context_dim) < 1:
-            raise ValueError(f"iaf guide needs flows >= 1 and context_dim >= 1, got {flows} and {context_dim}")
         self.encoder = encoder
-        self.latent_dim = int(latent_dim)
-        self.flows, self.context_dim = int(flows), int(context_dim)
-        self.hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+        self.latent_dim = int_option(latent_dim, 1, "latent_dim")
+        self.flows = int_option(flows, 1, "iaf guide flows")
+        self.context_dim = int_option(context_dim, 1, "iaf guide context_dim")
+        self.hidden = [int_option(h, 1, "iaf guide hidden sizes")
+                       for h in ([hidden] if isinstance(hidden, int) else hidden)]
         self.min_scale = float(min_scale)
         self.steps = nn.ModuleList(
             T.conditional_affine_autoregressive(self.latent_dim, self.context_dim, hidden_dims=self.hidden,
@@ -45,7 +45,7 @@ class IAFGuide(Component, nn.Module):
 
     @staticmethod
     def encoder_out_dim(latent_dim: int, options: dict) -> int:
-        return 2 * latent_dim + int(options.get("context_dim", 32))
+        return 2 * latent_dim + int_option(options.get("context_dim", 32), 1, "iaf guide context_dim")
 
     def _base_and_context(self, x: torch.Tensor):
         loc, raw_scale, context = self.encoder(x).split([self.latent_dim, self.latent_dim, self.context_dim], -1)

@@ -17,7 +17,7 @@ import pyro
 
 from ppvae.beta import kl_weight
 from ppvae.build import component
-from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, PRIORS
+from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, PRIORS, int_option
 
 
 class VAE(nn.Module):
@@ -25,7 +25,7 @@ class VAE(nn.Module):
                  prior="normal", likelihood="bernoulli"):
         super().__init__()
         self.event_shape = tuple(int(s) for s in event_shape)
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = int_option(latent_dim, 1, "latent_dim")
         self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape)
         self.likelihood = component(LIKELIHOODS, likelihood, self.event_shape)
         self.decoder = component(DECODERS, decoder, self.latent_dim, self._decoder_out_shape())

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 
 from pyro import poutine
 
-from .registry import BETAS, Component
+from .registry import BETAS, Component, int_option
 
 
 def kl_weight(beta: float) -> AbstractContextManager:
@@ -104,11 +104,9 @@ class CyclicalBeta(BetaSchedule):
 
     def __init__(self, *, value: float = 1.0, cycles: int = 4, ratio: float = 0.5):
         self.value = _check_nonnegative("value", value)
-        if int(cycles) != cycles or int(cycles) < 1:
-            raise ValueError(f"beta cycles must be an integer >= 1, got {cycles}")
         if not 0 < float(ratio) <= 1:
             raise ValueError(f"beta ratio must be in (0, 1], got {ratio}")
-        self.cycles, self.ratio = int(cycles), float(ratio)
+        self.cycles, self.ratio = int_option(cycles, 1, "beta cycles"), float(ratio)
 
     def __call__(self, epoch: float, num_epochs: int) -> float:
         # In units of cycles, rounded so that float error at a cycle boundary restarts at 0 rather than ending at 1.

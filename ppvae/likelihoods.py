@@ -21,7 +21,7 @@ from torch import nn
 import pyro.distributions as dist
 from pyro.distributions import constraints
 
-from .registry import LIKELIHOODS, Component
+from .registry import LIKELIHOODS, Component, int_option
 
 
 class Likelihood(Component, nn.Module):
@@ -103,16 +103,6 @@ def _params_last(out: torch.Tensor, event_shape: tuple[int, ...], k: int) -> tor
 def inverse_softplus(y: float) -> float:
     """softplus^{-1}(y) = log(exp(y) - 1), without overflow for large y."""
     return y + math.log(-math.expm1(-y))
-
-
-def _int_option(value, least: int, what: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= least
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
-    return int(value)
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -392,7 +382,7 @@ class Categorical(Likelihood):
 
     def __init__(self, event_shape, *, levels: int = 256):
         super().__init__(event_shape)
-        self.levels = _int_option(levels, 2, "categorical likelihood levels")
+        self.levels = int_option(levels, 2, "categorical likelihood levels")
         self.params_per_dim = self.levels
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
@@ -513,8 +503,8 @@ class DiscretizedLogistic(Likelihood):
 
     def __init__(self, event_shape, *, components: int = 5, levels: int = 256):
         super().__init__(event_shape)
-        self.components = _int_option(components, 1, "discretized_logistic likelihood components")
-        self.levels = _int_option(levels, 2, "discretized_logistic likelihood levels")
+        self.components = int_option(components, 1, "discretized_logistic likelihood components")
+        self.levels = int_option(levels, 2, "discretized_logistic likelihood levels")
         self.params_per_dim = 3 * self.components
 
     def _mixture(self, out: torch.Tensor) -> _DiscretizedLogisticMixture:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .registry import DECODERS, ENCODERS, Component
+from .registry import DECODERS, ENCODERS, Component, int_option
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -35,9 +35,7 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 def _hidden(hidden) -> list[int]:
-    hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    if any(h <= 0 for h in hidden):
-        raise ValueError(f"hidden layer sizes must be positive, got {hidden}")
+    hidden = [int_option(h, 1, "hidden layer sizes") for h in ([hidden] if isinstance(hidden, int) else hidden)]
     return hidden
 
 
@@ -89,7 +87,7 @@ class _ConvNet(Component, nn.Module):
         self.channels = _hidden(channels)
         if len(self.channels) != 2:
             raise ValueError(f"{who} channels must list two sizes, got {self.channels}")
-        self.hidden = int(hidden)
+        self.hidden = int_option(hidden, 1, f"{who} hidden")
         self.activation = activation
         return (c, h, w)
 

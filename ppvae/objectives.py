@@ -16,13 +16,11 @@ from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.infer.util import is_validation_enabled
 
-from .registry import OBJECTIVES
+from .registry import OBJECTIVES, int_option
 
 
 def _particles(num_particles) -> int:
-    if int(num_particles) != num_particles or int(num_particles) < 1:
-        raise ValueError(f"objective num_particles must be an integer >= 1, got {num_particles}")
-    return int(num_particles)
+    return int_option(num_particles, 1, "objective num_particles")
 
 
 class _SyncFree:

@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from .likelihoods import inverse_softplus
-from .registry import PRIORS, Component
+from .registry import PRIORS, Component, int_option
 
 
 class Prior(Component, nn.Module):
@@ -31,9 +31,7 @@ class Prior(Component, nn.Module):
 
     def __init__(self, latent_dim: int, event_shape=()):
         super().__init__()
-        if int(latent_dim) <= 0:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = int_option(latent_dim, 1, "latent_dim")
 
     def forward(self, batch_size: int) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -72,9 +70,7 @@ def _positive(name: str, value, strict: bool = True) -> float:
 
 
 def _count(name: str, value) -> int:
-    if int(value) != value or int(value) <= 0:
-        raise ValueError(f"prior {name} must be a positive integer, got {value}")
-    return int(value)
+    return int_option(value, 1, f"prior {name}")
 
 
 @PRIORS.register("learned_normal")

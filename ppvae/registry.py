@@ -58,6 +58,18 @@ class Registry:
         return name in self._entries
 
 
+def int_option(value, least: int, what: str) -> int:
+    """``value`` as an int, or ``ValueError`` saying ``what`` must be an integer >= ``least`` (floats such as
+    2.5, booleans and strings are refused rather than truncated)."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= least
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
 PRIORS = Registry("prior")
 LIKELIHOODS = Registry("likelihood")
 BETAS = Registry("beta schedule")

@@ -151,11 +151,11 @@ def test_analytic_kl_objective_falls_back_to_monte_carlo_for_non_conjugate_prior
 
 
 @pytest.mark.parametrize("prior,message", [
-    ({"name": "mixture", "components": 0}, r"prior components \(K\) must be a positive integer, got 0"),
-    ({"name": "vamp", "components": -2}, r"prior components \(K\) must be a positive integer, got -2"),
+    ({"name": "mixture", "components": 0}, r"prior components \(K\) must be an integer >= 1, got 0"),
+    ({"name": "vamp", "components": -2}, r"prior components \(K\) must be an integer >= 1, got -2"),
     ({"name": "student_t", "df": 0}, r"prior df \(degrees of freedom\) must be > 0, got 0"),
     ({"name": "laplace", "scale": -1}, r"prior scale must be > 0, got -1"),
-    ({"name": "flow", "flows": 0}, r"prior flows must be a positive integer, got 0"),
+    ({"name": "flow", "flows": 0}, r"prior flows must be an integer >= 1, got 0"),
     ({"name": "mixture", "K": 3}, r"prior 'mixture' got unknown option\(s\) K; it accepts: components, init_scale"),
 ])
 def test_bad_prior_parameters(prior, message):

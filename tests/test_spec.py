@@ -106,7 +106,7 @@ def test_missing_or_broken_spec_file(tmp_path):
     (dict(likelihood={"name": "gaussian", "sigma": 1}), r"likelihood 'gaussian' got unknown option\(s\) sigma; "
                                                          r"it accepts: scale"),
     (dict(likelihood={"name": "gaussian", "scale": -1}), r"gaussian likelihood scale must be > 0, got -1"),
-    (dict(latent_dim=0), r"latent_dim must be a positive integer, got 0"),
+    (dict(latent_dim=0), r"latent_dim must be an integer >= 1, got 0"),
     (dict(encoder={"name": "mlp", "activation": "swish"}), r"unknown activation 'swish'; choose one of: elu, gelu"),
     (dict(encoder="conv"), r"the conv encoder needs images of shape \(channels, height, width\).*event shape \(64,\)"),
 ])
@@ -150,3 +150,23 @@ def test_spec_event_shape_must_match_data():
 
 def test_registry_lists_names_sorted():
     assert "normal" in PRIORS.names and PRIORS.names == sorted(PRIORS.names)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["prior.name=mixture", "prior.components=2.5"], r"prior components \(K\) must be an integer >= 1, got 2.5"),
+    (["guide.name=iaf", "guide.flows=true"], r"iaf guide flows must be an integer >= 1, got True"),
+    (["encoder.hidden=[64, 0]"], r"hidden layer sizes must be an integer >= 1, got 0"),
+    (["objective.num_particles=1.5"], r"objective num_particles must be an integer >= 1, got 1.5"),
+    (["beta.name=cyclical", "beta.cycles=\"4\""], r"beta cycles must be an integer >= 1, got '4'"),
+])
+def test_integer_options_are_not_silently_truncated(overrides, message):
+    from ppvae.run import build_vae
+    from ppvae.build import component
+    from ppvae.beta import make_beta
+    from ppvae.registry import OBJECTIVES
+
+    spec = load_spec(None, overrides + ["model.event_shape=[1, 28, 28]"])
+    with pytest.raises(ValueError, match=message):
+        build_vae(spec)
+        make_beta(spec["beta"])
+        component(OBJECTIVES, spec["objective"])
