@@ -48,7 +48,11 @@ class IAFGuide(Component, nn.Module):
         return 2 * latent_dim + int_option(options.get("context_dim", 32), 1, "iaf guide context_dim")
 
     def _base_and_context(self, x: torch.Tensor):
-        loc, raw_scale, context = self.encoder(x).split([self.latent_dim, self.latent_dim, self.context_dim], -1)
+        out = self.encoder(x)
+        if out.shape[-1] != 2 * self.latent_dim + self.context_dim:
+            raise ValueError(f"the iaf guide needs an encoder with 2 * latent_dim + context_dim = "
+                             f"{2 * self.latent_dim + self.context_dim} outputs, but it gave {out.shape[-1]}")
+        loc, raw_scale, context = out.split([self.latent_dim, self.latent_dim, self.context_dim], -1)
         return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1), context
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:

@@ -33,7 +33,11 @@ class MeanFieldGaussianGuide(Component, nn.Module):
         return 2 * latent_dim
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        loc, raw_scale = self.encoder(x).split(self.latent_dim, dim=-1)
+        out = self.encoder(x)
+        if out.shape[-1] != 2 * self.latent_dim:  # a shape check: free, no device sync
+            raise ValueError(f"the normal guide needs an encoder with 2 * latent_dim = {2 * self.latent_dim} "
+                             f"outputs (mean and scale of each latent dimension), but it gave {out.shape[-1]}")
+        loc, raw_scale = out.split(self.latent_dim, dim=-1)
         # softplus, not exp: no overflow early in training; the floor keeps log q finite.
         return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
 

@@ -133,3 +133,12 @@ def test_gaussian_likelihood_and_conv_nets_learn(small_mnist):
                       objective="TraceMeanField_ELBO")
     elbos = [m["test_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] and all(math.isfinite(e) for e in elbos)
+
+
+@pytest.mark.parametrize("guide,width", [("normal", 4), ({"name": "iaf", "context_dim": 8}, 12)])
+def test_a_user_encoder_of_the_wrong_width_is_named(guide, width):
+    vae = ppvae.VAE((6,), latent_dim=2, encoder=torch.nn.Linear(6, 3), guide=guide, likelihood="gaussian")
+    with pytest.raises(ValueError, match=rf"needs an encoder with .* = {width} outputs.*but it gave 3"):
+        vae.encode(torch.randn(5, 6))
+    vae = ppvae.VAE((6,), latent_dim=2, encoder=torch.nn.Linear(6, width), guide=guide, likelihood="gaussian")
+    assert vae.encode(torch.randn(5, 6)).shape == (5, 2)  # the right width is taken as it is
