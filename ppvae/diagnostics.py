@@ -42,11 +42,28 @@ def kl_per_dimension(vae, x: torch.Tensor, *, batch_size: int = 1000, seed: int 
 
 
 @torch.no_grad()
-def active_units(vae, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD,
-                 batch_size: int = 1000) -> tuple[int, torch.Tensor]:
-    """(number of active units, Cov_x(E_q[z_d | x]) for each d)."""
-    means = torch.cat([vae.encode(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
-    variance = means.var(0)
+def active_units(vae, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000,
+                 num_draws: int = 1000, seed: int = 0) -> tuple[int, torch.Tensor]:
+    """(number of active units, Cov_x(E_q[z_d | x]) for each d), Burda et al. (2016).
+
+    E_q[z | x] is the guide's mean where it has one in closed form (the Gaussian guide). For guides without
+    one (flows), it is the average of ``num_draws`` seeded draws, and the Monte Carlo noise that this adds to
+    the variance across x, E_x[Var_q(z_d | x)] / num_draws, is subtracted, so a dead unit is not counted as
+    active because of sampling noise.
+    """
+    means, noise = [], 0.0
+    with seeded_eval(seed, x.device, vae):
+        for s in range(0, x.shape[0], batch_size):
+            q = vae.q.posterior(x[s:s + batch_size])
+            try:
+                means.append(q.mean)
+            except NotImplementedError:
+                z = q.sample((num_draws,))
+                means.append(z.mean(0))
+                noise = noise + z.var(0).sum(0) / num_draws
+    variance = torch.cat(means).var(0)
+    if torch.is_tensor(noise):
+        variance = (variance - noise / x.shape[0]).clamp_min(0.0)
     return int((variance > threshold).sum()), variance
 
 

@@ -266,3 +266,22 @@ def test_manifold_uses_the_quantiles_of_the_prior_it_has():
     laplace = torch.distributions.Laplace(0.0, 3.0).icdf(torch.linspace(0.05, 0.95, 5))
     torch.testing.assert_close(grid[:5, 0], laplace, atol=0.15, rtol=0)  # from 20,000 prior draws
     torch.testing.assert_close(grid[::5, 1], laplace.flip(0), atol=0.15, rtol=0)
+
+
+def test_active_units_of_a_flow_guide_are_not_inflated_by_sampling_noise():
+    """An IAF guide whose q(z | x) is the same for every x has no active unit, although the Monte Carlo mean
+    of its draws varies across x by E[Var_q(z | x)] / num_draws, above the 0.01 threshold for a wide q."""
+    latent, context = 3, 8
+    encoder = torch.nn.Linear(D, 2 * latent + context)
+    with torch.no_grad():
+        encoder.weight.zero_()  # the same q(z | x) for every x: mean 0, scale softplus(8) ~ 8, same context
+        encoder.bias.zero_()
+        encoder.bias[latent:2 * latent] = 8.0
+    vae = ppvae.VAE((D,), latent, encoder=encoder, guide={"name": "iaf", "context_dim": context},
+                    likelihood="gaussian")
+    x = torch.randn(400, D)
+    with torch.no_grad():
+        noise = vae.q.posterior(x[:1]).sample((4000,)).var(0).squeeze(0) / 1000  # what the MC mean adds
+    assert (noise > 1.5 * diag.ACTIVE_THRESHOLD).all(), noise
+    active, variance = diag.active_units(vae, x)
+    assert active == 0 and variance.max() < diag.ACTIVE_THRESHOLD / 2, variance
