@@ -52,7 +52,7 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
-    active, variance = diag.active_units(vae, x)
+    active, variance = diag.active_units(vae, x, seed=seed)
     kl_dims, kl_note = None, "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"
     try:
         kl_dims = diag.kl_per_dimension(vae, x, seed=seed).tolist()
