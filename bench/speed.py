@@ -1,4 +1,4 @@
-"""Seconds per epoch of the same VAE trained three ways, in one process, alternating:
+"""Seconds per epoch of the same VAE trained five ways, in one process, alternating:
 
   (a) floor:  a hand-written PyTorch VAE (analytic KL, one torch.optim.Adam), as in PyTorch's VAE example
   (a') fused: the same with torch's fused Adam kernel, which ppvae uses by default (the fair reference for
@@ -201,10 +201,12 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats, at least 1 (default: 3)")
     parser.add_argument("--iwae-k", type=int, default=1000,
                         help="after the runs, time ppvae's IWAE log-likelihood with this K over the test set (0: skip)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.epochs < 1:
+        parser.error(f"--repeats and --epochs must be >= 1, got {args.repeats} and {args.epochs}")
     device = resolve_device(args.device)
     data, which = load_data()
     train_x, test_x = data.train.to(device), data.test.to(device)

@@ -320,6 +320,9 @@ def _read_idx(path: str) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
     dtype, ndim = _IDX_DTYPES[data[2]], data[3]
     offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ValueError(f"{path}: truncated IDX header (rank {ndim} needs {offset} header bytes, the file has "
+                         f"{len(data)}); is it truncated?")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     count = int(np.prod(shape))
     if len(data) - offset != count * dtype.itemsize:
@@ -415,8 +418,8 @@ def _as_labels(labels, n: int, what: str) -> torch.Tensor:
     y = labels.detach().cpu() if isinstance(labels, torch.Tensor) else torch.from_numpy(np.asarray(labels))
     if y.shape != (n,):
         raise ValueError(f"{what}: labels have shape {tuple(y.shape)}, expected ({n},) to match the data")
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise ValueError(f"{what}: labels must be integers")
+    if y.is_floating_point() and not (torch.isfinite(y).all() and torch.equal(y, y.round())):
+        raise ValueError(f"{what}: labels must be integers (finite, whole numbers)")
     return y.long()
 
 
@@ -451,8 +454,13 @@ def _split(
 
 def _check_limits(limit_train: int | None, limit_test: int | None) -> None:
     for flag, value in (("limit_train", limit_train), ("limit_test", limit_test)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be a positive integer or None, got {value!r}")
+        if value is not None:
+            try:
+                ok = not isinstance(value, bool) and int(value) == value and value >= 1
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{flag} must be a positive integer or None, got {value!r}")
 
 
 def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) -> Dataset:

@@ -21,11 +21,12 @@ _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh":
 def _activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name]()
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(sorted(_ACTIVATIONS))}") from None
 
 
 def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    _activation(activation)  # checked even when there is no hidden layer to use it, so the spec stays honest
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -71,10 +72,13 @@ class MLPDecoder(Component, nn.Module):
 
 def _check_image_shape(event_shape, who: str) -> tuple[int, int, int]:
     if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
+        kind = who.split()[-1]  # encoder or decoder
+        shape = "the data has event shape" if kind == "encoder" else \
+            "its output (the data's shape, the likelihood's parameters per pixel stacked on the channels) has shape"
         raise ValueError(
             f"the {who} needs images of shape (channels, height, width) with height and width divisible by 4 "
-            f"(e.g. (1, 28, 28)), but the data has event shape {tuple(event_shape)}; use the 'mlp' {who} "
-            f"for vector data"
+            f"(e.g. (1, 28, 28)), but {shape} {tuple(event_shape)}; use {kind} 'mlp' for vector data or "
+            f"other image sizes"
         )
     return tuple(int(s) for s in event_shape)
 

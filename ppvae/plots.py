@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -164,6 +165,8 @@ def image_grid(
     :returns: the figure.
     :rtype: ~matplotlib.figure.Figure
     """
+    if len(x) == 0:
+        raise ValueError("image_grid got an empty batch (N = 0); nothing to show")
     images = _as_images(x)
     if images is None:
         fig, _ = _heatmap_figure(_to_cpu(x), title)
@@ -410,14 +413,22 @@ def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: 
 
 
 def plot_khat_histogram(khat, threshold: float = 0.7, path: Optional[PathLike] = None) -> Figure:
-    """Histogram of PSIS k-hat over examples, with the 0.7 reliability threshold (Yao et al. 2018)."""
-    k = _to_cpu(torch.as_tensor(khat)).numpy()
+    """Histogram of PSIS k-hat over examples, with the 0.7 reliability threshold (Yao et al. 2018).
+
+    Non-finite values (ArviZ's inf where k-hat is undefined, e.g. all weights equal) are left out and counted
+    in the title.
+    """
+    k = _to_cpu(torch.as_tensor(khat)).numpy().ravel()
+    undefined = int((~np.isfinite(k)).sum())
+    k = k[np.isfinite(k)]
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.subplots()
-    ax.hist(k, bins=40, color="C0", alpha=0.8)
+    if k.size:
+        ax.hist(k, bins=40, color="C0", alpha=0.8)
     ax.axvline(threshold, color="C3", linestyle="--", label=f"k-hat = {threshold}")
-    share = float((k > threshold).mean()) if k.size else float("nan")
-    ax.set_title(f"PSIS k-hat per example: {100 * share:.1f}% above {threshold}")
+    share = f"{100 * float((k > threshold).mean()):.1f}%" if k.size else "-"
+    note = f"; {undefined} undefined, not shown" if undefined else ""
+    ax.set_title(f"PSIS k-hat per example: {share} above {threshold}{note}")
     ax.set_xlabel("k-hat")
     ax.set_ylabel("examples")
     ax.legend()

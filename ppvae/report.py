@@ -123,7 +123,7 @@ def write_report_figures(vae, x: torch.Tensor, labels, arrays: dict, metrics: li
     written.append("traversals.png")
     khat = arrays["khat"]
     if khat is not None and np.isfinite(khat).any():
-        plots.plot_khat_histogram(khat[np.isfinite(khat)], path=out / "khat_histogram.png")
+        plots.plot_khat_histogram(khat, path=out / "khat_histogram.png")
         written.append("khat_histogram.png")
     codes = torch.cat([vae.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu()
     lab = labels.cpu() if labels is not None else None

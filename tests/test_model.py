@@ -142,3 +142,14 @@ def test_a_user_encoder_of_the_wrong_width_is_named(guide, width):
         vae.encode(torch.randn(5, 6))
     vae = ppvae.VAE((6,), latent_dim=2, encoder=torch.nn.Linear(6, width), guide=guide, likelihood="gaussian")
     assert vae.encode(torch.randn(5, 6)).shape == (5, 2)  # the right width is taken as it is
+
+
+def test_net_options_are_checked_and_shape_errors_name_what_has_the_shape():
+    with pytest.raises(ValueError, match=r"unknown activation 'relux'; choose one of: elu, gelu, relu"):
+        ppvae.VAE((6,), 2, encoder={"name": "mlp", "hidden": [], "activation": "relux"})  # no layer uses it
+    with pytest.raises(ValueError, match=r"the conv decoder needs images .* but its output \(the data's shape, the "
+                                         r"likelihood's parameters per pixel stacked on the channels\) has shape "
+                                         r"\(256, 30, 30\); use decoder 'mlp'"):
+        ppvae.VAE((1, 30, 30), 4, decoder="conv", likelihood="categorical")
+    with pytest.raises(ValueError, match=r"but the data has event shape \(1, 30, 30\); use encoder 'mlp'"):
+        ppvae.VAE((1, 30, 30), 4, encoder="conv")

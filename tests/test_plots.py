@@ -297,3 +297,14 @@ def test_plot_traversals_labels_each_row_with_its_kl(tmp_path):
     assert "rows (by KL, largest first): z1 (2.50 nats), z0 (0.30 nats)" in title
     assert (tmp_path / "t.png").stat().st_size > 0
     assert "rows (as given): z3" in plots.plot_traversals(torch.rand(1, 5, 4), [3]).axes[0].get_title()
+
+
+def test_khat_histogram_leaves_out_undefined_values_and_says_so():
+    fig = plots.plot_khat_histogram(torch.tensor([0.1, 0.5, 0.9, float("inf")]))
+    assert fig.axes[0].get_title() == "PSIS k-hat per example: 33.3% above 0.7; 1 undefined, not shown"
+    assert "- above 0.7; 2 undefined" in plots.plot_khat_histogram(np.full(2, np.nan)).axes[0].get_title()
+
+
+def test_empty_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"image_grid got an empty batch \(N = 0\)"):
+        plots.image_grid(torch.rand(0, 1, 28, 28))
