@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT
+from .checkpoint import CHECKPOINT, load_checkpoint
 
 
 def _at_least(least: int):
@@ -93,14 +93,19 @@ def _train(args) -> int:
     from .run import default_run_dir, resume, train_spec
     from .spec import load_spec
 
-    start = time.perf_counter()
+    start, before = time.perf_counter(), 0
     if args.resume:
         if args.spec:
             raise ValueError("give either a spec or --resume RUN, not both (use --set to change the resumed spec)")
         if args.run_dir:
             raise ValueError("--resume RUN continues in RUN; it cannot be combined with --run-dir")
         args.started_run = Path(args.resume)
+        before = load_checkpoint(args.started_run / CHECKPOINT)["epoch"]
         run = resume(args.resume, args.overrides, progress=not args.quiet)
+        if len(run.metrics) == before:
+            print(f"nothing to train: {args.resume} has finished its {before} epochs; raise train.epochs "
+                  f"(--set train.epochs={before + 10}) to train on")
+            return 0
     else:
         spec = load_spec(args.spec, args.overrides)
         args.started_run = Path(args.run_dir) if args.run_dir else default_run_dir(spec)
@@ -108,7 +113,7 @@ def _train(args) -> int:
             print(f"run directory: {args.started_run}", flush=True)
         run = train_spec(spec, run_dir=args.started_run, progress=not args.quiet)
     last = run.metrics[-1] if run.metrics else {}
-    print(f"trained {len(run.metrics)} epochs in {time.perf_counter() - start:.1f}s; "
+    print(f"trained {len(run.metrics) - before} epochs (to epoch {len(run.metrics)}) in {time.perf_counter() - start:.1f}s; "
           f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats/example")
     print(f"run directory: {run.run_dir}  (spec.toml, checkpoint.pt, metrics.csv, figures/)")
     return 0

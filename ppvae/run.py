@@ -88,12 +88,13 @@ def train(vae: VAE, data: Dataset, *, epochs: int = 100, batch_size: int = 128, 
           objective: str | dict = "Trace_ELBO", optimizer: dict | None = None, seed: int = 0,
           device: str = "auto", run_dir: str | Path | None = None, progress: bool = True,
           figures: bool = True, callbacks: list[Callable] = ()) -> Run:
-    """Train a VAE built in Python; ``beta`` is a number, a schedule, or a spec dict such as
-    ``{"name": "linear", "warmup_epochs": 10}``."""
+    """Train a VAE built in Python; ``beta`` is a number, a schedule's name (``"cyclical"``), a schedule, or a
+    spec dict such as ``{"name": "linear", "warmup_epochs": 10}``."""
     spec = merge(default_spec(), {
         "seed": seed, "device": device,
         "beta": beta.spec() if isinstance(beta, BetaSchedule) else
-        beta if isinstance(beta, dict) else {"name": "constant", "value": beta},
+        beta if isinstance(beta, dict) else {"name": beta} if isinstance(beta, str) else
+        {"name": "constant", "value": beta},
         "objective": {"name": objective} if isinstance(objective, str) else objective,
         "optimizer": optimizer or default_spec()["optimizer"],
         "train": {"epochs": epochs, "batch_size": batch_size, "figures": figures},
@@ -114,7 +115,12 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     vae = build_vae(spec, data.event_shape)
     trainer = Trainer(vae, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True)
     # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
-    trainer.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, map_location="cpu"))
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    if state["epoch"] > spec["train"]["epochs"]:
+        raise ValueError(f"{str(run_dir)!r} has already trained {state['epoch']} epochs, more than "
+                         f"train.epochs = {spec['train']['epochs']}; set train.epochs above {state['epoch']} "
+                         f"to train on")
+    trainer.load_state_dict(state)
     return Run(vae, spec, trainer.fit(), run_dir, data)
 
 

@@ -151,8 +151,20 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.vae.load_state_dict(state["vae"])
+        try:
+            self.vae.load_state_dict(state["vae"])
+        except RuntimeError as e:
+            lines = [line.strip() for line in str(e).strip().splitlines()]
+            first = (lines[1] if len(lines) > 1 else lines[0])[:200]  # line 0 is "Error(s) in loading ..."
+            raise ValueError(f"the checkpoint does not fit the model this spec builds ({first} ...); a resume can "
+                             f"change how training goes on (train.epochs, optimizer.lr, beta), not the model "
+                             f"(latent_dim, nets, prior, likelihood, guide)") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        # The saved param_groups carry the old hyperparameters; the (possibly overridden) spec's win.
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.spec["optimizer"].items()
+                   if k not in ("name", "fused")}
+        for group in self.optimizer.param_groups:
+            group.update({k: v for k, v in options.items() if k in group})
         self.epoch, self.step, self.metrics = state["epoch"], state["step"], list(state["metrics"])
         set_rng_state(state["rng"])
         self.shuffle_rng.set_state(state["shuffle_rng"])
@@ -207,6 +219,9 @@ class Trainer:
                                   time.perf_counter() - start)
         if not all(math.isfinite(p.detach().sum().item()) for p in self.vae.parameters()):
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
+        for key in ("train_loss", "train_elbo", "test_elbo"):  # weights can be finite and still give NaN
+            if not math.isfinite(row[key]):
+                self._fail(f"the {key.replace('_', ' ')} became {row[key]} at epoch {self.epoch + 1}")
         self.epoch += 1
         self.metrics.append(row)
         extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)

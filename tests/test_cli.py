@@ -70,7 +70,16 @@ def test_resume_from_the_cli(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, copy)
     assert main(["train", "--resume", str(copy), "--set", "train.epochs=3", "--quiet"]) == 0
     assert len(list(csv.DictReader(open(copy / "metrics.csv")))) == 3
-    assert "trained 3 epochs" in capsys.readouterr().out
+    assert "trained 1 epochs (to epoch 3)" in capsys.readouterr().out
+    assert main(["train", "--resume", str(copy), "--set", "train.epochs=3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to train: " in out and "has finished its 3 epochs" in out and "--set train.epochs=13" in out
+    assert main(["train", "--resume", str(copy), "--set", "train.epochs=2", "--quiet"]) == 2
+    assert "has already trained 3 epochs, more than train.epochs = 2" in capsys.readouterr().err
+    assert main(["train", "--resume", str(copy), "--set", "prior=vamp", "--set", "train.epochs=4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint does not fit the model this spec builds (Missing key(s) in state_dict" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv,message", [

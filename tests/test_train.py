@@ -122,3 +122,34 @@ def test_trainer_rejects_data_outside_support(small_mnist):
     bad = ppvae.Dataset("bad", small_mnist.train * 2, small_mnist.test * 2)
     with pytest.raises(ValueError, match=r"Bernoulli likelihood needs data in \[0, 1\]"):
         Trainer(vae, bad, spec)
+
+
+def test_resume_uses_the_optimizer_settings_of_the_resumed_spec(tmp_path):
+    train_spec(None, TINY + ["train.epochs=1", "train.figures=false"], run_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    resume(tmp_path, ["train.epochs=2", "optimizer.lr=1e-4", "optimizer.betas=[0.5, 0.9]"], progress=False)
+    group = load_checkpoint(tmp_path / CHECKPOINT)["optimizer"]["param_groups"][0]
+    assert group["lr"] == 1e-4 and group["betas"] == (0.5, 0.9)  # not the saved 1e-3: "lower the lr" works
+
+
+def test_a_nan_test_elbo_with_finite_weights_is_not_checkpointed(tmp_path, monkeypatch):
+    real = Trainer._epoch_metrics
+
+    def nan_in_epoch_2(self, *args):
+        row = real(self, *args)
+        return {**row, "test_elbo": float("nan")} if row["epoch"] == 2 else row
+
+    monkeypatch.setattr(Trainer, "_epoch_metrics", nan_in_epoch_2)
+    with pytest.raises(NonFiniteLossError, match=r"the test elbo became nan at epoch 2; the last good checkpoint "
+                                                 r"\(epoch 1\) is kept"):
+        train_spec(None, TINY + ["train.epochs=3", "train.figures=false"], run_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
+
+
+def test_python_train_takes_a_beta_schedule_by_name(small_mnist):
+    vae = ppvae.VAE(small_mnist.event_shape, 2, encoder={"name": "mlp", "hidden": [32]},
+                    decoder={"name": "mlp", "hidden": [32]})
+    run = ppvae.train(vae, small_mnist, epochs=2, beta="cyclical", device="cpu", progress=False, figures=False)
+    assert run.spec["beta"] == {"name": "cyclical", "value": 1.0, "cycles": 4, "ratio": 0.5}
+    with pytest.raises(ValueError, match="unknown beta schedule 'cyclic'; choose one of: capacity, constant"):
+        ppvae.train(vae, small_mnist, epochs=1, beta="cyclic", device="cpu", progress=False, figures=False)
