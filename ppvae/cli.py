@@ -12,6 +12,15 @@ import torch
 from .checkpoint import CHECKPOINT, load_checkpoint
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ppvae")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
 def _at_least(least: int):
     def parse(text: str) -> int:
         try:
@@ -33,6 +42,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a VAE from a TOML spec (defaults: 5,000 real MNIST digits, offline)")
@@ -53,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("interpolate", help="decode paths between the codes of test examples")
     _add_run(p)
-    p.add_argument("--method", choices=["linear", "spherical"], default="linear")
+    p.add_argument("--method", choices=["linear", "spherical"], default="linear",
+                   help="straight line or great-circle arc between the codes (default: linear)")
     p.add_argument("--steps", type=_at_least(2), default=10, help="points along each path (default: 10)")
     p.add_argument("--pairs", type=_at_least(1), default=4, help="paths, each between two test examples (default: 4)")
 

@@ -81,7 +81,8 @@ def _check_levels(x: torch.Tensor, levels: int, what: str) -> None:
         data = "8-bit data" if levels == 256 else f"data on {levels} levels"
         raise ValueError(
             f"{what} likelihood needs {data}: values k/{top} for integer k in 0..{top}, but found "
-            f"{value:.4g} (= {value * top:.2f}/{top}); quantise the data (x = round(x * {top}) / {top}) or "
+            f"{value:.4g} (= {value * top:.2f}/{top}); set the likelihood's levels to the data's number of levels "
+            f"(e.g. levels = 17 for sklearn's digits), quantise the data (x = round(x * {top}) / {top}), or "
             f"choose a likelihood for continuous data such as 'continuous_bernoulli' or 'gaussian'"
         )
 

@@ -24,6 +24,8 @@ from .priors import StandardNormal
 REPORT_FILE = "report.json"
 MI_EXAMPLES = 1000
 POSTERIOR_EXAMPLES = 20
+#: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
+REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png")
 
 
 def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, num_samples: int = 1000,
@@ -83,9 +85,11 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
     }
     report["warnings"] = diag.collapse_warnings(vae.latent_dim, active, elbo["kl"], kl_dims)
     if share is not None and share > 0.5:
+        remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
+            if getattr(vae.q, "registry_name", "") == "iaf" else \
+            "a flow guide (guide.name = \"iaf\") or more importance samples can help"
         report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
-                                  f"posterior, so the IWAE estimate may be loose; a flow guide (guide.name = "
-                                  f"\"iaf\") or more samples can help.")
+                                  f"posterior, so the IWAE estimate may be loose; {remedy}.")
     report["seconds"] = time.perf_counter() - start
     arrays = {"khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims,
               "posterior": diag.posterior_inference_data(vae, x[:POSTERIOR_EXAMPLES], num_draws=posterior_draws,
@@ -156,6 +160,8 @@ def write_report_figures(vae, x: torch.Tensor, labels, arrays: dict, metrics: li
             plots.plot_latent_scatter(emb, lab[:2000] if lab is not None else None, "Posterior means, t-SNE",
                                       path=out / "latent_tsne.png", xlabel="t-SNE 1", ylabel="t-SNE 2")
             written.append("latent_tsne.png")
+    for stale in set(REPORT_FIGURES) - set(written):  # from an earlier evaluate with other settings
+        (out / stale).unlink(missing_ok=True)
     return written
 
 

@@ -94,7 +94,7 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
     # starts the section afresh and would otherwise drop options given before it.
     parsed.sort(key=lambda pv: 0 if pv[0][0] in COMPONENT_SECTIONS and pv[0][1:] in ([], ["name"]) else 1)
     for path, value in parsed:
-        if len(path) == 1 and path[0] in COMPONENT_SECTIONS and isinstance(value, str):
+        if len(path) == 1 and (path[0] in COMPONENT_SECTIONS or path[0] == "data") and isinstance(value, str):
             value = {"name": value}  # --set prior=mixture is short for --set prior.name=mixture
         update: dict = {path[-1]: value}
         for key in reversed(path[:-1]):
@@ -117,7 +117,8 @@ def validate(spec: dict) -> dict:
                                  f"choose one of: {', '.join(names_of(key))}")
         elif key in _CLOSED:
             if not isinstance(value, dict):
-                raise ValueError(f"spec section [{key}] must be a table, got {value!r}")
+                raise ValueError(f"spec section [{key}] must be a table, got {value!r}; set its keys one by one, "
+                                 f"e.g. {key}.{next(iter(_CLOSED[key]))}=..., allowed: {', '.join(sorted(_CLOSED[key]))}")
             _check_keys(key, value, _CLOSED[key])
     _check_keys("", {k: v for k, v in spec.items() if k in _CLOSED[""]}, _CLOSED[""])
     for key in ("epochs", "batch_size", "progress_every"):

@@ -44,6 +44,8 @@ _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torc
 
 
 def resolve_device(name: str) -> torch.device:
+    if name != "auto" and name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -82,8 +84,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None and not resuming and (self.run_dir / CHECKPOINT).exists():
             raise ValueError(f"{str(self.run_dir)!r} already holds a trained run; continue it with "
-                             f"`ppvae train --resume {self.run_dir}` (ppvae.resume), or train into another "
-                             f"directory (--run-dir)")
+                             f"`ppvae train --resume {self.run_dir}` (in Python: ppvae.resume), or train into "
+                             f"another directory (--run-dir; run_dir= in Python)")
         self.device = resolve_device(spec["device"])
         self.vae = vae.to(self.device)
         self.data = data

@@ -201,3 +201,17 @@ def test_interrupt_says_whether_there_is_anything_to_resume(tmp_path, monkeypatc
     monkeypatch.setattr(Trainer, "_train_epoch", real)
     assert main(["train", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))) == 3
+
+
+def test_version_and_stale_report_figures(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.startswith("ppvae ")
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["evaluate", str(copy), "-k", "30", "--max-examples", "50"]) == 0
+    assert (copy / "figures" / "khat_histogram.png").exists()
+    assert main(["evaluate", str(copy), "-k", "5", "--max-examples", "50"]) == 0  # no PSIS at K = 5
+    assert not (copy / "figures" / "khat_histogram.png").exists()  # not left over from the K = 30 report
+    assert main(["evaluate", str(copy), "--device", "tpu"]) == 2
+    assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err

@@ -364,7 +364,7 @@ def test_spec_round_trip(name, opts):
      r"rescale the data \(e.g. divide 8-bit images by 255\)"),
     ("categorical", torch.tensor([0.0, 1.0, 0.1234, 2 / 255, 1 / 255, 0.0]),
      r"the categorical likelihood needs 8-bit data: values k/255 for integer k in 0..255, but found 0.1234 "
-     r"\(= 31.47/255\); quantise the data"),
+     r"\(= 31.47/255\); set the likelihood's levels to the data's number of levels"),
     ("discretized_logistic", torch.tensor([0.0, 0.5, 0.5, 0.5, 0.5, 1.0]),
      r"the discretized_logistic likelihood needs 8-bit data: values k/255 .* but found 0.5 \(= 127.50/255\)"),
     ("categorical", torch.linspace(-1, 1, 6), r"the categorical likelihood needs data in \[0, 1\]"),

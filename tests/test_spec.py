@@ -58,6 +58,10 @@ def test_overrides_of_a_new_component_apply_in_any_order():
                   ["prior.components=20", "prior=mixture"]):
         assert load_spec(None, order)["prior"] == {"name": "mixture", "components": 20}, order
     assert load_spec(None, ["likelihood=gaussian"])["likelihood"] == {"name": "gaussian"}
+    assert load_spec(None, ["data=digits"])["data"]["name"] == "digits"
+    with pytest.raises(ValueError, match=r"spec section \[train\] must be a table, got 5; set its keys one by one, "
+                                         r"e.g. train.epochs=..., allowed: batch_size, epochs"):
+        load_spec(None, ["train=5"])
 
 
 def test_spec_file_then_overrides(tmp_path):
