@@ -26,9 +26,11 @@ DEFAULT_SPEC: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "data": {"name": DEFAULT_DATASET, "test_fraction": 0.2, "split_seed": 0, "download": True},
-    "model": {"latent_dim": 16},
-    "encoder": {"name": "mlp", "hidden": [512, 256]},
-    "decoder": {"name": "mlp", "hidden": [256, 512]},
+    # The same model as ppvae.VAE's defaults (and PyTorch's VAE example): 784-400-20, so a Python run and a
+    # CLI run with nothing set train the same network.
+    "model": {"latent_dim": 20},
+    "encoder": {"name": "mlp", "hidden": [400]},
+    "decoder": {"name": "mlp", "hidden": [400]},
     "guide": {"name": "normal"},
     "prior": {"name": "normal"},
     "likelihood": {"name": "bernoulli"},

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import ppvae
 from ppvae import VAE
 from ppvae.beta import LinearWarmupBeta, make_beta
 from ppvae.registry import PRIORS
@@ -174,3 +175,12 @@ def test_integer_options_are_not_silently_truncated(overrides, message):
         build_vae(spec)
         make_beta(spec["beta"])
         component(OBJECTIVES, spec["objective"])
+
+
+def test_python_and_cli_defaults_build_the_same_vae():
+    from ppvae.run import build_vae
+
+    cli = build_vae(load_spec(None), (1, 28, 28))
+    python = ppvae.VAE((1, 28, 28))
+    assert cli.spec() == python.spec()
+    assert [p.shape for p in cli.parameters()] == [p.shape for p in python.parameters()]
