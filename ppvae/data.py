@@ -135,6 +135,7 @@ def load_dataset(
             path = str(Path(path).expanduser().resolve())
         data = _load_file(path, **split)
     else:
+        _check_no_split_options(name, split)
         data = _load_idx(name, root, download, limit_train=limit_train, limit_test=limit_test)
     spec = dict(name=name, root=root, path=path, download=download, **split)
     data.spec = {k: v for k, v in spec.items() if v is not None}
@@ -221,6 +222,7 @@ def _dataset_from_npz(arrays: dict[str, np.ndarray], path: str, **split) -> Data
                          f" the keys are 'train' and 'test' (optionally 'train_labels', 'test_labels'), or 'x' "
                          f"(optionally 'y' for labels)")
     if "train" in arrays or "test" in arrays:
+        _check_no_split_options(f"{path} (keys 'train' and 'test')", split)
         if not ("train" in arrays and "test" in arrays):
             raise ValueError(f"{path}: an archive with a predefined split needs both 'train' and 'test'; got {keys}")
         train = _as_float_tensor(arrays["train"], f"{path}[train]")
@@ -452,6 +454,14 @@ def _split(
         source=source,
     )
     return _limit(dataset, limit_train, limit_test)
+
+
+def _check_no_split_options(what: str, split: dict) -> None:
+    # Data that come split already: a test_fraction or split_seed would be ignored, so say so instead.
+    if split["test_fraction"] != 0.2 or split["split_seed"] != 0:
+        raise ValueError(f"{what} comes with its own train/test split, so test_fraction ({split['test_fraction']}) "
+                         f"and split_seed ({split['split_seed']}) do not apply; leave them out (use limit_train / "
+                         f"limit_test for fewer examples)")
 
 
 def _check_limits(limit_train: int | None, limit_test: int | None) -> None:

@@ -388,3 +388,15 @@ def test_non_finite_or_fractional_labels_and_limits_are_refused():
         dataset_from_array(x, np.array([0.0, 0.5, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"limit_train \(None: all\) must be an integer >= 1, got 2.5"):
         load_dataset("digits", limit_train=2.5)
+
+
+def test_split_options_are_refused_where_the_data_come_split(tmp_path):
+    path = tmp_path / "split.npz"
+    np.savez(path, train=np.zeros((4, 3)), test=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"keys 'train' and 'test'\) comes with its own train/test split, so "
+                                         r"test_fraction \(0.5\) and split_seed \(0\) do not apply"):
+        load_dataset("file", path=str(path), test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"fashion-mnist comes with its own train/test split, so test_fraction "
+                                         r"\(0.2\) and split_seed \(3\) do not apply"):
+        load_dataset("fashion-mnist", root=str(tmp_path), download=False, split_seed=3)
+    assert load_dataset("file", path=str(path)).train.shape == (4, 3)  # the defaults are fine
