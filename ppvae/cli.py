@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT, load_checkpoint
+from .checkpoint import CHECKPOINT
 
 
 def _version() -> str:
@@ -111,8 +111,8 @@ def _train(args) -> int:
         if args.run_dir:
             raise ValueError("--resume RUN continues in RUN; it cannot be combined with --run-dir")
         args.started_run = Path(args.resume)
-        before = load_checkpoint(args.started_run / CHECKPOINT)["epoch"]
         run = resume(args.resume, args.overrides, progress=not args.quiet)
+        before = run.resumed_from
         if len(run.metrics) == before:
             print(f"nothing to train: {args.resume} has finished its {before} epochs; raise train.epochs "
                   f"(--set train.epochs={before + 10}) to train on")

@@ -33,6 +33,8 @@ class Run:
     metrics: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
     _data: Dataset | None = None
+    #: epochs the checkpoint held when this run was resumed (0 for a fresh run)
+    resumed_from: int = 0
 
     @property
     def data(self) -> Dataset:
@@ -121,7 +123,7 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
                          f"train.epochs = {spec['train']['epochs']}; set train.epochs above {state['epoch']} "
                          f"to train on")
     trainer.load_state_dict(state)
-    return Run(vae, spec, trainer.fit(), run_dir, data)
+    return Run(vae, spec, trainer.fit(), run_dir, data, resumed_from=state["epoch"])
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
