@@ -128,10 +128,14 @@ def validate(spec: dict) -> dict:
             raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
     if spec["model"]["latent_dim"] < 1:
         raise ValueError(f"model.latent_dim must be >= 1, got {spec['model']['latent_dim']}")
-    device = spec["device"]
+    check_device_name(spec["device"])
+    return spec
+
+
+def check_device_name(device: str) -> None:
+    """The device names a spec or a command may give (whether a GPU is there is checked when it is used)."""
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return spec
 
 
 def _check_keys(section: str, table: dict, allowed: dict[str, tuple[type, ...]]) -> None:

@@ -32,7 +32,7 @@ from .evaluate import elbo_terms, evaluate_elbo, seeded_eval
 from .fast import fast_loss, supports_fast_path
 from .latent import interpolate
 from .registry import OBJECTIVES
-from .spec import dump_spec
+from .spec import check_device_name, dump_spec
 
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
@@ -44,8 +44,7 @@ _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torc
 
 
 def resolve_device(name: str) -> torch.device:
-    if name != "auto" and name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
