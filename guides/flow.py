@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from ppvae.beta import kl_weight
-from ppvae.registry import GUIDES, Component, int_option
+from ppvae.registry import GUIDES, Component, int_list_option, int_option
 
 
 @GUIDES.register("iaf")
@@ -35,8 +35,7 @@ class IAFGuide(Component, nn.Module):
         self.latent_dim = int_option(latent_dim, 1, "latent_dim")
         self.flows = int_option(flows, 1, "iaf guide flows")
         self.context_dim = int_option(context_dim, 1, "iaf guide context_dim")
-        self.hidden = [int_option(h, 1, "iaf guide hidden sizes")
-                       for h in ([hidden] if isinstance(hidden, int) else hidden)]
+        self.hidden = int_list_option(hidden, 1, "iaf guide hidden sizes")
         self.min_scale = float(min_scale)
         self.steps = nn.ModuleList(
             T.conditional_affine_autoregressive(self.latent_dim, self.context_dim, hidden_dims=self.hidden,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .registry import DECODERS, ENCODERS, Component, int_option
+from .registry import DECODERS, ENCODERS, Component, int_list_option, int_option
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -36,8 +36,7 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 def _hidden(hidden) -> list[int]:
-    hidden = [int_option(h, 1, "hidden layer sizes") for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    return hidden
+    return int_list_option(hidden, 1, "hidden layer sizes")
 
 
 @ENCODERS.register("mlp")

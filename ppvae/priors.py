@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from .likelihoods import inverse_softplus
-from .registry import PRIORS, Component, int_option
+from .registry import PRIORS, Component, int_list_option, int_option
 
 
 class Prior(Component, nn.Module):
@@ -214,7 +214,7 @@ class FlowPrior(Prior):
         if self.latent_dim < 2:
             raise ValueError("the flow prior needs latent_dim >= 2 (coupling layers split z in two)")
         self.flows = _count("flows", flows)
-        self.hidden = [_count("hidden sizes", h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+        self.hidden = int_list_option(hidden, 1, "prior hidden sizes")
         self.layers = nn.ModuleList(T.affine_coupling(self.latent_dim, hidden_dims=self.hidden)
                                     for _ in range(self.flows))
         self.register_buffer("_loc", torch.zeros(self.latent_dim))

@@ -70,6 +70,11 @@ def int_option(value, least: int, what: str) -> int:
     return int(value)
 
 
+def int_list_option(value, least: int, what: str) -> list[int]:
+    """Layer sizes: one int or a list of ints, as a list, each checked by :func:`int_option`."""
+    return [int_option(v, least, what) for v in ([value] if isinstance(value, int) else value)]
+
+
 PRIORS = Registry("prior")
 LIKELIHOODS = Registry("likelihood")
 BETAS = Registry("beta schedule")
