@@ -44,7 +44,7 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
         del log_w
     else:
         ll, khat = iwae_log_likelihood(vae, x, num_samples, seed=seed), None
-    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)) if n > 1 else None,
+    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)),
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
                    f"(Burda et al. 2016); a lower bound in expectation"}
     if vae.likelihood.gives_code_length(x):
@@ -234,7 +234,7 @@ def summary(report: dict) -> str:
         f"evaluated {report['num_examples']} test examples (seed {report['seed']}), nats per example",
         f"  ELBO                {e['elbo']:10.2f}   (reconstruction {e['recon']:.2f}, KL {e['kl']:.2f})",
         f"  log p(x), IWAE K={iw['num_samples']:<5} {iw['value']:7.2f}   (standard error "
-        f"{iw['std_error'] if iw['std_error'] is None else round(iw['std_error'], 2)})",
+        f"{iw['std_error']:.2f})",
     ]
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
@@ -249,7 +249,9 @@ def summary(report: dict) -> str:
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
     k = report["psis_khat"]
-    if k["share_above_0.7"] is None:
+    if k["share_above_0.7"] is None and k.get("undefined"):
+        lines.append(f"  PSIS k-hat          {'-':>10}   (undefined for all {k['undefined']} examples)")
+    elif k["share_above_0.7"] is None:
         lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= {diag.MIN_PSIS_SAMPLES} importance samples)")
     else:
         undefined = f"; {k['undefined']} undefined" if k.get("undefined") else ""

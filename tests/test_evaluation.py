@@ -251,6 +251,9 @@ def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatc
     assert k["share_above_0.7"] == pytest.approx((finite > 0.7).mean()) and k["max"] == pytest.approx(finite.max())
     json.dumps(report, allow_nan=False)  # standard JSON: no Infinity
     assert "6 undefined" in summary(report)
+    monkeypatch.setattr(diag, "psis_khat", lambda lw: np.full(lw.shape[0], np.inf))
+    report, _ = evaluate_model(vae, x, num_samples=50, posterior_draws=10)
+    assert "undefined for all 10 examples" in summary(report) and "not computed" not in summary(report)
 
 
 def test_manifold_uses_the_quantiles_of_the_prior_it_has():
