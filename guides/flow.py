@@ -10,7 +10,8 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from ppvae.beta import kl_weight
+from ppvae.inference.contract import data_plate
+from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, Component, int_list_option, int_option
 
 
@@ -68,5 +69,5 @@ class IAFGuide(Component, nn.Module):
 
     def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         pyro.module("encoder", self)
-        with pyro.plate("data", x.shape[0]), kl_weight(beta):
+        with data_plate(x.shape[0]), kl_weight(beta):
             return pyro.sample("z", self.posterior(x))

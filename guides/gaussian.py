@@ -9,7 +9,8 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from ppvae.beta import kl_weight
+from ppvae.inference.contract import data_plate
+from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, Component
 
 
@@ -47,5 +48,5 @@ class MeanFieldGaussianGuide(Component, nn.Module):
 
     def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         pyro.module("encoder", self)
-        with pyro.plate("data", x.shape[0]), kl_weight(beta):
+        with data_plate(x.shape[0]), kl_weight(beta):
             return pyro.sample("z", self.posterior(x))

@@ -1,25 +1,36 @@
-"""ppvae: variational autoencoders as Pyro programs, with priors, likelihoods and KL weights swappable by name."""
+"""ppvae: variational autoencoders as Pyro programs, with priors, likelihoods and KL weights swappable by name.
+
+Any Pyro program meeting the model contract (:mod:`ppvae.inference.contract`) trains, checkpoints, resumes,
+evaluates and plots through the same tools as the stock VAE.
+"""
 
 __version__ = "0.1.0"
 
-# Component modules first: importing them fills the registries that models and guides build from.
-from . import beta, likelihoods, nets, objectives, priors  # noqa: F401
-from .registry import BETAS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+# Components first: importing them fills the registries that models and guides build from.
+from .components import beta, likelihoods, nets, optimizers, priors  # noqa: F401
+from .inference import objectives  # noqa: F401
+from .registry import (BETAS, DATASETS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, OPTIMIZERS,
+                       PRIORS)
+from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions
 from .guides import IAFGuide, MeanFieldGaussianGuide
 from .models import VAE
 
-from . import diagnostics, exact, plots, report
+from . import plots
+from .apps.latent import interpolate, lerp, slerp
 from .data import Dataset, dataset_from_array, load_dataset
-from .evaluate import evaluate_elbo
-from .latent import interpolate, lerp, slerp
-from .report import evaluate_run
-from .run import Run, build_vae, load_run, resume, train, train_spec
+from .evaluate import diagnostics, exact, report
+from .evaluate.elbo import evaluate_elbo
+from .evaluate.report import evaluate_run
+from .inference.objectives import KLScale
+from .inference.rebuild import build_model
+from .inference.run import Run, build_vae, load_run, resume, train, train_spec
 from .spec import default_spec, load_spec
 
 __all__ = [
+    "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "MissingCapability", "KLScale",
     "VAE", "MeanFieldGaussianGuide", "IAFGuide", "Dataset", "load_dataset", "dataset_from_array",
-    "train", "train_spec", "resume", "load_run", "build_vae", "Run", "default_spec", "load_spec",
+    "train", "train_spec", "resume", "load_run", "build_model", "build_vae", "Run", "default_spec", "load_spec",
     "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",
-    "PRIORS", "LIKELIHOODS", "BETAS", "OBJECTIVES", "ENCODERS", "DECODERS", "GUIDES",
-    "diagnostics", "exact", "plots", "report",
+    "MODELS", "DATASETS", "PRIORS", "LIKELIHOODS", "BETAS", "OBJECTIVES", "OPTIMIZERS", "ENCODERS", "DECODERS",
+    "GUIDES", "diagnostics", "exact", "plots", "report",
 ]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT
+from .inference.checkpoint import CHECKPOINT
+from .inference.contract import require
 
 
 def _version() -> str:
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a VAE from a TOML spec (defaults: 5,000 real MNIST digits, offline)")
+    p = sub.add_parser("train", help="train a model from a TOML spec (defaults: a VAE on 5,000 real MNIST digits, offline)")
     p.add_argument("spec", nargs="?", help="TOML spec file; omitted keys take the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set prior.name=normal --set beta.value=4 (repeatable)")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from .run import default_run_dir, resume, train_spec
+    from .inference.run import default_run_dir, resume, train_spec
     from .spec import load_spec
 
     start, before = time.perf_counter(), 0
@@ -131,7 +132,7 @@ def _train(args) -> int:
 
 
 def _load(args):
-    from .run import load_run
+    from .inference.run import load_run
 
     torch.manual_seed(args.seed)
     return load_run(args.run, device=args.device)
@@ -145,32 +146,36 @@ def _sample(args) -> int:
     from .plots import plot_samples
 
     run = _load(args)
+    generate = require(run.model, "generate", "ppvae sample")
     path = _out(args, "samples.png")
-    plot_samples(run.vae.generate(args.n).cpu(), nrow=8, path=path)
+    plot_samples(generate(args.n).cpu(), nrow=8, path=path)
     print(f"wrote {path}")
     return 0
 
 
 def _test_batch(run, n: int) -> torch.Tensor:
-    return run.data.test[:n].to(next(run.vae.parameters()).device)
+    return run.data.test[:n].to(next(run.model.parameters()).device)
 
 
 def _reconstruct(args) -> int:
     from .plots import plot_reconstructions
 
     run = _load(args)
+    reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")
     x = _test_batch(run, args.n)
     path = _out(args, "reconstructions.png")
-    plot_reconstructions(x.cpu(), run.vae.reconstruct(x).cpu(), path=path, n=args.n)
+    plot_reconstructions(x.cpu(), reconstruct(x).cpu(), path=path, n=args.n)
     print(f"wrote {path}")
     return 0
 
 
 def _interpolate(args) -> int:
-    from .latent import interpolate
+    from .apps.latent import interpolate
     from .plots import plot_interpolation
 
     run = _load(args)
+    require(run.model, "encode", "ppvae interpolate")
+    require(run.model, "decode", "ppvae interpolate")
     available = run.data.test.shape[0] // 2
     if args.pairs > available:
         raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; this run's test set has "
@@ -184,7 +189,7 @@ def _interpolate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .report import REPORT_FILE, evaluate_run, summary
+    from .evaluate.report import REPORT_FILE, evaluate_run, summary
 
     torch.manual_seed(args.seed)
     report = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, seed=args.seed,

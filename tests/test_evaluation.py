@@ -13,9 +13,9 @@ import ppvae
 from ppvae import diagnostics as diag
 from ppvae.cli import main
 from ppvae.evaluate import iwae_log_likelihood, log_importance_weights
-from ppvae.exact import (gaussian_log_likelihood, linear_gaussian_log_likelihood, linear_gaussian_parameters,
+from ppvae.evaluate.exact import (gaussian_log_likelihood, linear_gaussian_log_likelihood, linear_gaussian_parameters,
                          ppca_mle, set_exact_posterior_guide)
-from ppvae.run import train_spec
+from ppvae.inference.run import train_spec
 
 D = 6
 
@@ -224,7 +224,7 @@ def test_evaluate_runs_at_the_edges(tmp_path, capsys, latent_dim, max_examples, 
     assert set(report["figures"]) <= figures and "latent_scatter.png" in figures
     assert "interpolation_linear.png" in report["figures"]
     if max_examples == 2:
-        from ppvae.report import evaluate_run
+        from ppvae.evaluate.report import evaluate_run
 
         with pytest.raises(ValueError, match="evaluation needs at least 2 examples .*, got 1"):
             evaluate_run(run, max_examples=1)
@@ -232,7 +232,7 @@ def test_evaluate_runs_at_the_edges(tmp_path, capsys, latent_dim, max_examples, 
 
 def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatch):
     """ArviZ gives k-hat = inf where it is undefined (e.g. all weights equal); that is not a failing guide."""
-    from ppvae.report import evaluate_model, summary
+    from ppvae.evaluate.report import evaluate_model, summary
 
     x = _sample(_model_with_columns([2.0, 0.5]), 10)
     torch.manual_seed(0)
@@ -257,7 +257,7 @@ def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatc
 
 
 def test_manifold_uses_the_quantiles_of_the_prior_it_has():
-    from ppvae.report import latent_manifold
+    from ppvae.evaluate.report import latent_manifold
 
     torch.manual_seed(0)
     vae = ppvae.VAE((4,), latent_dim=2, prior={"name": "laplace", "scale": 3.0}, likelihood="gaussian",

@@ -14,7 +14,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import ppvae
-from ppvae.likelihoods import DiscretizedLogistic
+from ppvae.components.likelihoods import DiscretizedLogistic
 from ppvae.registry import LIKELIHOODS
 
 # (name, options): every likelihood, and every scale mode of the location-scale families

@@ -59,7 +59,7 @@ def test_wheel_installs_models_and_guides_inside_ppvae(tmp_path):
 
 
 def test_readme_spec_example_is_a_valid_spec(tmp_path):
-    from ppvae.run import build_vae
+    from ppvae.inference.run import build_vae
     from ppvae.spec import load_spec
 
     (tmp_path / "spec.toml").write_text(_blocks("toml")[0])

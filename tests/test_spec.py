@@ -5,9 +5,9 @@ import torch
 
 import ppvae
 from ppvae import VAE
-from ppvae.beta import LinearWarmupBeta, make_beta
+from ppvae.components.beta import LinearWarmupBeta, make_beta
 from ppvae.registry import PRIORS
-from ppvae.run import build_vae
+from ppvae.inference.run import build_vae
 from ppvae.spec import apply_overrides, default_spec, dump_spec, load_spec, parse_override
 
 
@@ -17,7 +17,7 @@ def test_spec_to_objects_to_spec_round_trip(tmp_path):
                             "beta.warmup_epochs=3", "objective.name=TraceMeanField_ELBO"])
     vae = build_vae(spec, (1, 28, 28))
     rebuilt = vae.spec()
-    assert rebuilt["model"] == {"event_shape": [1, 28, 28], "latent_dim": 7}
+    assert rebuilt["model"] == {"name": "vae", "event_shape": [1, 28, 28], "latent_dim": 7}
     assert rebuilt["likelihood"] == {"name": "gaussian", "scale": 0.25}
     assert rebuilt["encoder"]["name"] == "conv" and rebuilt["decoder"]["name"] == "conv"
     # the spec written by the objects rebuilds an identical architecture
@@ -80,7 +80,7 @@ def test_spec_file_then_overrides(tmp_path):
     (["train.epochs=many"], r"train.epochs must be int, got 'many'"),
     (["train.epochs=true"], r"train.epochs must be int, got True"),
     (["train.epochs=0"], r"train.epochs must be >= 1"),
-    (["model.latent_dim=0"], r"model.latent_dim must be >= 1"),
+    (["model.latent_dim=0"], r"latent_dim must be an integer >= 1, got 0"),
     (["device=tpu"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: flow, "
                   r"laplace, learned_normal, mixture, normal, student_t, vamp"),
@@ -165,9 +165,9 @@ def test_registry_lists_names_sorted():
     (["beta.name=cyclical", "beta.cycles=\"4\""], r"beta cycles must be an integer >= 1, got '4'"),
 ])
 def test_integer_options_are_not_silently_truncated(overrides, message):
-    from ppvae.run import build_vae
-    from ppvae.build import component
-    from ppvae.beta import make_beta
+    from ppvae.inference.run import build_vae
+    from ppvae.registry import component
+    from ppvae.components.beta import make_beta
     from ppvae.registry import OBJECTIVES
 
     spec = load_spec(None, overrides + ["model.event_shape=[1, 28, 28]"])
@@ -178,7 +178,7 @@ def test_integer_options_are_not_silently_truncated(overrides, message):
 
 
 def test_python_and_cli_defaults_build_the_same_vae():
-    from ppvae.run import build_vae
+    from ppvae.inference.run import build_vae
 
     cli = build_vae(load_spec(None), (1, 28, 28))
     python = ppvae.VAE((1, 28, 28))

@@ -7,9 +7,9 @@ import torch
 from conftest import TINY
 
 import ppvae
-from ppvae.checkpoint import CHECKPOINT, atomic_write_bytes, load_checkpoint
-from ppvae.run import load_run, resume, train_spec
-from ppvae.train import NonFiniteLossError, Trainer, resolve_device
+from ppvae.inference.checkpoint import CHECKPOINT, atomic_write_bytes, load_checkpoint
+from ppvae.inference.run import load_run, resume, train_spec
+from ppvae.inference.train import NonFiniteLossError, Trainer, resolve_device
 
 
 class _Interrupt(Exception):
@@ -63,7 +63,7 @@ def test_nan_never_destroys_the_last_good_checkpoint(tmp_path):
                    callbacks=[poison])
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert state["epoch"] == 1
-    assert all(torch.isfinite(v).all() for v in state["vae"].values())
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
     # and it still loads and generates
     assert torch.isfinite(load_run(tmp_path).vae.generate(4)).all()

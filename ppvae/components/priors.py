@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from .likelihoods import inverse_softplus
-from .registry import PRIORS, Component, int_list_option, int_option
+from ..registry import PRIORS, Component, int_list_option, int_option
 
 
 class Prior(Component, nn.Module):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .registry import DECODERS, ENCODERS, Component, int_list_option, int_option
+from ..registry import DECODERS, ENCODERS, Component, int_list_option, int_option
 
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 

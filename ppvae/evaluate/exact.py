@@ -21,7 +21,7 @@ def linear_gaussian_parameters(vae) -> tuple[torch.Tensor, torch.Tensor, torch.T
     """(W, b, sigma) of a linear-Gaussian VAE; a clear error for any other VAE."""
     layers = [m for m in vae.decoder.modules() if isinstance(m, nn.Linear)]
     lik = vae.likelihood
-    if (len(layers) != 1 or lik.registry_name != "gaussian" or vae.prior.registry_name != "normal"
+    if (len(layers) != 1 or getattr(lik, "registry_name", "") != "gaussian" or getattr(vae.prior, "registry_name", "") != "normal"
             or getattr(lik, "learn_scale", "none") in ("pixel", "decoder") or len(vae.event_shape) != 1):
         raise ValueError("exact log-likelihood needs a linear-Gaussian VAE: vector data, prior 'normal', decoder "
                          "'mlp' with hidden = [], likelihood 'gaussian' with a fixed or global scale")
@@ -64,7 +64,7 @@ def set_exact_posterior_guide(vae) -> None:
     if (m - torch.diag(torch.diagonal(m))).abs().max() > 1e-6 * m.abs().max():
         raise ValueError("the exact posterior is diagonal only when W has orthogonal columns")
     layers = [mod for mod in vae.encoder.modules() if isinstance(mod, nn.Linear)]
-    if len(layers) != 1 or vae.q.registry_name != "normal":
+    if len(layers) != 1 or getattr(vae.q, "registry_name", "") != "normal":
         raise ValueError("set_exact_posterior_guide needs the 'normal' guide with a linear encoder (hidden = [])")
     enc, latent = layers[0], w.shape[1]
     proj = w.T / torch.diagonal(m)[:, None]  # M^{-1} W^T

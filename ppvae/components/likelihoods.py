@@ -21,7 +21,7 @@ from torch import nn
 import pyro.distributions as dist
 from pyro.distributions import constraints
 
-from .registry import LIKELIHOODS, Component, int_option
+from ..registry import LIKELIHOODS, Component, int_option
 
 
 class Likelihood(Component, nn.Module):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..inference.contract import require
+
 METHODS = ("linear", "spherical")
 
 
@@ -33,15 +35,17 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int, eps: float = 1e-7) -> 
 
 
 @torch.no_grad()
-def interpolate(vae, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, method: str = "linear") -> torch.Tensor:
-    """Decode a path between the posterior means of ``x0`` and ``x1`` (batches of pairs).
+def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, method: str = "linear") -> torch.Tensor:
+    """Decode a path between the codes of ``x0`` and ``x1`` (batches of pairs); needs the model's ``encode``
+    and ``decode``.
 
-    Returns (n_pairs, steps, *event_shape): row i walks from x0[i] to x1[i].
+    Returns (n_pairs, steps, *decoded shape): row i walks from x0[i] to x1[i].
     """
     if method not in METHODS:
         raise ValueError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
     if steps < 2:
         raise ValueError(f"interpolation needs steps >= 2, got {steps}")
-    path = (lerp if method == "linear" else slerp)(vae.encode(x0), vae.encode(x1), steps)  # (steps, pairs, D)
-    decoded = vae.decode(path.flatten(0, 1)).view(steps, x0.shape[0], *vae.event_shape)
-    return decoded.transpose(0, 1)
+    encode, decode = require(model, "encode", "interpolation"), require(model, "decode", "interpolation")
+    path = (lerp if method == "linear" else slerp)(encode(x0), encode(x1), steps)  # (steps, pairs, D)
+    decoded = decode(path.flatten(0, 1))
+    return decoded.view(steps, x0.shape[0], *decoded.shape[1:]).transpose(0, 1)

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import plots
+from ..apps.latent import interpolate
+from ..components.likelihoods import bits_per_dim
+from ..components.priors import StandardNormal
+from ..inference.checkpoint import atomic_write_bytes
+from ..inference.contract import as_batch, has, require, take
 from . import diagnostics as diag
-from . import plots
-from .checkpoint import atomic_write_bytes
-from .evaluate import evaluate_elbo, iwae_log_likelihood, seeded_eval
-from .likelihoods import bits_per_dim
-from .priors import StandardNormal
+from .elbo import evaluate_elbo, iwae_log_likelihood, particles_vectorize, seeded_eval
 
 REPORT_FILE = "report.json"
 MI_EXAMPLES = 1000
@@ -28,42 +30,55 @@ POSTERIOR_EXAMPLES = 20
 REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png")
 
 
-def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, num_samples: int = 1000,
+def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples: int = 1000,
                    seed: int = 0, posterior_draws: int = 500) -> tuple[dict, dict]:
-    """(report, arrays): the numbers of the report, and the per-example arrays the figures need."""
+    """(report, arrays): the numbers of the report, and the per-example arrays the figures need, for any
+    ppvae model; ``x`` is a tensor or a batch mapping (with labels, masks, ... where the model reads them)."""
     start = time.perf_counter()
-    n, dims = x.shape[0], math.prod(vae.event_shape)
+    batch = as_batch(x)
+    xs = batch["x"]
+    n, dims = xs.shape[0], math.prod(xs.shape[1:])
     if n < 2:
         raise ValueError(f"evaluation needs at least 2 examples (active units and the mutual information are "
                          f"taken across examples), got {n}")
-    elbo = evaluate_elbo(vae, x, seed=seed)
+    elbo = evaluate_elbo(model, batch, seed=seed)
+    vectorized = particles_vectorize(model, batch)
     psis = num_samples >= diag.MIN_PSIS_SAMPLES
     if psis:
-        ll, log_w = iwae_log_likelihood(vae, x, num_samples, seed=seed, return_weights=True)
+        ll, log_w = iwae_log_likelihood(model, batch, num_samples, seed=seed, return_weights=True)
         khat = diag.psis_khat(log_w)
         del log_w
     else:
-        ll, khat = iwae_log_likelihood(vae, x, num_samples, seed=seed), None
+        ll, khat = iwae_log_likelihood(model, batch, num_samples, seed=seed), None
     iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)),
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
-                   f"(Burda et al. 2016); a lower bound in expectation"}
-    if vae.likelihood.gives_code_length(x):
+                   f"(Burda et al. 2016); a lower bound in expectation; particles "
+                   f"{'vectorized' if vectorized else 'drawn one at a time (the program does not broadcast)'}"}
+    likelihood = getattr(model, "likelihood", None)
+    if "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
-    elif vae.likelihood.discrete:
-        name = getattr(vae.likelihood, "registry_name", type(vae.likelihood).__name__)
+    elif getattr(likelihood, "discrete", False):
+        name = getattr(likelihood, "registry_name", type(likelihood).__name__)
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
-    active, variance = diag.active_units(vae, x, seed=seed)
-    kl_dims, kl_note = None, "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"
+    units = diag.active_units(model, batch, seed=seed, by_site=True)
+    variance = torch.cat([v for _, v in units.values()]) if units else torch.zeros(0)
+    active = sum(c for c, _ in units.values())
+    latent_dim = int(variance.numel())
+    kl_dims, kl_sites_dims = None, None
+    kl_note = "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"
     try:
-        kl_dims = diag.kl_per_dimension(vae, x, seed=seed).tolist()
+        by_site = diag.kl_per_dimension(model, batch, seed=seed, by_site=True)
+        kl_sites_dims = {k: v.tolist() for k, v in by_site.items()}
+        kl_dims = torch.cat(list(by_site.values())).tolist() if by_site else []
     except ValueError as e:
         kl_note = str(e)
-    mi_x = x[:MI_EXAMPLES]
+    mi_x = take(batch, slice(0, MI_EXAMPLES))
+    n_mi = mi_x["x"].shape[0]
     try:
-        mi = {"value": diag.mutual_information(vae, mi_x, seed=seed), "max": math.log(mi_x.shape[0]),
-              "how": f"minibatch estimate over {mi_x.shape[0]} examples (He et al. 2019); at most log N"}
+        mi = {"value": diag.mutual_information(model, mi_x, seed=seed), "max": math.log(n_mi),
+              "how": f"minibatch estimate over {n_mi} examples (He et al. 2019); at most log N"}
     except ValueError as e:
         mi = {"value": None, "how": str(e)}
     psis_khat = _khat_summary(khat, num_samples)
@@ -72,28 +87,32 @@ def evaluate_model(vae, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
         "num_examples": n,
         "seed": seed,
         "units": "nats per example",
+        "model": type(model).__name__,
         "elbo": {**elbo, "how": "one joint draw of guide and model per example, beta = 1; analytic KL where "
-                                "registered"},
+                                "registered; recon_sites per observed site and kl_sites per latent site sum to the "
+                                "reconstruction and KL terms"},
         "iwae_log_likelihood": {**iwae, "num_samples": num_samples},
-        "kl_per_dimension": {"value": kl_dims, "how": kl_note},
-        "active_units": {"value": active, "of": vae.latent_dim, "threshold": diag.ACTIVE_THRESHOLD,
+        "kl_per_dimension": {"value": kl_dims, "sites": kl_sites_dims, "how": kl_note},
+        "active_units": {"value": active, "of": latent_dim, "threshold": diag.ACTIVE_THRESHOLD,
                          "variance": variance.tolist(),
-                         "how": "units whose Cov_x(E_q[z_d | x]) exceeds the threshold (Burda et al. 2016); E_q from "
-                                "1,000 draws, less their Monte Carlo noise, where the guide has no closed-form mean"},
+                         "sites": {k: {"value": c, "of": int(v.numel())} for k, (c, v) in units.items()},
+                         "how": "units whose Cov_x(E_q[z_d | x]) exceeds the threshold (Burda et al. 2016), for each "
+                                "continuous latent site; E_q from 1,000 draws, less their Monte Carlo noise, where the "
+                                "guide has no closed-form mean that depends on x alone"},
         "mutual_information": mi,
         "psis_khat": psis_khat,
     }
-    report["warnings"] = diag.collapse_warnings(vae.latent_dim, active, elbo["kl"], kl_dims)
+    report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
     if share is not None and share > 0.5:
         remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
-            if getattr(vae.q, "registry_name", "") == "iaf" else \
-            "a flow guide (guide.name = \"iaf\") or more importance samples can help"
+            if getattr(getattr(model, "q", None), "registry_name", "") == "iaf" else \
+            "a richer guide (for the VAE: guide.name = \"iaf\") or more importance samples can help"
         report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
                                   f"posterior, so the IWAE estimate may be loose; {remedy}.")
     report["seconds"] = time.perf_counter() - start
-    arrays = {"khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims,
-              "posterior": diag.posterior_inference_data(vae, x[:POSTERIOR_EXAMPLES], num_draws=posterior_draws,
-                                                         seed=seed)}
+    arrays = {"khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims, "latent_dim": latent_dim,
+              "posterior": diag.posterior_inference_data(model, take(batch, slice(0, POSTERIOR_EXAMPLES)),
+                                                         num_draws=posterior_draws, seed=seed)}
     return report, arrays
 
 
@@ -116,22 +135,80 @@ def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
 
 
 @torch.no_grad()
-def write_report_figures(vae, x: torch.Tensor, labels, arrays: dict, metrics: list[dict], out: Path, *,
-                         seed: int = 0, tsne: bool = False, n: int = 8) -> list[str]:
-    """All figures of a report into ``out``; returns the file names written."""
-    from .train import write_figures
+def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n: int = 8) -> list[str]:
+    """The standard figures of a run, each where the model has what it needs: reconstructions
+    (``reconstruct``), prior samples (``generate``), interpolations (``encode`` and ``decode``; at least two test
+    examples), the training curve. Returns the names of the files written; :func:`skipped_figures` says why
+    the others were not."""
+    written = []
+    batch = as_batch(test)
+    x = batch["x"][: 2 * n]
+    with seeded_eval(seed, x.device, model):
+        if has(model, "reconstruct"):
+            plots.plot_reconstructions(x[:n], model.reconstruct(x[:n]), path=out / "reconstructions.png", n=n)
+            written.append("reconstructions.png")
+        if has(model, "generate"):
+            plots.plot_samples(model.generate(64), nrow=8, path=out / "samples.png")
+            written.append("samples.png")
+        pairs = min(4, x.shape[0] // 2)  # up to 4 paths, each between two different test examples
+        if has(model, "encode") and has(model, "decode"):
+            for method in ("linear", "spherical") if pairs else ():
+                strips = interpolate(model, x[:pairs], x[x.shape[0] - pairs:], steps=10, method=method)
+                plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
+                                         title=f"{method.capitalize()} interpolation between posterior means")
+                written.append(f"interpolation_{method}.png")
+        if metrics:
+            plots.plot_training_curve(metrics, path=out / "training_curve.png")
+            written.append("training_curve.png")
+    for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
+        (out / stale).unlink(missing_ok=True)
+    return written
 
-    written = write_figures(vae, x, metrics, out, seed=seed, n=n)
-    order, kls = _traversal_order(arrays, vae.latent_dim)
-    plots.plot_traversals(latent_traversals(vae, x[:1], order), order, kls, path=out / "traversals.png")
-    written.append("traversals.png")
+
+#: figure -> the capabilities it needs
+FIGURE_NEEDS = {"reconstructions.png": ("reconstruct",), "samples.png": ("generate",),
+                "interpolation_linear.png": ("encode", "decode"), "interpolation_spherical.png": ("encode", "decode"),
+                "traversals.png": ("encode", "decode"), "latent_scatter.png": ("encode",),
+                "manifold.png": ("decode", "prior")}
+TRAIN_FIGURES = ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
+                 "training_curve.png")
+
+
+def skipped_figures(model) -> dict[str, str]:
+    """{figure: why it is not drawn} for the figures a model's capabilities rule out."""
+    out = {}
+    for figure, needs in FIGURE_NEEDS.items():
+        missing = [c for c in needs if not (has(model, c) or (c == "prior" and callable(getattr(model, "prior", None))))]
+        if missing:
+            out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {type(model).__name__} " \
+                          f"does not have"
+    return out
+
+
+@torch.no_grad()
+def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], out: Path, *,
+                         seed: int = 0, tsne: bool = False, n: int = 8) -> list[str]:
+    """All figures of a report into ``out`` that the model's capabilities allow; returns the file names written."""
+    written = write_figures(model, x, metrics, out, seed=seed, n=n)
+    x = as_batch(x)["x"]
+    latent_dim = arrays.get("latent_dim")
+    can_encode, can_decode = has(model, "encode"), has(model, "decode")
+    if can_encode and can_decode and latent_dim:
+        order, kls = _traversal_order(arrays, latent_dim)
+        plots.plot_traversals(latent_traversals(model, x[:1], order), order, kls, path=out / "traversals.png")
+        written.append("traversals.png")
     khat = arrays["khat"]
     if khat is not None and np.isfinite(khat).any():
         plots.plot_khat_histogram(khat, path=out / "khat_histogram.png")
         written.append("khat_histogram.png")
-    codes = torch.cat([vae.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu()
+    codes = torch.cat([model.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
+    code_dim = codes.shape[-1] if codes is not None else 0
     lab = labels.cpu() if labels is not None else None
-    if vae.latent_dim == 1:  # the code against the label (or the example's index), so classes show as bands
+    if lab is not None and lab.ndim == 2:  # factors: colour by the first one
+        lab = lab[:, 0]
+    if codes is None:
+        pass
+    elif code_dim == 1:  # the code against the label (or the example's index), so classes show as bands
         g = torch.Generator().manual_seed(seed)
         y = lab.float() + 0.3 * (torch.rand(len(codes), generator=g) - 0.5) if lab is not None \
             else torch.arange(len(codes), dtype=torch.float32)
@@ -139,10 +216,12 @@ def write_report_figures(vae, x: torch.Tensor, labels, arrays: dict, metrics: li
                                   path=out / "latent_scatter.png", xlabel="z0",
                                   ylabel="label (jittered)" if lab is not None else "example")
         written.append("latent_scatter.png")
-    elif vae.latent_dim == 2:
+    elif code_dim == 2:
         plots.plot_latent_scatter(codes, lab, "Posterior means (2-D latent)", path=out / "latent_scatter.png")
-        plots.plot_manifold(latent_manifold(vae, 15, seed=seed), 15, path=out / "manifold.png")
-        written += ["latent_scatter.png", "manifold.png"]
+        written.append("latent_scatter.png")
+        if can_decode and callable(getattr(model, "prior", None)):
+            plots.plot_manifold(latent_manifold(model, 15, seed=seed), 15, path=out / "manifold.png")
+            written.append("manifold.png")
     else:
         from sklearn.decomposition import PCA
 
@@ -175,13 +254,13 @@ def _traversal_order(arrays: dict, latent_dim: int) -> tuple[list[int], list[flo
 @torch.no_grad()
 def latent_traversals(vae, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
     """(len(dims), steps, *event): decode the code of ``x[0]`` with each listed dimension swept over ±span."""
-    z = vae.encode(x[:1])[0]
+    z = require(vae, "encode", "latent traversals")(x[:1])[0]
     values = torch.linspace(-span, span, steps, device=z.device)
     rows = []
     for d in dims:
         zs = z.repeat(steps, 1)
         zs[:, d] = values
-        rows.append(vae.decode(zs))
+        rows.append(require(vae, "decode", "latent traversals")(zs))
     return torch.stack(rows)
 
 
@@ -206,23 +285,28 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
                  device: str = "cpu", figures: bool = True, tsne: bool = False) -> dict:
     """Evaluate a run directory on its test split: write ``report.json``, ``posterior.nc`` (ArviZ) and the
     figures, and return the report."""
-    from .run import load_run
+    from ..inference.contract import to_device
+    from ..inference.run import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
     data = run.data
-    x = data.test[:max_examples].to(next(run.vae.parameters()).device)
-    labels = data.test_labels[:max_examples] if data.test_labels is not None else None
-    report, arrays = evaluate_model(run.vae, x, labels=labels, num_samples=num_samples, seed=seed)
+    device = next(run.model.parameters()).device
+    batch = to_device(take(data.batch("test"), slice(0, max_examples)), device)
+    labels = batch.get("y")
+    report, arrays = evaluate_model(run.model, batch, labels=labels, num_samples=num_samples, seed=seed)
     if figures:
-        report["figures"] = write_report_figures(run.vae, x, labels, arrays, run.metrics, run_dir / "figures",
+        report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics, run_dir / "figures",
                                                  seed=seed, tsne=tsne)
+        report["figures_skipped"] = skipped_figures(run.model)
+    x = batch["x"]
     # The posterior draws go to netCDF (written to a temporary name, then renamed: never half-written).
     tmp = run_dir / ".posterior.nc.tmp"
     arrays["posterior"].to_netcdf(str(tmp))
     tmp.replace(run_dir / "posterior.nc")
     report["posterior_draws"] = {"file": "posterior.nc", "examples": min(x.shape[0], POSTERIOR_EXAMPLES),
-                                 "how": "z ~ q(z|x) per example as ArviZ InferenceData (az.from_netcdf)"}
+                                 "how": "z ~ q(z|x) per example as ArviZ InferenceData (az.from_netcdf), one variable "
+                                        "per latent site"}
     atomic_write_bytes(run_dir / REPORT_FILE, json.dumps(report, indent=2).encode())
     return report
 
@@ -236,6 +320,9 @@ def summary(report: dict) -> str:
         f"  log p(x), IWAE K={iw['num_samples']:<5} {iw['value']:7.2f}   (standard error "
         f"{iw['std_error']:.2f})",
     ]
+    if len(e.get("kl_sites", {})) > 1 or len(e.get("recon_sites", {})) > 1:
+        lines.append("  per site            log-likelihood " + ", ".join(f"{k} {v:.2f}" for k, v in e["recon_sites"].items())
+                     + "; KL " + ", ".join(f"{k} {v:.2f}" for k, v in e["kl_sites"].items()))
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
     elif "bits_per_dim_note" in iw:
@@ -256,6 +343,8 @@ def summary(report: dict) -> str:
     else:
         undefined = f"; {k['undefined']} undefined" if k.get("undefined") else ""
         lines.append(f"  PSIS k-hat > 0.7    {100 * k['share_above_0.7']:9.1f}%  (median {k['median']:.2f}{undefined})")
+    for figure, why in report.get("figures_skipped", {}).items():
+        lines.append(f"  skipped {figure}: {why}")
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Swappable components, each registered by name: priors, likelihoods, networks, beta schedules, optimizers."""

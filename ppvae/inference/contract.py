@@ -1,0 +1,351 @@
+r"""The ppvae model contract: what any Pyro program needs to train, checkpoint, resume, evaluate and plot.
+
+A ppvae model is an ``nn.Module`` holding every trainable parameter, with two Pyro programs over a **batch**::
+
+    model(batch)   # the generative program p(x, z): latent sites pyro.sample("z", ...), observed sites with obs=
+    guide(batch)   # the amortized guide q(z | x): one pyro.sample site for each latent site of the model
+
+A batch is a mapping of tensors with one leading example axis: ``batch["x"]`` always, and ``"y"`` (labels,
+(N,) classes or (N, K) factors), ``"mask"``, ``"lengths"`` or other keys where the dataset has them. Integer
+data stay integers. Reading a key the dataset lacks raises a one-line error naming the key.
+
+Required
+    ``model(batch)`` and ``guide(batch)``. Every sample site of the guide must be a latent site of the model.
+    The programs open a ``pyro.plate("data", N)`` over the examples (:func:`data_plate` opens it only if no
+    enclosing program has, so a stock guide composes inside a user's own plate). Parameters live in the
+    module (``nn.Parameter`` or submodules), not in ``pyro.param`` calls outside it: one torch optimiser
+    trains ``module.parameters()`` and the checkpoint saves ``module.state_dict()``. ``pyro.module(...)``
+    calls are fine (and free: the trainer does not route them through Pyro's parameter store).
+
+Declared (class attributes; each has a default read off a trace)
+    ``batch_keys``: the batch keys the programs read (default ``("x",)``); checked against the dataset.
+    ``max_plate_nesting``: how many plates nest in the programs (default: read from a trace).
+
+Optional capabilities (a verb that needs a missing one says which, in one line)
+    ``generate(n)`` samples E[x | z], z ~ p(z) (``ppvae sample``); ``encode(x)`` a point code of q(z | x) and
+    ``decode(z)`` E[x | z] (interpolations, traversals, latent scatter); ``reconstruct(x)`` decode(encode(x))
+    (``ppvae reconstruct``); ``check_data(batch)`` refuses data the model cannot score, before training;
+    ``spec()`` the spec sections that rebuild the model (default: its class's import path and the arguments
+    it was constructed with, which must be numbers, strings, lists or tables); ``direct_loss(batch, beta,
+    objective)`` a tested shortcut for the objective's loss, or None where it does not apply.
+
+Vectorized particles
+    IWAE and K-sample evaluation run the programs once under an extra plate of K particles at dim
+    ``-(max_plate_nesting + 1)``; a program broadcasts if its tensors keep that leading dim (use ``...``
+    indexing and ``x.shape[-1]``, not ``x.shape[0]``, for event sizes). ppvae checks this once on a small
+    batch and otherwise loops over the particles, saying so.
+
+A program written as two plain functions plus an ``nn.Module`` of parameters, as in Pyro's own examples,
+becomes a model with :func:`from_functions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import pyro
+from pyro import poutine
+from pyro.poutine.plate_messenger import PlateMessenger
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.util import site_is_subsample
+
+from ..registry import MODELS, describe, import_path, plain, registered_name
+
+DATA_PLATE = "data"
+CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
+_HINTS = {
+    "generate": "give it a generate(n) method returning n samples E[x | z], z ~ p(z)",
+    "encode": "give it an encode(x) method returning a point code of q(z | x)",
+    "decode": "give it a decode(z) method returning E[x | z]",
+    "reconstruct": "give it a reconstruct(x) method (decode(encode(x)))",
+}
+
+
+class MissingCapability(ValueError):
+    """A verb needs a method the model does not declare."""
+
+
+class BatchKeyError(KeyError, ValueError):
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+class Batch(dict):
+    """A batch: a dict of tensors sharing the leading example axis; a missing key is a one-line error."""
+
+    def __missing__(self, key):
+        raise BatchKeyError(f"the model reads batch[{key!r}] but the data provide only {', '.join(map(repr, self))}; "
+                            f"choose a dataset with {key!r} (labels are 'y'), or a model that does not need it")
+
+
+def as_batch(data) -> Batch:
+    """A tensor ``x`` is the batch ``{"x": x}``; a mapping is kept (as a :class:`Batch`)."""
+    if isinstance(data, Batch):
+        return data
+    if isinstance(data, Mapping):
+        return Batch(data)
+    if torch.is_tensor(data):
+        return Batch(x=data)
+    raise TypeError(f"a batch is a tensor x or a mapping of tensors such as {{'x': x, 'y': y}}, got "
+                    f"{type(data).__name__}")
+
+
+def batch_size(batch) -> int:
+    return next(iter(as_batch(batch).values())).shape[0]
+
+
+def take(batch, index) -> Batch:
+    """The examples ``index`` (a slice or index tensor) of every tensor in the batch."""
+    return Batch({k: v[index] for k, v in as_batch(batch).items()})
+
+
+def batches(batch, size: int):
+    """Consecutive slices of at most ``size`` examples."""
+    batch = as_batch(batch)
+    n = batch_size(batch)
+    for start in range(0, n, size):
+        yield take(batch, slice(start, start + size))
+
+
+def to_device(batch, device) -> Batch:
+    return Batch({k: v.to(device) for k, v in as_batch(batch).items()})
+
+
+def data_plate(size: int, name: str = DATA_PLATE):
+    """``pyro.plate(name, size)``, or nothing where an enclosing program already opened that plate."""
+    for frame in _PYRO_STACK:
+        if isinstance(frame, PlateMessenger) and frame.name == name:
+            if frame.size != size:
+                raise ValueError(f"the enclosing plate {name!r} has size {frame.size}, but this program needs {size}")
+            return contextlib.nullcontext()
+    return pyro.plate(name, size)
+
+
+class Model(nn.Module):
+    """Base class of ppvae models; see the module docstring for the contract. Deriving from it is optional
+    (any object with ``model``, ``guide`` and ``parameters`` works); it records the constructor's arguments,
+    so that a run directory can rebuild the model, and gives the default ``spec()``."""
+
+    batch_keys: tuple[str, ...] = ("x",)
+    max_plate_nesting: int | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])
+
+    def model(self, batch) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no model(batch) program")
+
+    def guide(self, batch) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no guide(batch) program")
+
+    def spec(self) -> dict:
+        """The spec sections that rebuild this model: ``{"model": {"name": import path, **arguments}}``."""
+        return {"model": {"name": registered_name(self), **init_arguments(self)}}
+
+
+def _recording(init: Callable) -> Callable:
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        if "_ppvae_init" not in self.__dict__:  # the outermost constructor call is the one that rebuilds
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.pop(next(iter(signature.parameters)))  # self
+            for p in signature.parameters.values():
+                if p.kind is p.VAR_KEYWORD:
+                    arguments.update(arguments.pop(p.name, {}))
+                elif p.kind is p.VAR_POSITIONAL and arguments.pop(p.name, ()):
+                    arguments["_varargs"] = True
+            object.__setattr__(self, "_ppvae_init", arguments)
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+def init_arguments(model) -> dict:
+    """The arguments ``model`` was constructed with, as spec values, or ``ValueError`` saying which cannot be."""
+    arguments = model.__dict__.get("_ppvae_init")
+    if arguments is None:
+        raise ValueError(f"{type(model).__name__} does not derive from ppvae.Model and has no spec() method, so "
+                         f"ppvae cannot record how to rebuild it")
+    if arguments.get("_varargs"):
+        raise ValueError(f"{type(model).__name__} was constructed with *args, which a spec cannot name; use "
+                         f"named arguments")
+    return {k: spec_value(v, f"{type(model).__name__} argument {k!r}") for k, v in arguments.items()}
+
+
+def spec_value(value, what: str):
+    """A constructor argument as a TOML value: numbers, strings, booleans, lists and tables."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [spec_value(v, what) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): spec_value(v, what) for k, v in value.items() if v is not None}
+    if isinstance(value, torch.Size):
+        return list(value)
+    raise ValueError(f"{what} is a {type(value).__name__}, which a spec file cannot hold; pass a number, a string, "
+                     f"a list or a table (a component by name or spec dict, e.g. {{'name': 'mlp', 'hidden': [400]}})")
+
+
+# ---- two plain functions and a module ------------------------------------------------------------------------
+@MODELS.register("functions")
+class FunctionModel(Model):
+    """A model from two plain Pyro functions ``model(batch)``, ``guide(batch)`` and the ``nn.Module`` that holds
+    their parameters. Rebuildable from a run directory when both functions and the module's class can be
+    imported again (module-level definitions in a module or file)."""
+
+    def __init__(self, model: Callable | str, guide: Callable | str, modules: nn.Module | dict | str):
+        super().__init__()
+        from ..registry import load_object
+
+        self._model_fn = load_object(model, "model function") if isinstance(model, str) else model
+        self._guide_fn = load_object(guide, "guide function") if isinstance(guide, str) else guide
+        if isinstance(modules, (str, Mapping)):
+            options = {"name": modules} if isinstance(modules, str) else dict(modules)
+            modules = load_object(options.pop("name"), "module")(**options)
+        if not isinstance(modules, nn.Module):
+            raise ValueError(f"from_functions needs the nn.Module holding the programs' parameters, got "
+                             f"{type(modules).__name__}")
+        self.modules_ = modules
+
+    def model(self, batch):
+        return self._model_fn(batch)
+
+    def guide(self, batch):
+        return self._guide_fn(batch)
+
+    def spec(self) -> dict:
+        return {"model": {"name": "functions", "model": _function_path(self._model_fn),
+                          "guide": _function_path(self._guide_fn), "modules": describe(self.modules_)}}
+
+
+def _function_path(fn: Callable) -> str:
+    if not inspect.isfunction(fn):
+        raise ValueError(f"{fn!r} is not a plain function, so a run directory cannot name it; define it with def at "
+                         f"the top level of a module")
+    return import_path(fn)
+
+
+def from_functions(model: Callable, guide: Callable, modules: nn.Module) -> FunctionModel:
+    """A ppvae model from two Pyro functions of the batch and the module holding their parameters."""
+    return FunctionModel(model, guide, modules)
+
+
+# ---- capabilities and checks ---------------------------------------------------------------------------------
+def has(model, capability: str) -> bool:
+    return callable(getattr(model, capability, None))
+
+
+def require(model, capability: str, what: str) -> Callable:
+    """The model's ``capability`` method, or a one-line :class:`MissingCapability` naming it."""
+    if not has(model, capability):
+        raise MissingCapability(f"{what} needs the model's {capability}() method, which {type(model).__name__} "
+                                f"does not have; {_HINTS.get(capability, 'add it to the class')}")
+    return getattr(model, capability)
+
+
+def check_program(model) -> None:
+    """A model must have the two programs and be an nn.Module (its parameters are trained and saved)."""
+    missing = [name for name in ("model", "guide") if not callable(getattr(model, name, None))]
+    if missing:
+        raise ValueError(f"{type(model).__name__} is not a ppvae model: it has no {' and no '.join(missing)} "
+                         f"method; a model needs model(batch) and guide(batch), Pyro programs over a batch")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{type(model).__name__} is not an nn.Module; a ppvae model holds its parameters in an "
+                         f"nn.Module (derive from ppvae.Model, or use ppvae.from_functions(model, guide, module))")
+
+
+def check_batch_keys(model, data_keys) -> None:
+    """The keys the model declares it reads must be in the data."""
+    needed = getattr(model, "batch_keys", ("x",)) or ()
+    missing = [k for k in needed if k not in data_keys]
+    if missing:
+        raise ValueError(f"{type(model).__name__} reads batch key(s) {', '.join(map(repr, missing))}, but the data "
+                         f"provide only {', '.join(map(repr, data_keys))}; choose a dataset with them (labels are 'y')")
+
+
+def trace_pair(model, batch):
+    """(guide trace, model trace replayed on the guide's draws) of one run of the two programs."""
+    guide_tr = poutine.trace(model.guide).get_trace(batch)
+    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(batch)
+    return guide_tr, model_tr
+
+
+def sample_sites(trace) -> dict:
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site)}
+
+
+def latent_sites(model_tr) -> list[str]:
+    return [n for n, s in sample_sites(model_tr).items() if not s["is_observed"]]
+
+
+def observed_sites(model_tr) -> list[str]:
+    return [n for n, s in sample_sites(model_tr).items() if s["is_observed"]]
+
+
+def check_first_batch(model, batch, objective_name: str) -> dict:
+    """Run the programs once and check what a trace can tell before training: guide sites the model lacks,
+    latents an objective cannot differentiate, parameters outside the module. Returns a summary of sites."""
+    from .objectives import KLScale
+
+    # As in training, module parameters bypass Pyro's parameter store, so a trace records only the pyro.param
+    # calls that are not parameters of the module.
+    with pyro.validation_enabled(False), KLScale(1.0, skip_param_store=True):
+        guide_tr, model_tr = trace_pair(model, batch)
+    model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
+    extra = [n for n in guide_sites if n not in model_sites]
+    if extra:
+        raise ValueError(f"the guide samples site(s) {', '.join(map(repr, extra))} that the model does not have "
+                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be latent sites of the model")
+    observed_in_guide = [n for n in guide_sites if model_sites[n]["is_observed"]]
+    if observed_in_guide:
+        raise ValueError(f"the guide samples {', '.join(map(repr, observed_in_guide))}, which the model observes; "
+                         f"a guide samples latent sites only")
+    latents = latent_sites(model_tr)
+    unguided = [n for n in latents if n not in guide_sites
+                and model_sites[n]["infer"].get("enumerate") is None]
+    if unguided and objective_name != "TraceEnum_ELBO":
+        raise ValueError(f"latent site(s) {', '.join(map(repr, unguided))} of the model have no site in the guide; "
+                         f"give the guide a pyro.sample for each (or enumerate them under TraceEnum_ELBO)")
+    if objective_name in ("Trace_ELBO", "TraceMeanField_ELBO", "IWAE"):
+        for name, site in guide_sites.items():
+            if not site["fn"].has_rsample:
+                raise ValueError(f"latent site {name!r} ({type(site['fn']).__name__}) cannot be reparameterized, so "
+                                 f"{objective_name} has no pathwise gradient for it; use objective TraceEnum_ELBO "
+                                 f"(mark the site infer={{'enumerate': 'parallel'}}) or TraceGraph_ELBO "
+                                 f"(score-function gradient)")
+    known = {id(p) for p in model.parameters()}
+    for trace in (guide_tr, model_tr):
+        for name, site in trace.nodes.items():
+            # PyroModule parameters appear constrained in the trace; their unconstrained tensor is the module's
+            if site["type"] == "param" and id(site["value"]) not in known \
+                    and id(pyro.get_param_store()._params.get(name)) not in known:
+                raise ValueError(f"pyro.param {name!r} is not a parameter of {type(model).__name__}; ppvae trains and "
+                                 f"saves the module's parameters, so make it one (self.{name.split('$$$')[-1]} = "
+                                 f"nn.Parameter(...)) and use it directly")
+    return {"latent": latents, "observed": observed_sites(model_tr)}
+
+
+def warn_once(model, key: str, message: str) -> None:
+    seen = model.__dict__.setdefault("_ppvae_warned", set())
+    if key not in seen:
+        seen.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+__all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "require", "has",
+           "MissingCapability", "BatchKeyError", "CAPABILITIES", "plain"]

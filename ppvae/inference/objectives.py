@@ -1,0 +1,304 @@
+"""Objectives: the Pyro ELBO estimators a spec can name, beta for any program, and the rules that rewrite the KL.
+
+The names are Pyro's own class names (and ``IWAE``), so a reader can look them up in Pyro's documentation.
+Every objective gives ``differentiable_loss(model, guide, batch)``: the negative bound summed over the batch,
+in nats. ``max_plate_nesting`` comes from the spec, else from the program (``Model.max_plate_nesting``), else
+Pyro reads it off a first trace.
+
+beta is one handler, :class:`KLScale`, that the trainer puts around the model and the guide: it scales every
+latent sample site by beta, so any program's KL term is weighted without the program knowing about beta.
+Capacity and free bits are not a scaling of the KL; they are ELBO-level rules (:class:`KLObjective`) computed
+from per-example terms read off the traces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from pyro.distributions.kl import kl_divergence
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import get_dependent_plate_dims, is_validation_enabled, torch_sum
+from pyro.poutine.messenger import Messenger
+
+from ..components.beta import BetaSchedule, check_nonnegative, check_positive
+from ..registry import BETAS, OBJECTIVES, int_option
+
+#: objectives whose estimator is a single-particle ELBO, which the KL-rewriting rules need
+ELBO_OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO")
+
+
+class KLScale(Messenger):
+    r"""Weight the KL term of any program by beta: every latent sample site, in the model and the guide alike,
+    is scaled by beta, so log p(z) - log q(z | x) is, and the observed sites are not.
+
+    .. math:: \mathcal{L}_\beta = \mathbb{E}_q[\log p(x \mid z)] - \beta\, \mathbb{E}_q[\log q(z \mid x) - \log p(z)]
+
+    ``poutine.scale`` refuses beta = 0, yet it is a real setting (the start of a warm-up); masking the latent
+    sites gives exactly the zero-weight objective. With ``skip_param_store`` the handler also answers
+    ``pyro.module`` / ``pyro.param`` calls for module parameters directly instead of through Pyro's parameter
+    store (the trainer's one torch optimiser trains ``module.parameters()``, so the store is unused and each
+    lookup is overhead on every step).
+    """
+
+    def __init__(self, beta: float = 1.0, skip_param_store: bool = False):
+        super().__init__()
+        self.beta = float(beta)
+        self.skip_param_store = skip_param_store
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample":
+            if not msg["is_observed"] and self.beta != 1.0:
+                if self.beta == 0.0:
+                    msg["mask"] = False if msg["mask"] is None else msg["mask"] & False
+                else:
+                    msg["scale"] = self.beta * msg["scale"]
+        elif self.skip_param_store and msg["type"] == "param" and len(msg["args"]) > 1 \
+                and isinstance(msg["args"][1], nn.Parameter):
+            msg["value"] = msg["args"][1]
+            msg["done"] = msg["stop"] = True
+
+
+def kl_weight(beta: float) -> KLScale:
+    """A context that weights the latent sites inside it by ``beta`` (the stock programs' ``beta`` argument)."""
+    return KLScale(beta)
+
+
+def _particles(num_particles) -> int:
+    return int_option(num_particles, 1, "objective num_particles")
+
+
+def _nesting(max_plate_nesting):
+    return float("inf") if max_plate_nesting is None else int_option(max_plate_nesting, 1, "objective max_plate_nesting")
+
+
+class _RNGNeutralGuess:
+    """Where max_plate_nesting is not given, Pyro runs the programs once to find it; that run draws random
+    numbers, so here it runs on a forked random state: a result does not depend on whether the nesting was
+    declared or guessed."""
+
+    def _guess_max_plate_nesting(self, model, guide, args, kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return super()._guess_max_plate_nesting(model, guide, args, kwargs)
+
+
+class _SyncFree(_RNGNeutralGuess):
+    """The same estimator as the Pyro ELBO it is mixed into, without host synchronisation in the step.
+
+    Pyro's ``differentiable_loss`` calls ``.item()`` on every site's log-probability sum (to report the ELBO
+    separately from its surrogate) and checks the loss for NaN, each a device-to-host copy that stalls a GPU.
+    For fully reparameterized guides the surrogate *is* the ELBO, so with validation off we return it as is.
+    With validation on, or a guide site that needs a score-function term, Pyro's own method runs.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if is_validation_enabled():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            if not all(site["fn"].has_rsample for site in guide_trace.nodes.values() if site["type"] == "sample"):
+                return super().differentiable_loss(model, guide, *args, **kwargs)
+            loss = loss + self._particle_loss(model_trace, guide_trace) / self.num_particles
+        return loss
+
+
+class _SyncFreeTraceELBO(_SyncFree, Trace_ELBO):
+    __doc__ = Trace_ELBO.__doc__
+
+    @staticmethod
+    def _particle_loss(model_trace, guide_trace):
+        # -(log p(x, z) - log q(z | x)), scaled and masked per site, as Trace_ELBO's surrogate for rsample sites
+        model = sum(site["log_prob_sum"] for site in model_trace.nodes.values() if site["type"] == "sample")
+        guide = sum(site["score_parts"].entropy_term.sum() for site in guide_trace.nodes.values()
+                    if site["type"] == "sample")
+        return guide - model
+
+
+class _SyncFreeTraceMeanFieldELBO(_SyncFree, TraceMeanField_ELBO):
+    __doc__ = TraceMeanField_ELBO.__doc__
+
+    @staticmethod
+    def _particle_loss(model_trace, guide_trace):
+        # As TraceMeanField_ELBO._differentiable_loss_particle, which also calls .item() on the result.
+        elbo = 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                elbo = elbo + model_site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            try:
+                kl = kl_divergence(guide_site["fn"], model_site["fn"])
+                elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+            except NotImplementedError:
+                elbo = elbo + model_site["log_prob_sum"] - guide_site["score_parts"].entropy_term.sum()
+        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                elbo = elbo - guide_site["score_parts"].entropy_term.sum()
+        return -elbo
+
+
+def _register(name: str, cls: type[ELBO]) -> None:
+    def build(*, num_particles: int = 1, vectorize_particles: bool = True, max_plate_nesting: int | None = None) -> ELBO:
+        elbo = cls(num_particles=_particles(num_particles), vectorize_particles=bool(vectorize_particles),
+                   max_plate_nesting=_nesting(max_plate_nesting))
+
+        def spec():
+            out = {"name": name, "num_particles": int(num_particles), "vectorize_particles": bool(vectorize_particles)}
+            return out if max_plate_nesting is None else {**out, "max_plate_nesting": int(max_plate_nesting)}
+
+        elbo.spec = spec
+        return elbo
+
+    build.__doc__ = cls.__doc__
+    OBJECTIVES.register(name)(build)
+
+
+_register("Trace_ELBO", _SyncFreeTraceELBO)  # E_q[log p(x,z) - log q(z|x)], Monte Carlo with reparameterized z
+_register("TraceMeanField_ELBO", _SyncFreeTraceMeanFieldELBO)  # the same with KL(q || p) in closed form
+class _TraceEnumELBO(_RNGNeutralGuess, TraceEnum_ELBO):
+    __doc__ = TraceEnum_ELBO.__doc__
+
+
+class _TraceGraphELBO(_RNGNeutralGuess, TraceGraph_ELBO):
+    __doc__ = TraceGraph_ELBO.__doc__
+
+
+_register("TraceEnum_ELBO", _TraceEnumELBO)  # discrete latents summed out exactly (infer={"enumerate": "parallel"})
+_register("TraceGraph_ELBO", _TraceGraphELBO)  # score-function gradients with Rao-Blackwellization
+
+
+@OBJECTIVES.register("IWAE")
+class IWAE(_RNGNeutralGuess, RenyiELBO):
+    r"""The importance-weighted bound of Burda et al. (2016), Pyro's ``RenyiELBO`` at alpha = 0:
+
+    .. math:: \mathcal{L}_K(x) = \mathbb{E}_{z_{1:K} \sim q(z|x)}
+              \Big[\log \frac{1}{K} \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k \mid x)}\Big]
+              \;\le\; \log p(x)
+
+    L_1 is the ELBO and L_K rises with K towards log p(x). The log-mean-exp is taken per example (the data
+    plate is independent), with the K particles vectorised. ``RenyiELBO`` only gives ``loss_and_grads``;
+    ``differentiable_loss`` here is the same estimate as a tensor, valid for reparameterized guides.
+    """
+
+    def __init__(self, *, num_particles: int = 5, vectorize_particles: bool = True, max_plate_nesting: int | None = None):
+        self._max_plate_nesting_option = max_plate_nesting
+        super().__init__(alpha=0.0, num_particles=_particles(num_particles), max_plate_nesting=_nesting(max_plate_nesting),
+                         vectorize_particles=bool(vectorize_particles))
+
+    def spec(self) -> dict:
+        out = {"name": "IWAE", "num_particles": self.num_particles, "vectorize_particles": self.vectorize_particles}
+        mpn = self._max_plate_nesting_option
+        return out if mpn is None else {**out, "max_plate_nesting": int(mpn)}
+
+    def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """log p(x, z_k) - log q(z_k | x) for each particle and example: shape (K, batch)."""
+        weights = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+            w = 0.0
+            for site in model_trace.nodes.values():
+                if site["type"] == "sample":
+                    w = w + torch_sum(site["log_prob"], sum_dims)
+            for name, site in guide_trace.nodes.items():
+                if site["type"] == "sample":
+                    if not site["fn"].has_rsample:
+                        raise ValueError(f"IWAE needs a reparameterized guide, but site {name!r} is not")
+                    w = w - torch_sum(site["log_prob"], sum_dims)
+            weights.append(w)
+        if self.vectorize_particles and self.num_particles > 1:
+            return weights[0].reshape(self.num_particles, -1)
+        return torch.stack([w.reshape(-1) for w in weights])
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        log_w = self.log_weights(model, guide, *args, **kwargs)
+        return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
+
+
+def make_objective(spec: dict | str, model=None) -> ELBO:
+    """The objective a spec names, with ``max_plate_nesting`` from the spec, else from the model's declaration."""
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    declared = getattr(model, "max_plate_nesting", None)
+    if options.get("max_plate_nesting") is None and declared is not None:
+        objective = OBJECTIVES.build(options.pop("name"), **{**options, "max_plate_nesting": declared})
+        return objective
+    return OBJECTIVES.build(options.pop("name"), **options)
+
+
+class KLObjective(BetaSchedule):
+    """An ELBO-level rule on the KL term: ``loss(recon, kl, epoch, num_epochs)`` from per-example terms.
+
+    ``recon`` has shape (batch,); ``kl`` has shape (batch, latent dims of all latent sites) when ``per_dim_kl``
+    is set, else (batch,). Both are read off the traces of any program (:func:`ppvae.evaluate.elbo_terms`).
+    The loss is summed over the batch like Pyro's ELBO losses.
+    """
+
+    scaling = False
+    per_dim_kl = False
+
+    def __call__(self, epoch: float, num_epochs: int) -> float:
+        return 1.0
+
+    def loss(self, recon, kl, epoch: float, num_epochs: int):
+        raise NotImplementedError
+
+
+@BETAS.register("capacity")
+class CapacityKL(KLObjective):
+    r"""Capacity-controlled KL (Burgess et al. 2018, "Understanding disentangling in beta-VAE"):
+
+    .. math:: \mathcal{L} = \mathbb{E}_q[\log p(x \mid z)] - \gamma \, |\mathrm{KL}(q \| p) - C(t)|,
+              \qquad C(t) = \text{capacity} \cdot \min(1, t / \text{anneal\_epochs})
+
+    The KL (batch mean, nats per example) is pulled towards a target C that rises linearly, so the code is
+    allowed to carry information gradually. The paper used gamma = 1000 and C up to 25 nats.
+    """
+
+    def __init__(self, *, gamma: float = 1000.0, capacity: float = 25.0, anneal_epochs: float = 50.0):
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.capacity = check_nonnegative("capacity", capacity)
+        self.anneal_epochs = check_positive("anneal_epochs", anneal_epochs)
+
+    def target(self, epoch: float) -> float:
+        return self.capacity * min(1.0, max(0.0, epoch / self.anneal_epochs))
+
+    def __call__(self, epoch: float, num_epochs: int) -> float:
+        return self.gamma
+
+    def log_values(self, epoch: float, num_epochs: int) -> dict[str, float]:
+        return {"beta": self.gamma, "capacity": self.target(epoch)}
+
+    def loss(self, recon, kl, epoch: float, num_epochs: int):
+        n = recon.shape[0]
+        return -recon.sum() + self.gamma * n * (kl.mean() - self.target(epoch)).abs()
+
+
+@BETAS.register("free_bits")
+class FreeBits(KLObjective):
+    r"""Free bits (Kingma et al. 2016, appendix C): each latent dimension's KL, averaged over the minibatch,
+    costs nothing below ``threshold`` nats:
+
+    .. math:: \mathcal{L} = \mathbb{E}_q[\log p(x \mid z)] - \sum_{d} \max\big(\lambda,
+              \mathbb{E}_{x \in \text{batch}} \mathrm{KL}_d(x)\big)
+
+    so the optimiser gains nothing by pushing a dimension's KL under lambda, which keeps units from
+    collapsing. Needs, at every latent site, a prior and guide that factorize over dimensions.
+    """
+
+    per_dim_kl = True
+
+    def __init__(self, *, threshold: float = 0.5):
+        self.threshold = check_nonnegative("threshold", threshold)
+
+    def log_values(self, epoch: float, num_epochs: int) -> dict[str, float]:
+        return {"beta": 1.0, "free_bits": self.threshold}
+
+    def loss(self, recon, kl, epoch: float, num_epochs: int):
+        n = recon.shape[0]
+        return -recon.sum() + n * kl.mean(0).clamp(min=self.threshold).sum()
+
+

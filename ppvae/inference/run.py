@@ -1,0 +1,177 @@
+"""The Python API over run directories: train from a spec or from objects, resume, and load a run.
+
+A run directory holds ``spec.toml`` (the resolved spec, which rebuilds the model), ``checkpoint.pt`` (with the
+record that proves the rebuild), ``metrics.csv`` and ``figures/``. The CLI is a thin layer over these
+functions. A run that cannot be rebuilt exactly is refused, with the reason, by every function that would
+rebuild it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..components.beta import BetaSchedule, make_beta
+from ..data import Dataset, load_dataset
+from ..spec import default_spec, load_spec, merge, validate
+from .checkpoint import CHECKPOINT, load_checkpoint
+from .objectives import make_objective
+from .rebuild import build_model, check_record, resolve_model_spec
+from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
+
+
+@dataclass
+class Run:
+    """A trained model with the spec that built it, its metrics and (lazily) its data."""
+
+    vae: torch.nn.Module
+    spec: dict
+    metrics: list[dict] = field(default_factory=list)
+    run_dir: Path | None = None
+    _data: Dataset | None = None
+    #: epochs the checkpoint held when this run was resumed (0 for a fresh run)
+    resumed_from: int = 0
+
+    @property
+    def model(self):
+        """The trained model (``vae`` is the same object, named from when ppvae trained only VAEs)."""
+        return self.vae
+
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            self._data = load_data(self.spec)
+        return self._data
+
+
+def load_data(spec: dict) -> Dataset:
+    options = dict(spec["data"])
+    name = options.pop("name")
+    if options.pop("in_memory", False):
+        raise ValueError(f"this run was trained on in-memory data ({name!r}), which a run directory cannot load "
+                         f"again; evaluate it in Python (ppvae.report.evaluate_model(run.model, data.test))")
+    return load_dataset(name, **options)
+
+
+def build_vae(spec: dict, event_shape=None):
+    """The model a spec describes (the stock VAE unless ``model.name`` says otherwise)."""
+    return build_model(spec, event_shape)
+
+
+def default_run_dir(spec: dict) -> Path:
+    """runs/<time>-<data>-<model or prior-likelihood>, with -2, -3, ... if a run started in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = spec["model"]["name"]
+    what = f"{spec['prior']['name']}-{spec['likelihood']['name']}" if name == "vae" else \
+        name.rpartition(":")[2] or name
+    base = Path("runs") / f"{stamp}-{spec['data']['name']}-{what}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_dir: str | Path | None = None,
+               progress: bool = True, callbacks: list[Callable] = ()) -> Run:
+    """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``."""
+    spec = load_spec(spec, overrides)
+    data = load_data(spec)
+    torch.manual_seed(spec["seed"])  # the initial weights are part of the seeded run
+    model = build_model(spec, data.event_shape)
+    spec, why_not = _resolved(spec, model)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress,
+                      program=None if why_not is None else {"rebuildable": False, "why": why_not, "sources": {}})
+    return Run(model, spec, trainer.fit(), run_dir, data)
+
+
+def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, beta=1.0,
+          objective: str | dict = "Trace_ELBO", optimizer: dict | None = None, seed: int = 0,
+          device: str = "auto", run_dir: str | Path | None = None, progress: bool = True,
+          figures: bool = True, callbacks: list[Callable] = ()) -> Run:
+    """Train a model built in Python (any ppvae model: the stock VAE, a subclass, a user's own program).
+
+    ``beta`` is a number, a schedule's name (``"cyclical"``), a schedule, or a spec dict such as
+    ``{"name": "linear", "warmup_epochs": 10}``. Options are checked as a spec's are.
+    """
+    spec = merge(default_spec(), {
+        "seed": seed, "device": device,
+        "beta": beta.spec() if isinstance(beta, BetaSchedule) else
+        beta if isinstance(beta, dict) else {"name": beta} if isinstance(beta, str) else
+        {"name": "constant", "value": beta},
+        "objective": {"name": objective} if isinstance(objective, str) else objective,
+        "optimizer": optimizer or default_spec()["optimizer"],
+        "train": {"epochs": epochs, "batch_size": batch_size, "figures": figures},
+    })
+    # In-memory arrays cannot be reloaded by name; their name is kept for the record only.
+    spec["data"] = data.spec or {"name": data.name, "in_memory": True}
+    validate(spec)
+    spec, why_not = _resolved(spec, model)
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress,
+                      program=None if why_not is None or run_dir is None else
+                      {"rebuildable": False, "why": why_not, "sources": {}})
+    if why_not is not None and run_dir is not None:
+        from .contract import warn_once
+
+        warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
+                                    f"evaluate/sample/resume will refuse it: {why_not}")
+    return Run(model, spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)
+
+
+def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True,
+           callbacks: list[Callable] = ()) -> Run:
+    """Continue an interrupted run from its checkpoint (overrides may raise ``train.epochs``)."""
+    run_dir = Path(run_dir)
+    spec = _read_run_spec(run_dir, overrides)
+    # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    check_record(state.get("program"), run_dir)
+    data = load_data(spec)
+    model = build_model(spec, data.event_shape)
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
+                      program=state.get("program"))
+    if state["epoch"] > spec["train"]["epochs"]:
+        raise ValueError(f"{str(run_dir)!r} has already trained {state['epoch']} epochs, more than "
+                         f"train.epochs = {spec['train']['epochs']}; set train.epochs above {state['epoch']} "
+                         f"to train on")
+    trainer.load_state_dict(state)
+    return Run(model, spec, trainer.fit(), run_dir, data, resumed_from=state["epoch"])
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
+    """Rebuild the trained model of a run directory from its spec and checkpoint (refused, with the reason,
+    where the run cannot be rebuilt exactly)."""
+    run_dir = Path(run_dir)
+    spec = _read_run_spec(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    check_record(state.get("program"), run_dir)
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state_of_model(state))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()[:200]
+        raise ValueError(f"{str(run_dir)!r}: the checkpoint does not fit the model its spec builds ({first}); the "
+                         f"run cannot be rebuilt exactly") from None
+    model.to(resolve_device(device)).eval()
+    return Run(model, spec, state["metrics"], run_dir)
+
+
+def _read_run_spec(run_dir: Path, overrides: list[str] = ()) -> dict:
+    if not (run_dir / SPEC_FILE).is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory: it has no {SPEC_FILE}")
+    return load_spec(run_dir / SPEC_FILE, overrides)
+
+
+def _resolved(spec: dict, model) -> tuple[dict, str | None]:
+    """The spec with the model's own sections read back from the built model, so the run directory rebuilds
+    it, and why not where it cannot."""
+    spec, why_not = resolve_model_spec(copy.deepcopy(spec), model)
+    spec["beta"] = make_beta(spec["beta"]).spec()
+    spec["objective"] = make_objective(spec["objective"], model).spec()
+    return spec, why_not
