@@ -186,7 +186,7 @@ def describe(obj, structural: int = 0) -> dict[str, Any]:
     """
     if callable(getattr(obj, "spec", None)):
         return obj.spec()
-    out: dict[str, Any] = {"name": import_path(type(obj))}
+    out: dict[str, Any] = {"name": registered_name(obj)}
     params = list(inspect.signature(type(obj).__init__).parameters.values())[1:]  # past self
     for i, p in enumerate(params):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (i < structural and p.kind is not p.KEYWORD_ONLY):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import OPTIMIZERS
+from ..registry import OPTIMIZERS, check_options
 
 for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                     "rmsprop": torch.optim.RMSprop}.items():
@@ -23,6 +23,7 @@ def make_optimizer(spec: dict, params) -> torch.optim.Optimizer:
         # torch's fused Adam kernel (CPU and CUDA) updates all parameters in one pass: the same update rule,
         # about 1 ms less per step than the per-tensor loop for a small VAE on 2 CPU cores.
         options.setdefault("fused", True)
+    check_options(cls, options, f"optimizer {name!r}", keyword_only=False)
     try:
         return cls(params, **options)
     except TypeError as e:  # torch's message names the bad keyword; add what is allowed

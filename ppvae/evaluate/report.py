@@ -191,17 +191,16 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     """All figures of a report into ``out`` that the model's capabilities allow; returns the file names written."""
     written = write_figures(model, x, metrics, out, seed=seed, n=n)
     x = as_batch(x)["x"]
-    latent_dim = arrays.get("latent_dim")
     can_encode, can_decode = has(model, "encode"), has(model, "decode")
-    if can_encode and can_decode and latent_dim:
-        order, kls = _traversal_order(arrays, latent_dim)
+    codes = torch.cat([model.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
+    if can_decode and codes is not None:
+        order, kls = _traversal_order(arrays, codes)
         plots.plot_traversals(latent_traversals(model, x[:1], order), order, kls, path=out / "traversals.png")
         written.append("traversals.png")
     khat = arrays["khat"]
     if khat is not None and np.isfinite(khat).any():
         plots.plot_khat_histogram(khat, path=out / "khat_histogram.png")
         written.append("khat_histogram.png")
-    codes = torch.cat([model.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
     code_dim = codes.shape[-1] if codes is not None else 0
     lab = labels.cpu() if labels is not None else None
     if lab is not None and lab.ndim == 2:  # factors: colour by the first one
@@ -244,11 +243,14 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     return written
 
 
-def _traversal_order(arrays: dict, latent_dim: int) -> tuple[list[int], list[float] | None]:
-    # Order by KL per dimension where it is defined, else by how much the code varies with x.
-    score = arrays["kl_dims"] if arrays["kl_dims"] is not None else arrays["variance"].tolist()
-    order = sorted(range(latent_dim), key=lambda d: -score[d])[:10]
-    return order, [arrays["kl_dims"][d] for d in order] if arrays["kl_dims"] is not None else None
+def _traversal_order(arrays: dict, codes: torch.Tensor) -> tuple[list[int], list[float] | None]:
+    # Order the code's dimensions by KL where the KL per dimension is that of the code (one latent site),
+    # else by how much the code varies with x.
+    kl = arrays["kl_dims"]
+    aligned = kl is not None and len(kl) == codes.shape[-1]
+    score = kl if aligned else codes.var(0).tolist()
+    order = sorted(range(codes.shape[-1]), key=lambda d: -score[d])[:10]
+    return order, [kl[d] for d in order] if aligned else None
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
-from ..registry import MODELS, describe, import_path, plain, registered_name
+from ..registry import MODELS, import_path, plain, registered_name
 
 DATA_PLATE = "data"
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
@@ -204,18 +204,18 @@ def spec_value(value, what: str):
 @MODELS.register("functions")
 class FunctionModel(Model):
     """A model from two plain Pyro functions ``model(batch)``, ``guide(batch)`` and the ``nn.Module`` that holds
-    their parameters. Rebuildable from a run directory when both functions and the module's class can be
-    imported again (module-level definitions in a module or file)."""
+    their parameters, as in Pyro's own examples (module-level networks the functions use). A run directory
+    rebuilds it by import path: both functions, and the module as the module-level name the functions' file
+    gives it, so the rebuilt functions use the very module the checkpoint is loaded into."""
 
-    def __init__(self, model: Callable | str, guide: Callable | str, modules: nn.Module | dict | str):
+    def __init__(self, model: Callable | str, guide: Callable | str, modules: nn.Module | str):
         super().__init__()
         from ..registry import load_object
 
         self._model_fn = load_object(model, "model function") if isinstance(model, str) else model
         self._guide_fn = load_object(guide, "guide function") if isinstance(guide, str) else guide
-        if isinstance(modules, (str, Mapping)):
-            options = {"name": modules} if isinstance(modules, str) else dict(modules)
-            modules = load_object(options.pop("name"), "module")(**options)
+        if isinstance(modules, str):
+            modules = load_object(modules, "module")
         if not isinstance(modules, nn.Module):
             raise ValueError(f"from_functions needs the nn.Module holding the programs' parameters, got "
                              f"{type(modules).__name__}")
@@ -229,7 +229,16 @@ class FunctionModel(Model):
 
     def spec(self) -> dict:
         return {"model": {"name": "functions", "model": _function_path(self._model_fn),
-                          "guide": _function_path(self._guide_fn), "modules": describe(self.modules_)}}
+                          "guide": _function_path(self._guide_fn), "modules": self._modules_path()}}
+
+    def _modules_path(self) -> str:
+        module = inspect.getmodule(self._model_fn)
+        for name, value in vars(module).items():
+            if value is self.modules_:
+                return _function_path(self._model_fn).rpartition(":")[0] + ":" + name
+        raise ValueError(f"the module passed to from_functions is not a module-level name of "
+                         f"{module.__name__}, where the model function lives, so a run directory cannot give the "
+                         f"rebuilt functions the same module; define it there (e.g. nets = Nets())")
 
 
 def _function_path(fn: Callable) -> str:

@@ -13,6 +13,7 @@ from per-example terms read off the traces.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -81,8 +82,14 @@ class _RNGNeutralGuess:
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            return super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        logger = logging.getLogger("pyro.infer.elbo")  # Pyro logs each guess at INFO; it is routine here
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            logger.setLevel(level)
 
 
 class _SyncFree(_RNGNeutralGuess):

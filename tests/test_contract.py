@@ -1,0 +1,386 @@
+"""Any Pyro program is a first-class ppvae model: the contract, by-path models and components, registries,
+beta for any program, objectives, evaluation from traces, and run directories that rebuild exactly what was
+trained or refuse."""
+
+import importlib
+import importlib.metadata
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+import pyro
+import ppvae
+from ppvae.cli import main
+from ppvae.evaluate import elbo_terms, evaluate_elbo, iwae_log_likelihood
+from ppvae.inference.checkpoint import CHECKPOINT, load_checkpoint
+from ppvae.inference.contract import MissingCapability, require
+from ppvae.inference.objectives import KLScale
+from ppvae.inference.run import load_run, resume, train_spec
+from ppvae.registry import load_object
+
+USER = Path(__file__).resolve().parent / "user_models.py"
+HIER = f"{USER}:HierarchicalVAE"
+SMALL = ["data.limit_train=256", "data.limit_test=128", "train.batch_size=64", "device=cpu", "train.figures=false"]
+
+
+def user(name):
+    return load_object(f"{USER}:{name}")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ppvae.load_dataset(limit_train=512, limit_test=128)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+# ---- a model not derived from ppvae.VAE ------------------------------------------------------------------
+def test_hierarchical_model_trains_and_its_bounds_agree(data):
+    torch.manual_seed(0)
+    model = user("HierarchicalVAE")(data.event_shape, z1_dim=8, z2_dim=4)
+    run = ppvae.train(model, data, epochs=4, batch_size=64, progress=False, figures=False, device="cpu")
+    elbos = [m["test_elbo"] for m in run.metrics]
+    assert elbos[-1] > elbos[0] + 20, elbos  # it learns on real digits
+    x = data.test[:64]
+    e = evaluate_elbo(model, x, seed=1)
+    assert set(e["kl_sites"]) == {"z1", "z2"} and set(e["recon_sites"]) == {"x"}
+    assert sum(e["kl_sites"].values()) == pytest.approx(e["kl"], rel=1e-6)  # per-site KL sums to the total
+    assert e["elbo"] == pytest.approx(e["recon"] - e["kl"], rel=1e-6)
+    iwae = iwae_log_likelihood(model, x, 200, seed=1).mean().item()
+    assert iwae > e["elbo"] + 1.0  # a tighter bound than the ELBO, beyond Monte Carlo noise
+    units = ppvae.diagnostics.active_units(model, x, by_site=True)
+    assert set(units) == {"z1", "z2"} and units["z1"][1].shape == (8,) and units["z2"][1].shape == (4,)
+
+
+def test_user_model_from_the_cli_by_path_evaluates_samples_and_resumes_from_anywhere(tmp_path, monkeypatch, capsys):
+    overrides = SMALL + [f"model.name={HIER}", "model.z1_dim=6", "model.z2_dim=3", "train.epochs=2", "seed=3"]
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "run")]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0
+    spec = (tmp_path / "run" / "spec.toml").read_text()
+    assert f'name = "{HIER}"' in spec and "z1_dim = 6" in spec
+    assert "[prior]" not in spec and "[likelihood]" not in spec  # parts this model does not take are not shown
+    monkeypatch.chdir(tmp_path.parent)  # another directory: the run records the file's absolute path
+    run = str(tmp_path / "run")
+    assert main(["evaluate", run, "-k", "30", "--max-examples", "40"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"per site +log-likelihood x -[\d.]+; KL z2 [\d.]+, z1 [\d.]+", out), out
+    assert main(["sample", run, "-n", "8"]) == 0
+    assert main(["reconstruct", run, "-n", "4"]) == 0
+    assert (tmp_path / "run" / "figures" / "samples.png").stat().st_size > 1000
+    assert main(["train", "--quiet", "--resume", run, "--set", "train.epochs=3"]) == 0
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 3
+
+
+def test_user_model_resume_equals_uninterrupted(tmp_path):
+    overrides = SMALL + [f"model.name={HIER}", "model.z1_dim=6", "model.z2_dim=3", "train.epochs=3", "seed=5"]
+    full = train_spec(None, overrides, run_dir=tmp_path / "full", progress=False)
+
+    def stop(trainer, row):
+        if row["epoch"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_spec(None, overrides, run_dir=tmp_path / "cut", progress=False, callbacks=[stop])
+    resumed = resume(tmp_path / "cut", progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in m.items() if k != "seconds"} for m in full.metrics]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"} for m in resumed.metrics]
+
+
+def test_two_plain_functions_and_a_module_train_and_rebuild(tmp_path):
+    mod = pytest.importorskip("user_models")  # the same file, imported by name (tests/ is on sys.path)
+    data = ppvae.dataset_from_array(torch.rand(300, 64).round(), name="bits")
+    model = ppvae.from_functions(mod.function_model, mod.function_guide, mod.nets)
+    run = ppvae.train(model, data, epochs=3, batch_size=50, progress=False, figures=False, device="cpu")
+    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.spec["model"] == {"name": "functions", "model": "user_models:function_model",
+                                 "guide": "user_models:function_guide", "modules": "user_models:nets"}
+    rebuilt = ppvae.build_model(run.spec)
+    assert rebuilt.modules_ is mod.nets  # the functions' own module, so a checkpoint loads into what they use
+
+
+# ---- capabilities ----------------------------------------------------------------------------------------
+def test_a_missing_capability_is_one_line_and_other_verbs_still_work(tmp_path, capsys):
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model.name={USER}:BareVAE",
+            "--set", "train.epochs=1"]
+    for o in SMALL:
+        args += ["--set", o]
+    assert main(args) == 0
+    run = str(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["sample", run]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("ppvae sample: error: ppvae sample needs the model's generate() method, which BareVAE does "
+                           "not have; give it a generate(n) method returning n samples E[x | z], z ~ p(z)")
+    assert main(["reconstruct", run]) == 2 and "reconstruct()" in capsys.readouterr().err
+    assert main(["interpolate", run]) == 2 and "encode()" in capsys.readouterr().err
+    assert main(["evaluate", run, "-k", "25", "--max-examples", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped samples.png: needs the model's generate()" in out
+    report = ppvae.evaluate_run(run, num_samples=25, max_examples=30)
+    assert "training_curve.png" in report["figures"] and "samples.png" in report["figures_skipped"]
+    with pytest.raises(MissingCapability, match=r"^interpolation needs the model's encode\(\) method"):
+        ppvae.interpolate(load_run(run).model, torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28))
+
+
+# ---- the subclass that overrides only model ----------------------------------------------------------------
+def test_subclass_overriding_model_evaluates_samples_and_resumes_as_trained(tmp_path, data):
+    torch.manual_seed(0)
+    vae = user("LaplaceVAE")(data.event_shape, 4, encoder={"name": "mlp", "hidden": [64]},
+                              decoder={"name": "mlp", "hidden": [64]})
+    run = ppvae.train(vae, data, epochs=2, batch_size=64, progress=False, figures=False, device="cpu",
+                      run_dir=tmp_path / "run")
+    assert run.spec["model"]["name"] == f"{USER}:LaplaceVAE"
+    loaded = load_run(tmp_path / "run")
+    assert type(loaded.model).__name__ == "LaplaceVAE"
+    in_memory = evaluate_elbo(vae, data.test, seed=0)["elbo"]
+    report = ppvae.evaluate_run(tmp_path / "run", num_samples=25, figures=False)
+    assert report["elbo"]["elbo"] == pytest.approx(in_memory, abs=1e-4)
+    stock = ppvae.VAE(data.event_shape, 4, encoder={"name": "mlp", "hidden": [64]},
+                      decoder={"name": "mlp", "hidden": [64]})
+    stock.load_state_dict(vae.state_dict())
+    assert abs(evaluate_elbo(stock, data.test, seed=0)["elbo"] - in_memory) > 0.1  # same seed, another program
+    assert loaded.model.generate(4).shape == (4, 1, 28, 28)
+    more = resume(tmp_path / "run", ["train.epochs=3"], progress=False)
+    assert len(more.metrics) == 3 and type(more.model).__name__ == "LaplaceVAE"
+
+
+def test_stock_guide_composes_inside_a_users_own_data_plate(data):
+    vae = user("OwnPlateVAE")(data.event_shape, 3)
+    run = ppvae.train(vae, data, epochs=1, batch_size=128, progress=False, figures=False, device="cpu")
+    assert run.metrics[-1]["test_elbo"] < 0
+
+
+# ---- a run directory rebuilds exactly what was trained, or says why not -------------------------------------
+def test_changed_or_moved_source_is_refused(tmp_path, capsys):
+    copy = tmp_path / "my_models.py"
+    shutil.copy(USER, copy)
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model.name={copy}:BareVAE",
+            "--set", "train.epochs=1"]
+    for o in SMALL:
+        args += ["--set", o]
+    assert main(args) == 0
+    copy.write_text(copy.read_text() + "\n# edited\n")
+    with pytest.raises(ValueError, match=r"was trained with code from .*my_models.py, which has changed since"):
+        load_run(tmp_path / "run")
+    copy.unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "which no longer exists (moved or deleted)" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_be_rebuilt_trains_but_its_run_directory_refuses(tmp_path, data):
+    class Local(user("BareVAE")):  # defined in a function: nothing can import it again
+        pass
+
+    with pytest.warns(UserWarning, match="will not be able to rebuild this model"):
+        ppvae.train(Local(data.event_shape), data, epochs=1, progress=False, figures=False, device="cpu",
+                    run_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"cannot be rebuilt exactly.*defined inside a function"):
+        load_run(tmp_path / "run")
+    with pytest.raises(ValueError, match="cannot be rebuilt exactly"):
+        resume(tmp_path / "run", ["train.epochs=2"], progress=False)
+
+
+def test_a_plain_module_prior_is_recorded_by_path_and_rebuilt(tmp_path, data):
+    prior = user("MyLaplacePrior")(4, scale=0.5)
+    vae = ppvae.VAE(data.event_shape, 4, prior=prior, encoder={"name": "mlp", "hidden": [32]},
+                    decoder={"name": "mlp", "hidden": [32]})
+    run = ppvae.train(vae, data, epochs=1, progress=False, figures=False, device="cpu", run_dir=tmp_path / "run")
+    assert run.spec["prior"] == {"name": f"{USER}:MyLaplacePrior", "scale": 0.5}
+    loaded = load_run(tmp_path / "run")
+    assert type(loaded.model.prior).__name__ == "MyLaplacePrior" and loaded.model.prior.scale == 0.5
+    assert evaluate_elbo(loaded.model, data.test)["elbo"] == pytest.approx(evaluate_elbo(vae, data.test)["elbo"])
+
+
+def test_components_by_path_and_by_entry_point(tmp_path, monkeypatch, capsys):
+    # by import path on the command line
+    run = train_spec(None, TINY + ["train.epochs=1", "train.figures=false", f"prior.name={USER}:MyLaplacePrior",
+                                   "prior.scale=2.0"], run_dir=tmp_path / "a", progress=False)
+    assert run.model.prior.scale == 2.0
+    # an installed package's entry point, found by its name
+    from ppvae import registry
+
+    ep = importlib.metadata.EntryPoint(name="prior.my_laplace", value="user_models:MyLaplacePrior",
+                                       group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [ep] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    assert "my_laplace" in ppvae.PRIORS.names
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "b"), "--set", "prior.name=my_laplace"]
+    for o in TINY + ["train.epochs=1", "train.figures=false"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    try:
+        assert 'name = "my_laplace"' in (tmp_path / "b" / "spec.toml").read_text()
+    finally:
+        registry.PRIORS._entries.pop("my_laplace")
+        cls = importlib.import_module("user_models").MyLaplacePrior
+        if "registry_name" in cls.__dict__:
+            del cls.registry_name
+
+
+# ---- beta, objectives and particles for any program ----------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.4, 1.0, 3.0])
+def test_kl_scale_weights_every_latent_site_of_any_program(beta, data):
+    torch.manual_seed(0)
+    model = user("HierarchicalVAE")(data.event_shape)
+    x = {"x": data.test[:16]}
+    scale = KLScale(beta)
+    torch.manual_seed(1)
+    loss = ppvae.OBJECTIVES.build("Trace_ELBO", max_plate_nesting=1).differentiable_loss(
+        scale(model.model), scale(model.guide), x)
+    torch.manual_seed(1)
+    recon, kl = elbo_terms(model.model, model.guide, x, analytic=False)
+    assert loss.item() == pytest.approx((beta * kl - recon).sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("beta", [["beta.name=linear", "beta.warmup_epochs=1"], ["beta.name=cyclical"],
+                                  ["beta.name=capacity", "beta.gamma=10", "beta.capacity=5"],
+                                  ["beta.name=free_bits", "beta.threshold=0.2"], ["beta.value=2"]])
+def test_every_beta_schedule_trains_a_user_program(beta, tmp_path):
+    run = train_spec(None, SMALL + [f"model.name={HIER}", "train.epochs=2"] + beta, run_dir=tmp_path,
+                     progress=False)
+    assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in run.metrics)
+    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"] - 5
+
+
+def test_free_bits_names_the_site_that_does_not_factorize(tmp_path):
+    with pytest.raises(ValueError, match=r"factorize over the dimensions of latent site 'z'.*MixtureSameFamily"):
+        train_spec(None, TINY + ["train.epochs=1", "train.figures=false", "prior.name=mixture",
+                                 "beta.name=free_bits"], run_dir=tmp_path, progress=False)
+
+
+def test_trace_enum_elbo_sums_out_a_discrete_latent_exactly(data):
+    torch.manual_seed(0)
+    model = user("DiscreteLatentVAE")((16,))
+    x = {"x": (torch.rand(10, 16) > 0.5).float()}
+    elbo = ppvae.inference.objectives.make_objective({"name": "TraceEnum_ELBO"}, model)
+    loss = elbo.differentiable_loss(model.model, model.guide, x)
+    # the exact ELBO: sum over c in {0, 1} of q(c|x) [log p(c) + log p(x|c) - log q(c|x)]
+    xs = x["x"]
+    q1 = torch.sigmoid(model.enc(xs).squeeze(-1))
+    exact = 0.0
+    for c, qc in ((0.0, 1 - q1), (1.0, q1)):
+        logits = model.dec(torch.full((10, 1), c))
+        log_px = torch.distributions.Bernoulli(logits=logits).log_prob(xs).sum(-1)
+        exact = exact + qc * (torch.log(torch.tensor(0.5)) + log_px - qc.log())
+    assert loss.item() == pytest.approx(-exact.sum().item(), rel=1e-5)
+    bits = ppvae.dataset_from_array((torch.rand(200, 16) > 0.5).float())
+    run = ppvae.train(model, bits, epochs=3, objective="TraceEnum_ELBO", progress=False, figures=False, device="cpu")
+    assert run.metrics[-1]["train_loss"] < run.metrics[0]["train_loss"]
+
+
+def test_a_latent_that_cannot_be_reparameterized_names_the_objectives_that_can(data):
+    model = user("DiscreteLatentVAE")(data.event_shape)
+    with pytest.raises(ValueError, match=r"latent site 'c' \(Bernoulli\) cannot be reparameterized, so Trace_ELBO "
+                                         r"has no pathwise gradient for it; use objective TraceEnum_ELBO"):
+        ppvae.train(model, data, epochs=1, progress=False, device="cpu")
+
+
+def test_a_program_that_does_not_broadcast_is_evaluated_one_particle_at_a_time(data):
+    torch.manual_seed(0)
+    model = user("NoBroadcastVAE")(data.event_shape)
+    x = data.test[:20]
+    with pytest.warns(UserWarning, match="do not broadcast over a leading particle dimension"):
+        ll = iwae_log_likelihood(model, x, 50, seed=0)
+    assert ll.shape == (20,) and torch.isfinite(ll).all()
+    # the same estimator as the vectorized one of a program that broadcasts, on the same weights
+    twin = user("BareVAE")(data.event_shape)
+    twin.load_state_dict(model.state_dict())
+    a = iwae_log_likelihood(twin, x, 2000, seed=0).mean().item()
+    b = iwae_log_likelihood(model, x, 2000, seed=1).mean().item()
+    assert a == pytest.approx(b, abs=0.5)
+    assert ppvae.diagnostics.posterior_inference_data(model, x[:3], num_draws=10).posterior["z"].shape == (1, 10, 3, 4)
+
+
+# ---- batches and datasets ------------------------------------------------------------------------------------
+def test_labels_travel_with_the_batch_and_a_missing_key_is_named(data):
+    run = ppvae.train(user("LabelledVAE")(data.event_shape), data, epochs=1, progress=False, figures=False,
+                      device="cpu")
+    assert run.metrics
+    unlabelled = ppvae.dataset_from_array(data.train[:100])
+    with pytest.raises(ValueError, match=r"LabelledVAE reads batch key\(s\) 'y', but the data provide only 'x'"):
+        ppvae.train(user("LabelledVAE")(data.event_shape), unlabelled, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"the model reads batch\['y'\] but the data provide only 'x'"):
+        ppvae.train(user("UndeclaredLabelVAE")(data.event_shape), unlabelled, epochs=1, progress=False)
+
+
+def test_a_registered_dataset_keeps_integer_tokens_factors_and_extra_keys():
+    @ppvae.DATASETS.register("test-tokens")
+    def tokens(*, length: int = 5):
+        g = torch.Generator().manual_seed(0)
+        make = lambda n: {"x": torch.randint(0, 7, (n, length), generator=g),  # noqa: E731
+                          "y": torch.randint(0, 2, (n, 3), generator=g), "lengths": torch.full((n,), length)}
+        return make(20), make(8)
+
+    try:
+        d = ppvae.load_dataset("test-tokens", length=6, limit_train=10)
+        batch = d.batch("train")
+        assert batch["x"].dtype == torch.int64 and batch["x"].shape == (10, 6) and int(batch["x"].max()) <= 6
+        assert batch["y"].shape == (10, 3) and batch["lengths"].tolist() == [6] * 10
+        assert d.spec == {"name": "test-tokens", "length": 6, "limit_train": 10}
+        with pytest.raises(ValueError, match=r"dataset 'test-tokens' got unknown option\(s\) size; it accepts: "):
+            ppvae.load_dataset("test-tokens", size=3)
+        with pytest.raises(ValueError, match="comes with its own train/test split"):
+            ppvae.load_dataset("test-tokens", test_fraction=0.5)
+        with pytest.raises(ValueError, match=r"x has dtype torch.int64"):  # the stock VAE scores real values
+            ppvae.train(ppvae.VAE((6,), 2), d, epochs=1, progress=False)
+    finally:
+        ppvae.DATASETS._entries.pop("test-tokens")
+
+
+# ---- bad input, one clear line each ------------------------------------------------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("model.name=no_such_module:Model", r"model 'no_such_module:Model': cannot import module 'no_such_module'"),
+    ("model.name=/nowhere/models.py:Model", r"the file '/nowhere/models.py' does not exist \(has it moved\?"),
+    (f"model.name={USER}:Missing", r"has no attribute 'Missing'"),
+    (f"model.name={USER}:Nets", r"Nets is not a ppvae model: it has no model and no guide method"),
+    (f"model.name={USER}:WrongSiteVAE", r"the guide samples site\(s\) 'w' that the model does not have"),
+    (f"model.name={HIER}", r"model '.*HierarchicalVAE' got unknown option\(s\) depth; it accepts: event_shape, "
+                           r"z1_dim, z2_dim, hidden"),
+    ("beta.value=high", r"beta schedule 'constant' option value must be a number, got 'high'"),
+    ("optimizer.lr=fast", r"optimizer 'adam' option lr must be a number, got 'fast'"),
+])
+def test_bad_programs_and_options_are_one_line(override, message, tmp_path, capsys):
+    extra = ["model.depth=3"] if override == f"model.name={HIER}" else []
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "--set", override]
+    for o in SMALL + extra:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.search(message, err), err
+
+
+def test_a_vae_part_the_model_does_not_take_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"the spec sets \[likelihood\] .* but model .*HierarchicalVAE' takes no "
+                                         r"'likelihood' argument"):
+        train_spec(None, SMALL + [f"model.name={HIER}", "likelihood.name=gaussian"], run_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"epochs": 0}, r"train.epochs must be >= 1, got 0"),
+    ({"epochs": 2.5}, r"train.epochs must be int, got 2.5"),
+    ({"batch_size": 0}, r"train.batch_size must be >= 1, got 0"),
+    ({"beta": "warm"}, r"unknown beta schedule 'warm'"),
+])
+def test_python_train_options_are_checked_as_the_specs_are(kwargs, message, data):
+    with pytest.raises(ValueError, match=message):
+        ppvae.train(ppvae.VAE(data.event_shape, 2), data, progress=False, **{"epochs": 1, **kwargs})
+
+
+def test_require_names_the_verb_and_the_method():
+    with pytest.raises(MissingCapability, match=r"^figures needs the model's decode\(\) method, which BareVAE"):
+        require(user("BareVAE")((4,)), "decode", "figures")
+    assert callable(require(ppvae.VAE((4,), 2), "decode", "figures"))

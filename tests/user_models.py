@@ -1,0 +1,209 @@
+"""Models a user writes, for the contract tests: none of them is ppvae's stock program.
+
+Loaded by the tests by file path (``tests/user_models.py:HierarchicalVAE``), as a user would name them.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+
+import ppvae
+
+
+def _mlp(a, h, b):
+    return nn.Sequential(nn.Linear(a, h), nn.ReLU(), nn.Linear(h, b))
+
+
+class HierarchicalVAE(ppvae.Model):
+    """Two stochastic layers, z2 -> z1 -> x (a ladder-free hierarchical VAE), written as plain Pyro."""
+
+    def __init__(self, event_shape, z1_dim: int = 8, z2_dim: int = 4, hidden: int = 64):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        d = int(torch.tensor(self.event_shape).prod())
+        self.z1_dim, self.z2_dim = z1_dim, z2_dim
+        self.p_z1 = _mlp(z2_dim, hidden, 2 * z1_dim)  # p(z1 | z2)
+        self.p_x = _mlp(z1_dim, hidden, d)  # p(x | z1), Bernoulli logits
+        self.q_z1 = _mlp(d, hidden, 2 * z1_dim)  # q(z1 | x)
+        self.q_z2 = _mlp(z1_dim, hidden, 2 * z2_dim)  # q(z2 | z1)
+
+    @staticmethod
+    def _normal(out):
+        loc, raw = out.chunk(2, -1)
+        return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", dist.Normal(x.new_zeros(self.z2_dim), 1.0).to_event(1))
+            z1 = pyro.sample("z1", self._normal(self.p_z1(z2)))
+            pyro.sample("x", dist.Bernoulli(logits=self.p_x(z1), validate_args=False).to_event(1), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", self._normal(self.q_z1(x)))
+            pyro.sample("z2", self._normal(self.q_z2(z1)))
+
+    @torch.no_grad()
+    def encode(self, x):
+        return self._normal(self.q_z1(x.flatten(1))).mean
+
+    @torch.no_grad()
+    def decode(self, z1):
+        return torch.sigmoid(self.p_x(z1)).view(*z1.shape[:-1], *self.event_shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def generate(self, n):
+        z2 = torch.randn(n, self.z2_dim, device=self.p_x[0].weight.device)
+        return self.decode(self._normal(self.p_z1(z2)).sample())
+
+
+class BareVAE(ppvae.Model):
+    """Only the two programs: no generate, encode, decode or reconstruct."""
+
+    def __init__(self, event_shape, latent_dim: int = 4):
+        super().__init__()
+        d = int(torch.tensor(tuple(event_shape)).prod())
+        self.latent_dim = latent_dim
+        self.enc = _mlp(d, 32, 2 * latent_dim)
+        self.dec = _mlp(latent_dim, 32, d)
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.enc(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1))
+
+
+class LaplaceVAE(ppvae.VAE):
+    """The stock VAE with only its model overridden: a Laplace prior, no new parameters."""
+
+    def model(self, batch, beta=1.0):
+        x = batch["x"]
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Laplace(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+
+class OwnPlateVAE(ppvae.VAE):
+    """A model that opens its own data plate around the stock guide's site (the guide must compose inside)."""
+
+    def guide(self, batch, beta=1.0):
+        x = batch["x"]
+        with pyro.plate("data", x.shape[0]):
+            return self.q(x)
+
+
+class LabelledVAE(BareVAE):
+    """Reads the labels: the batch key 'y' must be in the data."""
+
+    batch_keys = ("x", "y")
+
+    def model(self, batch):
+        pyro.deterministic("y_seen", batch["y"].float())
+        return super().model(batch)
+
+
+class UndeclaredLabelVAE(BareVAE):
+    """Reads batch['y'] without declaring it."""
+
+    def guide(self, batch):
+        batch["y"]
+        return super().guide(batch)
+
+
+class WrongSiteVAE(BareVAE):
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.enc(x).chunk(2, -1)
+            pyro.sample("w", dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1))
+
+
+class DiscreteLatentVAE(ppvae.Model):
+    """A Bernoulli code (not reparameterizable): Trace_ELBO cannot train it, TraceEnum_ELBO sums it out."""
+
+    def __init__(self, event_shape):
+        super().__init__()
+        d = int(torch.tensor(tuple(event_shape)).prod())
+        self.dec = nn.Linear(1, d)
+        self.enc = nn.Linear(d, 1)
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(x.new_tensor(0.5)), infer={"enumerate": "parallel"})
+            logits = self.dec(c.unsqueeze(-1))
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(logits=self.enc(x).squeeze(-1)), infer={"enumerate": "parallel"})
+
+
+class NoBroadcastVAE(BareVAE):
+    """Reshapes with the batch size, so it cannot run under a leading particle dimension."""
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        n = x.shape[0]
+        with pyro.plate("data", n):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            logits = self.dec(z.reshape(n, self.latent_dim))
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+
+class MyLaplacePrior(nn.Module):
+    """A user's prior: a plain nn.Module following the component convention (structural args, then options)."""
+
+    def __init__(self, latent_dim, event_shape=(), *, scale: float = 1.0):
+        super().__init__()
+        self.latent_dim, self.scale = latent_dim, scale
+        self.register_buffer("_loc", torch.zeros(latent_dim))
+
+    def forward(self, batch_size):
+        return dist.Laplace(self._loc, self.scale).to_event(1).expand([batch_size])
+
+
+class Nets(nn.Module):
+    """The parameters of the two plain functions below (Pyro's examples' style)."""
+
+    def __init__(self, d: int = 784, latent_dim: int = 4):
+        super().__init__()
+        self.d, self.latent_dim = d, latent_dim
+        self.enc = _mlp(d, 32, 2 * latent_dim)
+        self.dec = _mlp(latent_dim, 32, d)
+
+
+nets = Nets(d=64)  # module-level, as in Pyro's examples; ppvae.from_functions(model, guide, nets)
+
+
+def function_model(batch):
+    pyro.module("nets", nets)
+    x = batch["x"].flatten(1)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(nets.latent_dim), 1.0).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=nets.dec(z), validate_args=False).to_event(1), obs=x)
+
+
+def function_guide(batch):
+    x = batch["x"].flatten(1)
+    with pyro.plate("data", x.shape[0]):
+        loc, raw = nets.enc(x).chunk(2, -1)
+        pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1))
