@@ -1,4 +1,4 @@
-"""Seconds per epoch of the same VAE trained five ways, in one process, alternating:
+"""Seconds per epoch of the same VAE trained six ways, in one process, alternating:
 
   (a) floor:  a hand-written PyTorch VAE (analytic KL, one torch.optim.Adam), as in PyTorch's VAE example
   (a') fused: the same with torch's fused Adam kernel, which ppvae uses by default (the fair reference for
@@ -6,6 +6,8 @@
   (b) pyro:   the plain Pyro way, as Pyro's own VAE example trains (SVI, Trace_ELBO, pyro.optim.Adam)
   (c) ppvae:  ppvae's training path (the Trainer over models/vae.py and guides/gaussian.py), Trace_ELBO
   (c') ppvae-mf: the same with TraceMeanField_ELBO, whose analytic KL is the floor's estimator
+  (d) user:   the same network written as a user's own Pyro program (a ppvae.Model subclass, as Pyro's VAE
+              example writes it), trained by ppvae's Trainer through Pyro's Trace_ELBO (no direct evaluation)
 
     .venv/bin/python bench/speed.py [--device cpu] [--batch-sizes 128 512] [--epochs 1] [--repeats 3]
 
@@ -33,7 +35,7 @@ import pyro.distributions as dist
 from pyro.infer import SVI, Trace_ELBO
 
 import ppvae
-from ppvae.train import Trainer, resolve_device
+from ppvae.inference.train import Trainer, resolve_device
 
 HIDDEN, LATENT, LR = 400, 20, 1e-3
 
@@ -114,11 +116,16 @@ def train_pyro(train_x, batch_size, epochs, gen):
 LAST_PPVAE = {}
 
 
-def train_ppvae(data, batch_size, epochs, device, seed, objective="Trace_ELBO"):
-    spec = ppvae.load_spec(None, [f"seed={seed}", f"device={device}", f"objective.name={objective}", f"train.epochs={epochs}", f"train.batch_size={batch_size}",
+def _spec(seed, device, objective, epochs, batch_size):
+    return ppvae.load_spec(None, [f"seed={seed}", f"device={device}", f"objective.name={objective}",
+                                  f"train.epochs={epochs}", f"train.batch_size={batch_size}",
                                   f"model.latent_dim={LATENT}", f"encoder.hidden=[{HIDDEN}]",
                                   f"decoder.hidden=[{HIDDEN}]", f"optimizer.lr={LR}", "train.figures=false",
                                   "train.progress_every=1000000"])
+
+
+def train_ppvae(data, batch_size, epochs, device, seed, objective="Trace_ELBO"):
+    spec = _spec(seed, device, objective, epochs, batch_size)
     torch.manual_seed(seed)
     vae = ppvae.build_vae(spec, data.event_shape)
     trainer = Trainer(vae, data, spec, progress=False)
@@ -130,6 +137,37 @@ def train_ppvae(data, batch_size, epochs, device, seed, objective="Trace_ELBO"):
         return d.base_dist.loc, d.base_dist.scale
 
     return [m["seconds"] for m in metrics], posterior, vae.decoder
+
+
+# ---- (d) the same network as a user's own program ------------------------------------------------------------
+class UserVAE(ppvae.Model):
+    """What a user writes: Pyro's VAE example against ppvae's contract (batch in, plate over the data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TorchVAE()
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        pyro.module("net", self.net)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.net.decode(z), validate_args=False).to_event(1), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        pyro.module("net", self.net)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.net.posterior(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+def train_user(data, batch_size, epochs, device, seed):
+    spec = _spec(seed, device, "Trace_ELBO", epochs, batch_size)
+    torch.manual_seed(seed)
+    model = UserVAE()
+    metrics = Trainer(model, data, spec, progress=False).fit()
+    return [m["seconds"] for m in metrics], model.net.posterior, model.net.decode
 
 
 # ---- shared measurement ------------------------------------------------------------------------------------
@@ -219,6 +257,7 @@ def main():
         "c ppvae": lambda b, g: train_ppvae(data, b, args.epochs, args.device, g.initial_seed()),
         "c' ppvae-mf": lambda b, g: train_ppvae(data, b, args.epochs, args.device, g.initial_seed(),
                                                 "TraceMeanField_ELBO"),
+        "d user": lambda b, g: train_user(data, b, args.epochs, args.device, g.initial_seed()),
     }
     for batch_size in args.batch_sizes:
         seconds = {k: [] for k in ways}

@@ -17,6 +17,7 @@ from torch import nn
 import pyro
 from pyro.distributions.kl import kl_divergence
 
+from ppvae.components.likelihoods import chunks
 from ppvae.inference.contract import Model, as_batch, data_plate, spec_value
 from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, describe, \
@@ -138,10 +139,13 @@ class VAE(Model):
         if not x.is_floating_point():
             raise ValueError(f"the VAE's likelihoods score real-valued data, but x has dtype {x.dtype}; convert it "
                              f"(x.float()) or use a model for integer tokens")
-        finite = torch.isfinite(x)
-        if not finite.all():
-            bad = int((~finite).sum())
+        for start, part in zip(range(0, x.shape[0], 1024), chunks(x)):  # chunks: no data-sized temporaries
+            finite = torch.isfinite(part)
+            if finite.all():
+                continue
+            bad = sum(int((~torch.isfinite(p)).sum()) for p in chunks(x))
             first = tuple(int(i) for i in (~finite).nonzero()[0])
+            first = (first[0] + start, *first[1:])
             raise ValueError(
                 f"the data contain {bad} non-finite value(s) (NaN or inf), the first at index {first}; "
                 f"remove or impute them before training"

@@ -70,14 +70,22 @@ def _check_range(x: torch.Tensor, lo: float, hi: float, what: str) -> None:
 _LEVEL_TOL = 1e-3  # float32 k/255 is within 1e-5 of a level; real-valued data are usually far off
 
 
+def chunks(x: torch.Tensor, rows: int = 1024):
+    """Consecutive slices of ``x`` along its first axis: checks of a whole data set in bounded memory."""
+    return (x[start:start + rows] for start in range(0, max(1, x.shape[0]), rows))
+
+
 def _check_levels(x: torch.Tensor, levels: int, what: str) -> None:
     _check_range(x, 0.0, 1.0, what)
     top = levels - 1
-    k = x.detach().flatten() * top
-    off = (k - k.round()).abs()
-    worst = int(off.argmax())
-    if off[worst].item() > _LEVEL_TOL:
-        value = x.detach().flatten()[worst].item()
+    worst_off, value = 0.0, None
+    for part in chunks(x.detach()):
+        k = part.flatten() * top
+        off = (k - k.round()).abs()
+        i = int(off.argmax()) if off.numel() else 0
+        if off.numel() and off[i].item() > worst_off:
+            worst_off, value = off[i].item(), part.flatten()[i].item()
+    if worst_off > _LEVEL_TOL:
         data = "8-bit data" if levels == 256 else f"data on {levels} levels"
         raise ValueError(
             f"{what} likelihood needs {data}: values k/{top} for integer k in 0..{top}, but found "
@@ -131,7 +139,7 @@ class Bernoulli(Likelihood):
 
     def gives_code_length(self, x: torch.Tensor) -> bool:
         # A mass function on binary images only: grey levels are scored by an unnormalised cross-entropy.
-        return bool(((x == 0) | (x == 1)).all())
+        return all(bool(((part == 0) | (part == 1)).all()) for part in chunks(x))
 
 
 class _BernoulliEvent(dist.Independent):
