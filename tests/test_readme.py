@@ -67,3 +67,35 @@ def test_readme_spec_example_is_a_valid_spec(tmp_path):
     assert spec["data"]["name"] == "fashion-mnist" and spec["beta"]["value"] == 4
     vae = build_vae(spec, (1, 28, 28))
     assert vae.spec()["encoder"]["name"] == "conv"
+
+
+def test_readme_own_model_trains_from_the_cli_by_path_and_from_python(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from ppvae.cli import main
+
+    (code,) = [b for b in _blocks("python") if "class HierarchicalVAE(ppvae.Model)" in b]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 25
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_models.py").write_text(code)
+    commands = [b for b in _blocks("bash") if "model.name=my_models.py:HierarchicalVAE" in b][0].strip().splitlines()
+    small = ["--set", "train.epochs=2", "--set", "data.limit_train=512", "--set", "data.limit_test=64", "--quiet"]
+    train, evaluate = (shlex.split(c)[1:] for c in commands)
+    assert main(train + small) == 0
+    assert main(evaluate) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"KL z2 [\d.]+, z1 [\d.]+", out) and "log p(x), IWAE K=100" in out
+    assert main(["sample", "runs/hvae"]) == 2
+    assert "ppvae sample needs the model's generate() method, which HierarchicalVAE does not have" in \
+        capsys.readouterr().err
+    # and from Python, the one line the README gives
+    import ppvae
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from my_models import HierarchicalVAE
+
+    data = ppvae.load_dataset(limit_train=512, limit_test=64)
+    line = [ln for ln in README.splitlines() if "ppvae.train(HierarchicalVAE(data.event_shape)" in ln][0]
+    call = re.search(r"`(ppvae\.train\(HierarchicalVAE.*?\))`", line).group(1).replace("epochs=20", "epochs=1")
+    run = eval(call, {"ppvae": ppvae, "HierarchicalVAE": HierarchicalVAE, "data": data})
+    assert (tmp_path / "runs" / "hvae-py" / "checkpoint.pt").is_file() and run.metrics[-1]["test_elbo"] < 0

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 
 from .. import plots
@@ -296,11 +297,13 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
     device = next(run.model.parameters()).device
     batch = to_device(take(data.batch("test"), slice(0, max_examples)), device)
     labels = batch.get("y")
-    report, arrays = evaluate_model(run.model, batch, labels=labels, num_samples=num_samples, seed=seed)
-    if figures:
-        report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics, run_dir / "figures",
-                                                 seed=seed, tsne=tsne)
-        report["figures_skipped"] = skipped_figures(run.model)
+    # Pyro's validation as the run was trained (train.validate): a program that trained evaluates too.
+    with pyro.validation_enabled(run.spec["train"]["validate"]):
+        report, arrays = evaluate_model(run.model, batch, labels=labels, num_samples=num_samples, seed=seed)
+        if figures:
+            report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics,
+                                                     run_dir / "figures", seed=seed, tsne=tsne)
+            report["figures_skipped"] = skipped_figures(run.model)
     x = batch["x"]
     # The posterior draws go to netCDF (written to a temporary name, then renamed: never half-written).
     tmp = run_dir / ".posterior.nc.tmp"
