@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from .inference.checkpoint import atomic_write_bytes
 from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION
 from .registry import int_option, registry_for
 
@@ -169,8 +170,6 @@ def load_spec(source: str | os.PathLike | dict | None = None, overrides: list[st
 
 
 def dump_spec(spec: dict, path: str | os.PathLike) -> None:
-    from .inference.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path, tomli_w.dumps(_without_none(spec)).encode())
 
 

@@ -6,14 +6,14 @@ import importlib
 import importlib.metadata
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
 
 import pyro
+from conftest import TINY
+
 import ppvae
 from ppvae.cli import main
 from ppvae.evaluate import elbo_terms, evaluate_elbo, iwae_log_likelihood
@@ -384,3 +384,48 @@ def test_require_names_the_verb_and_the_method():
     with pytest.raises(MissingCapability, match=r"^figures needs the model's decode\(\) method, which BareVAE"):
         require(user("BareVAE")((4,)), "decode", "figures")
     assert callable(require(ppvae.VAE((4,), 2), "decode", "figures"))
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_one_pass_trace_elbo_equals_pyros_on_a_user_program(beta, data):
+    """The trainer's Trace_ELBO for reparameterized user programs skips building Pyro's traces; loss and
+    gradients are Pyro's on the same draws (with beta, and a user's own poutine.mask inside the program)."""
+    from pyro.infer import Trace_ELBO
+
+    class Masked(user("HierarchicalVAE")):
+        def model(self, batch):
+            with pyro.poutine.mask(mask=batch["x"].flatten(1)[:, 0] < 0.5):
+                return super().model(batch)
+
+    torch.manual_seed(0)
+    model = Masked(data.event_shape)
+    x = {"x": data.test[:32]}
+    params = list(model.parameters())
+    scale = KLScale(beta)
+    torch.manual_seed(1)
+    ref = Trace_ELBO(max_plate_nesting=1).differentiable_loss(scale(model.model), scale(model.guide), x)
+    objective = ppvae.OBJECTIVES.build("Trace_ELBO", max_plate_nesting=1)
+    with pyro.validation_enabled(False):
+        torch.manual_seed(1)
+        fast = objective.differentiable_loss(scale(model.model), scale(model.guide), x)
+    assert objective._one_pass is True
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(torch.autograd.grad(ref, params), torch.autograd.grad(fast, params)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_one_pass_trace_elbo_leaves_what_it_cannot_do_to_pyro():
+    from pyro.infer import Trace_ELBO
+
+    torch.manual_seed(0)
+    model = user("DiscreteLatentVAE")((16,))
+    x = {"x": (torch.rand(10, 16) > 0.5).float()}
+    objective = ppvae.OBJECTIVES.build("Trace_ELBO", max_plate_nesting=1)
+    with pyro.validation_enabled(False):
+        torch.manual_seed(1)
+        loss = objective.differentiable_loss(model.model, model.guide, x)
+    assert objective._one_pass is False  # a Bernoulli draw: the score-function estimator is Pyro's
+    torch.manual_seed(1)
+    with pyro.validation_enabled(False):
+        ref = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)

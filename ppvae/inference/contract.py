@@ -57,7 +57,8 @@ from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
-from ..registry import MODELS, import_path, plain, registered_name
+from ..registry import MODELS, import_path, load_object, registered_name
+from .objectives import KLScale
 
 DATA_PLATE = "data"
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
@@ -210,8 +211,6 @@ class FunctionModel(Model):
 
     def __init__(self, model: Callable | str, guide: Callable | str, modules: nn.Module | str):
         super().__init__()
-        from ..registry import load_object
-
         self._model_fn = load_object(model, "model function") if isinstance(model, str) else model
         self._guide_fn = load_object(guide, "guide function") if isinstance(guide, str) else guide
         if isinstance(modules, str):
@@ -309,8 +308,6 @@ def observed_sites(model_tr) -> list[str]:
 def check_first_batch(model, batch, objective_name: str) -> dict:
     """Run the programs once and check what a trace can tell before training: guide sites the model lacks,
     latents an objective cannot differentiate, parameters outside the module. Returns a summary of sites."""
-    from .objectives import KLScale
-
     # As in training, module parameters bypass Pyro's parameter store, so a trace records only the pyro.param
     # calls that are not parameters of the module.
     with pyro.validation_enabled(False), KLScale(1.0, skip_param_store=True):
@@ -357,4 +354,4 @@ def warn_once(model, key: str, message: str) -> None:
 
 
 __all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "require", "has",
-           "MissingCapability", "BatchKeyError", "CAPABILITIES", "plain"]
+           "MissingCapability", "BatchKeyError", "CAPABILITIES"]

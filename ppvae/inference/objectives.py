@@ -75,18 +75,23 @@ def _nesting(max_plate_nesting):
     return float("inf") if max_plate_nesting is None else int_option(max_plate_nesting, 1, "objective max_plate_nesting")
 
 
+def forked_rng():
+    """A block whose random draws leave the global random state (CPU, and CUDA where in use) as it was."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 class _RNGNeutralGuess:
     """Where max_plate_nesting is not given, Pyro runs the programs once to find it; that run draws random
     numbers, so here it runs on a forked random state: a result does not depend on whether the nesting was
     declared or guessed."""
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         logger = logging.getLogger("pyro.infer.elbo")  # Pyro logs each guess at INFO; it is routine here
         level = logger.level
         logger.setLevel(logging.WARNING)
         try:
-            with torch.random.fork_rng(devices=devices):
+            with forked_rng():
                 return super()._guess_max_plate_nesting(model, guide, args, kwargs)
         finally:
             logger.setLevel(level)
@@ -101,19 +106,91 @@ class _SyncFree(_RNGNeutralGuess):
     With validation on, or a guide site that needs a score-function term, Pyro's own method runs.
     """
 
+    #: None until the first call decides, on a forked random state, whether every guide site is reparameterized
+    _rsample_only = None
+
     def differentiable_loss(self, model, guide, *args, **kwargs):
         if is_validation_enabled():
             return super().differentiable_loss(model, guide, *args, **kwargs)
+        if self._rsample_only is None:
+            with forked_rng():
+                self._rsample_only = all(site["fn"].has_rsample for _, guide_trace in
+                                         self._get_traces(model, guide, args, kwargs)
+                                         for site in guide_trace.nodes.values() if site["type"] == "sample")
+        if not self._rsample_only:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            if not all(site["fn"].has_rsample for site in guide_trace.nodes.values() if site["type"] == "sample"):
-                return super().differentiable_loss(model, guide, *args, **kwargs)
             loss = loss + self._particle_loss(model_trace, guide_trace) / self.num_particles
         return loss
 
 
+class _Unsupported(Exception):
+    pass
+
+
+class _OnePassELBO(Messenger):
+    """Trace_ELBO's surrogate loss for one particle, accumulated while the guide and then the model run, for
+    fully reparameterized programs: the same sums as Pyro's traces give (each site's log-density, scaled and
+    masked, summed; the model replays the guide's draws), without building, copying and pruning the two traces.
+    Anything it does not handle (a draw without rsample, an enumerated site, a latent without a guide site)
+    raises :class:`_Unsupported`, and Pyro's own estimator is used instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict = {}
+        self.in_guide = True
+        self.loss = 0.0
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not self.in_guide and not msg["is_observed"]:
+            if msg["name"] not in self.values:
+                raise _Unsupported(f"latent site {msg['name']!r} has no site in the guide")
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
+
+    def _postprocess_message(self, msg):
+        if msg["type"] != "sample" or type(msg["fn"]).__name__ == "_Subsample":
+            if msg["type"] == "sample" and self.in_guide:  # the plate's indices, replayed in the model
+                self.values[msg["name"]] = msg["value"]
+            return
+        fn = msg["fn"]
+        if msg["infer"].get("enumerate") or (self.in_guide and not fn.has_rsample):
+            raise _Unsupported(f"site {msg['name']!r} is not reparameterized")
+        log_p = scale_and_mask(fn.log_prob(msg["value"]), msg["scale"], msg["mask"]).sum()
+        if self.in_guide:
+            self.values[msg["name"]] = msg["value"]
+            self.loss = self.loss + log_p
+        else:
+            self.loss = self.loss - log_p
+
+    def run(self, model, guide, args, kwargs):
+        with self:
+            guide(*args, **kwargs)
+            self.in_guide = False
+            model(*args, **kwargs)
+        return self.loss
+
+
 class _SyncFreeTraceELBO(_SyncFree, Trace_ELBO):
     __doc__ = Trace_ELBO.__doc__
+
+    #: None until the first call decides (on a forked random state) whether the one-pass estimator applies
+    _one_pass = None
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if is_validation_enabled() or self.num_particles != 1:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        if self._one_pass is None:
+            with forked_rng():
+                try:
+                    _OnePassELBO().run(model, guide, args, kwargs)
+                    self._one_pass = True
+                except _Unsupported:
+                    self._one_pass = False
+        if self._one_pass:
+            return _OnePassELBO().run(model, guide, args, kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs)
 
     @staticmethod
     def _particle_loss(model_trace, guide_trace):

@@ -20,6 +20,7 @@ from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
 from ..spec import default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint
+from .contract import warn_once
 from .objectives import make_objective
 from .rebuild import build_model, check_record, resolve_model_spec
 from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
@@ -117,8 +118,6 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
                       program=None if why_not is None or run_dir is None else
                       {"rebuildable": False, "why": why_not, "sources": {}})
     if why_not is not None and run_dir is not None:
-        from .contract import warn_once
-
         warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
                                     f"evaluate/sample/resume will refuse it: {why_not}")
     return Run(model, spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)

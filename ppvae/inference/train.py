@@ -29,6 +29,7 @@ from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..evaluate.elbo import elbo_terms, evaluate_elbo, particles_vectorize
+from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 from .contract import (check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
@@ -201,8 +202,6 @@ class Trainer:
         finally:
             bar.close()
         if self.run_dir is not None and self.spec["train"]["figures"]:
-            from ..evaluate.report import write_figures
-
             write_figures(self.model, self.test_batch, self.metrics, self.run_dir / "figures", seed=self.spec["seed"])
         return self.metrics
 

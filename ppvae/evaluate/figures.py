@@ -1,0 +1,171 @@
+"""The figures of a run, each drawn where the model has the capabilities it needs.
+
+``write_figures`` draws what training writes (reconstructions, samples, interpolations, the training curve);
+``write_report_figures`` adds what ``ppvae evaluate`` writes (traversals, k-hat histogram, latent scatter,
+manifold, t-SNE). ``skipped_figures`` says which a model's missing capabilities rule out, and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..apps.latent import interpolate
+from ..components.priors import StandardNormal
+from ..inference.contract import as_batch, has, require
+from .elbo import seeded_eval
+
+#: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
+REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png")
+
+
+@torch.no_grad()
+def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n: int = 8) -> list[str]:
+    """The standard figures of a run, each where the model has what it needs: reconstructions
+    (``reconstruct``), prior samples (``generate``), interpolations (``encode`` and ``decode``; at least two test
+    examples), the training curve. Returns the names of the files written; :func:`skipped_figures` says why
+    the others were not."""
+    written = []
+    batch = as_batch(test)
+    x = batch["x"][: 2 * n]
+    with seeded_eval(seed, x.device, model):
+        if has(model, "reconstruct"):
+            plots.plot_reconstructions(x[:n], model.reconstruct(x[:n]), path=out / "reconstructions.png", n=n)
+            written.append("reconstructions.png")
+        if has(model, "generate"):
+            plots.plot_samples(model.generate(64), nrow=8, path=out / "samples.png")
+            written.append("samples.png")
+        pairs = min(4, x.shape[0] // 2)  # up to 4 paths, each between two different test examples
+        if has(model, "encode") and has(model, "decode"):
+            for method in ("linear", "spherical") if pairs else ():
+                strips = interpolate(model, x[:pairs], x[x.shape[0] - pairs:], steps=10, method=method)
+                plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
+                                         title=f"{method.capitalize()} interpolation between posterior means")
+                written.append(f"interpolation_{method}.png")
+        if metrics:
+            plots.plot_training_curve(metrics, path=out / "training_curve.png")
+            written.append("training_curve.png")
+    for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
+        (out / stale).unlink(missing_ok=True)
+    return written
+
+
+#: figure -> the capabilities it needs
+FIGURE_NEEDS = {"reconstructions.png": ("reconstruct",), "samples.png": ("generate",),
+                "interpolation_linear.png": ("encode", "decode"), "interpolation_spherical.png": ("encode", "decode"),
+                "traversals.png": ("encode", "decode"), "latent_scatter.png": ("encode",),
+                "manifold.png": ("decode", "prior")}
+TRAIN_FIGURES = ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
+                 "training_curve.png")
+
+
+def skipped_figures(model) -> dict[str, str]:
+    """{figure: why it is not drawn} for the figures a model's capabilities rule out."""
+    out = {}
+    for figure, needs in FIGURE_NEEDS.items():
+        missing = [c for c in needs if not (has(model, c) or (c == "prior" and callable(getattr(model, "prior", None))))]
+        if missing:
+            out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {type(model).__name__} " \
+                          f"does not have"
+    return out
+
+
+@torch.no_grad()
+def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], out: Path, *,
+                         seed: int = 0, tsne: bool = False, n: int = 8) -> list[str]:
+    """All figures of a report into ``out`` that the model's capabilities allow; returns the file names written."""
+    written = write_figures(model, x, metrics, out, seed=seed, n=n)
+    x = as_batch(x)["x"]
+    can_encode, can_decode = has(model, "encode"), has(model, "decode")
+    codes = torch.cat([model.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
+    if can_decode and codes is not None:
+        order, kls = _traversal_order(arrays, codes)
+        plots.plot_traversals(latent_traversals(model, x[:1], order), order, kls, path=out / "traversals.png")
+        written.append("traversals.png")
+    khat = arrays["khat"]
+    if khat is not None and np.isfinite(khat).any():
+        plots.plot_khat_histogram(khat, path=out / "khat_histogram.png")
+        written.append("khat_histogram.png")
+    code_dim = codes.shape[-1] if codes is not None else 0
+    lab = labels.cpu() if labels is not None else None
+    if lab is not None and lab.ndim == 2:  # factors: colour by the first one
+        lab = lab[:, 0]
+    if codes is None:
+        pass
+    elif code_dim == 1:  # the code against the label (or the example's index), so classes show as bands
+        g = torch.Generator().manual_seed(seed)
+        y = lab.float() + 0.3 * (torch.rand(len(codes), generator=g) - 0.5) if lab is not None \
+            else torch.arange(len(codes), dtype=torch.float32)
+        plots.plot_latent_scatter(torch.stack([codes[:, 0], y], 1), lab, "Posterior means (1-D latent)",
+                                  path=out / "latent_scatter.png", xlabel="z0",
+                                  ylabel="label (jittered)" if lab is not None else "example")
+        written.append("latent_scatter.png")
+    elif code_dim == 2:
+        plots.plot_latent_scatter(codes, lab, "Posterior means (2-D latent)", path=out / "latent_scatter.png")
+        written.append("latent_scatter.png")
+        if can_decode and callable(getattr(model, "prior", None)):
+            plots.plot_manifold(latent_manifold(model, 15, seed=seed), 15, path=out / "manifold.png")
+            written.append("manifold.png")
+    else:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(2).fit(codes.numpy())
+        ratio = pca.explained_variance_ratio_
+        plots.plot_latent_scatter(pca.transform(codes.numpy()), lab,
+                                  f"Posterior means, PCA ({100 * ratio.sum():.0f}% of variance)",
+                                  path=out / "latent_scatter.png", xlabel="PC 1", ylabel="PC 2")
+        written.append("latent_scatter.png")
+        if tsne:
+            from sklearn.manifold import TSNE
+
+            sub = codes[:2000].numpy()
+            emb = TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(sub) - 1)).fit_transform(sub)
+            plots.plot_latent_scatter(emb, lab[:2000] if lab is not None else None, "Posterior means, t-SNE",
+                                      path=out / "latent_tsne.png", xlabel="t-SNE 1", ylabel="t-SNE 2")
+            written.append("latent_tsne.png")
+    for stale in set(REPORT_FIGURES) - set(written):  # from an earlier evaluate with other settings
+        (out / stale).unlink(missing_ok=True)
+    return written
+
+
+def _traversal_order(arrays: dict, codes: torch.Tensor) -> tuple[list[int], list[float] | None]:
+    # Order the code's dimensions by KL where the KL per dimension is that of the code (one latent site),
+    # else by how much the code varies with x.
+    kl = arrays["kl_dims"]
+    aligned = kl is not None and len(kl) == codes.shape[-1]
+    score = kl if aligned else codes.var(0).tolist()
+    order = sorted(range(codes.shape[-1]), key=lambda d: -score[d])[:10]
+    return order, [kl[d] for d in order] if aligned else None
+
+
+@torch.no_grad()
+def latent_traversals(vae, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
+    """(len(dims), steps, *event): decode the code of ``x[0]`` with each listed dimension swept over ±span."""
+    z = require(vae, "encode", "latent traversals")(x[:1])[0]
+    values = torch.linspace(-span, span, steps, device=z.device)
+    rows = []
+    for d in dims:
+        zs = z.repeat(steps, 1)
+        zs[:, d] = values
+        rows.append(require(vae, "decode", "latent traversals")(zs))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def latent_manifold(vae, n: int = 15, *, seed: int = 0, num_draws: int = 20000) -> torch.Tensor:
+    """Decodings over an n x n grid of the prior's marginal quantiles (5% to 95%) in a 2-D latent space
+    (Kingma & Welling 2014, fig. 4). The quantiles are exact for the standard normal prior and read off
+    ``num_draws`` seeded prior draws for any other (mixture, VampPrior, flow, ...)."""
+    device = next(vae.parameters()).device
+    levels = torch.linspace(0.05, 0.95, n, device=device)
+    if isinstance(vae.prior, StandardNormal):
+        q = torch.distributions.Normal(0.0, 1.0).icdf(levels).unsqueeze(1).expand(n, 2)
+    else:
+        with seeded_eval(seed, device, vae):
+            z = vae.prior(num_draws).sample()
+        q = torch.quantile(z, levels, dim=0)  # (n, 2): column d holds z_d's quantiles
+    grid = torch.cartesian_prod(q[:, 1].flip(0), q[:, 0]).flip(-1)  # rows: z1 from high to low; columns: z0
+    return vae.decode(grid)
