@@ -18,6 +18,7 @@ import pyro
 from pyro.distributions.kl import kl_divergence
 
 from ppvae.components.likelihoods import chunks
+from ppvae.components.priors import StandardNormal
 from ppvae.inference.contract import Model, as_batch, data_plate, spec_value
 from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, describe, \
@@ -92,20 +93,30 @@ class VAE(Model):
         with the KL in closed form where registered under TraceMeanField_ELBO. Tested equal to Pyro's loss and
         gradients on the same draws; only valid where :meth:`supports_direct_loss` says so.
         """
+        from ppvae.guides import MeanFieldGaussianGuide
+
         x = as_batch(batch)["x"]
         q = self.q.posterior(x)
-        z = q.rsample()
-        recon = self.likelihood(self.decoder(z)).log_prob(x).sum()
+        gaussian = type(self.q) is MeanFieldGaussianGuide and type(self.prior) is StandardNormal
+        if gaussian:  # q.rsample()'s own draw, kept: log q(z) - log p(z) below needs its standard normal eps
+            loc, scale = q.base_dist.loc, q.base_dist.scale
+            eps = torch.empty_like(loc).normal_()
+            z = loc + eps * scale
+        else:
+            z = q.rsample()
+        recon = self.likelihood.log_prob_sum(self.decoder(z), x)
         if beta == 0.0:
             return -recon
-        p = self.prior(x.shape[0])
-        kl = None
         if objective["name"] == "TraceMeanField_ELBO":
             try:
-                kl = kl_divergence(q, p).sum()
+                return beta * kl_divergence(q, self.prior(x.shape[0])).sum() - recon
             except NotImplementedError:
                 pass
-        if kl is None:
+        if gaussian:
+            # log N(z; loc, scale) - log N(z; 0, 1) = (z^2 - eps^2) / 2 - log scale, with z = loc + scale * eps
+            kl = (0.5 * (z.square() - eps.square()) - scale.log()).sum()
+        else:
+            p = self.prior(x.shape[0])
             kl = (q.log_prob(z) - p.log_prob(z)).sum()
         return beta * kl - recon
 

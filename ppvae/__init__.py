@@ -11,7 +11,7 @@ from .components import beta, likelihoods, nets, optimizers, priors  # noqa: F40
 from .inference import objectives  # noqa: F401
 from .registry import (BETAS, DATASETS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, OPTIMIZERS,
                        PRIORS)
-from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions
+from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions, require
 from .guides import IAFGuide, MeanFieldGaussianGuide
 from .models import VAE
 
@@ -27,7 +27,7 @@ from .inference.run import Run, build_vae, load_run, resume, train, train_spec
 from .spec import default_spec, load_spec
 
 __all__ = [
-    "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "MissingCapability", "KLScale",
+    "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
     "VAE", "MeanFieldGaussianGuide", "IAFGuide", "Dataset", "load_dataset", "dataset_from_array",
     "train", "train_spec", "resume", "load_run", "build_model", "build_vae", "Run", "default_spec", "load_spec",
     "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",

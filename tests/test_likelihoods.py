@@ -475,3 +475,13 @@ def test_bits_per_dim_only_where_the_likelihood_gives_a_code_length(tiny_mnist):
     assert on_binary["bits_per_dim"] == pytest.approx(-on_binary["elbo"] / (784 * math.log(2)))
     gaussian = ppvae.VAE((1, 28, 28), latent_dim=4, likelihood="gaussian")
     assert "bits_per_dim" not in ppvae.evaluate_elbo(gaussian, binary)  # a density: never
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian", "categorical"])
+def test_log_prob_sum_is_the_sum_of_log_prob(name):
+    """What a training step calls (Bernoulli: torch's fused kernel) is the same number as the distribution's."""
+    lik = LIKELIHOODS.build(name, (1, 4, 4))
+    torch.manual_seed(0)
+    out = torch.randn(6, lik.params_per_dim, 4, 4)
+    x = torch.randint(0, 256, (6, 1, 4, 4)) / 255.0
+    assert lik.log_prob_sum(out, x).item() == pytest.approx(lik(out).log_prob(x).sum().item(), rel=1e-6)

@@ -56,6 +56,9 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     likelihood = getattr(model, "likelihood", None)
     if "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
+    elif likelihood is None or not callable(getattr(likelihood, "gives_code_length", None)):
+        iwae["bits_per_dim_note"] = (f"not given: {type(model).__name__} has no ppvae likelihood to say whether "
+                                     f"-log p(x) is a code length (a mass function on data in its support)")
     elif getattr(likelihood, "discrete", False):
         name = getattr(likelihood, "registry_name", type(likelihood).__name__)
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
@@ -103,9 +106,12 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     }
     report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
     if share is not None and share > 0.5:
+        guide = getattr(model, "q", None)
         remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
-            if getattr(getattr(model, "q", None), "registry_name", "") == "iaf" else \
-            "a richer guide (for the VAE: guide.name = \"iaf\") or more importance samples can help"
+            if getattr(guide, "registry_name", "") == "iaf" else \
+            "a flow guide (guide.name = \"iaf\") or more importance samples can help" \
+            if getattr(guide, "registry_name", "") == "normal" else \
+            "a richer guide, more importance samples or a longer training can help"
         report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
                                   f"posterior, so the IWAE estimate may be loose; {remedy}.")
     report["seconds"] = time.perf_counter() - start
