@@ -26,6 +26,12 @@ from .inference.rebuild import build_model
 from .inference.run import Run, build_vae, load_run, resume, train, train_spec
 from .spec import default_spec, load_spec
 
+# The modules that used to sit at the top of the package import as before (import ppvae.exact, ...).
+import sys as _sys
+
+for _name, _module in {"diagnostics": diagnostics, "exact": exact, "report": report}.items():
+    _sys.modules.setdefault(f"{__name__}.{_name}", _module)
+
 __all__ = [
     "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
     "VAE", "MeanFieldGaussianGuide", "IAFGuide", "Dataset", "load_dataset", "dataset_from_array",

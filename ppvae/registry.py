@@ -126,6 +126,15 @@ def load_object(path: str, kind: str = "object") -> Any:
     return obj
 
 
+def absolute_path(name: str) -> str:
+    """An import path with its file made absolute (``my_data.py:load`` -> ``/home/me/my_data.py:load``), so that
+    a run directory finds it from any directory; names and module paths are returned as they are."""
+    target, sep, qualname = name.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).expanduser().resolve()}:{qualname}"
+    return name
+
+
 def _import_file(file: Path, kind: str, path: str):
     # One module per file, named after its path, so that a class loaded twice is the same class.
     name = "ppvae_user_" + hashlib.sha1(str(file).encode()).hexdigest()[:12] + "_" + file.stem

@@ -65,6 +65,10 @@ def test_user_model_from_the_cli_by_path_evaluates_samples_and_resumes_from_anyw
     for o in overrides:
         args += ["--set", o]
     assert main(args) == 0
+    import csv
+
+    header = next(csv.reader(open(tmp_path / "run" / "metrics.csv")))
+    assert header[-3:] == ["test_recon_x", "test_kl_z2", "test_kl_z1"]  # per-site terms after the fixed columns
     spec = (tmp_path / "run" / "spec.toml").read_text()
     assert f'name = "{HIER}"' in spec and "z1_dim = 6" in spec
     assert "[prior]" not in spec and "[likelihood]" not in spec  # parts this model does not take are not shown

@@ -39,7 +39,7 @@ from .rebuild import program_record
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
 METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
-               "train_kl", "test_elbo", "test_recon", "test_kl", "seconds")
+               "train_kl", "test_elbo", "test_recon", "test_kl", "seconds")  # and per-site terms, model by model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -262,7 +262,8 @@ class Trainer:
         return {"epoch": self.epoch + 1, "step": self.step, **kl_weighting, "train_loss": train_loss,
                 "train_elbo": tr["elbo"], "train_recon": tr["recon"], "train_kl": tr["kl"],
                 "test_elbo": te["elbo"], "test_recon": te["recon"], "test_kl": te["kl"],
-                "test_recon_sites": te["recon_sites"], "test_kl_sites": te["kl_sites"], "seconds": seconds}
+                **{f"test_recon_{k}": v for k, v in te["recon_sites"].items()},
+                **{f"test_kl_{k}": v for k, v in te["kl_sites"].items()}, "seconds": seconds}
 
     def _fail(self, what: str) -> None:
         where = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
@@ -272,7 +273,9 @@ class Trainer:
 
 def write_metrics(metrics: list[dict], path: Path) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS, extrasaction="ignore")
+    # The fixed columns, then the model's own: test_recon_<observed site>, test_kl_<latent site>
+    sites = [k for k in (metrics[0] if metrics else {}) if k.startswith(("test_recon_", "test_kl_"))]
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS + tuple(sites), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(metrics)
     atomic_write_bytes(path, buffer.getvalue().encode())
