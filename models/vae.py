@@ -50,7 +50,12 @@ class VAE(Model):
     def from_spec(cls, spec: dict, event_shape) -> "VAE":
         """The VAE a spec describes (``[model]``, ``[encoder]``, ... ``[likelihood]``) for data of ``event_shape``."""
         options = {k: v for k, v in spec["model"].items() if k not in ("name", "event_shape")}
-        return cls(event_shape, **options, **{k: spec[k] for k in _COMPONENTS})
+        try:
+            return cls(event_shape, **options, **{k: spec[k] for k in _COMPONENTS})
+        except TypeError as e:
+            raise ValueError(f"{cls.__name__} cannot be built from a spec ({e}); a VAE subclass with its own __init__ "
+                             f"must take the VAE's arguments (event_shape, latent_dim, encoder, decoder, guide, prior, "
+                             f"likelihood) and pass them on, or define its own from_spec(spec, event_shape)") from None
 
     @property
     def encoder(self) -> nn.Module:

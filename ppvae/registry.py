@@ -168,16 +168,23 @@ def import_path(cls) -> str:
     return f"{cls.__module__}:{qualname}"
 
 
+_VERSIONED = ("ppvae", "torch", "pyro", "builtins")  # packages whose code is pinned by their version, not hashed
+
+
 def source_fingerprint(cls) -> dict[str, str]:
     """{file: sha256} of the user-code files that define ``cls`` and its bases (ppvae's own are versioned)."""
     out = {}
     for klass in inspect.getmro(cls):
-        module = sys.modules.get(klass.__module__)
-        file = getattr(module, "__file__", None)
-        if file is None or klass.__module__.split(".")[0] in ("ppvae", "torch", "pyro", "builtins"):
-            continue
-        out[str(Path(file).resolve())] = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        if klass.__module__.split(".")[0] not in _VERSIONED:
+            out.update(file_fingerprint(getattr(sys.modules.get(klass.__module__), "__file__", None)))
     return out
+
+
+def file_fingerprint(file: str | None) -> dict[str, str]:
+    """{absolute path: sha256} of a source file, or {} for none."""
+    if file is None or not Path(file).is_file():
+        return {}
+    return {str(Path(file).resolve()): hashlib.sha256(Path(file).read_bytes()).hexdigest()}
 
 
 def registered_name(obj) -> str:

@@ -433,3 +433,165 @@ def test_one_pass_trace_elbo_leaves_what_it_cannot_do_to_pyro():
     with pyro.validation_enabled(False):
         ref = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+# ---- found in review: each would have computed a number from another program, or a wrong one -----------------
+def _module_file(directory, scale):
+    directory.mkdir()
+    (directory / "mymod.py").write_text(
+        "import ppvae, pyro, pyro.distributions as dist, torch\n"
+        "class Tiny(ppvae.Model):\n"
+        "    def __init__(self, d: int = 4):\n"
+        "        super().__init__()\n"
+        "        self.enc = torch.nn.Linear(d, 2)\n"
+        "    def model(self, batch):\n"
+        "        x = batch['x']\n"
+        "        with pyro.plate('data', x.shape[0]):\n"
+        "            z = pyro.sample('z', dist.Normal(x.new_zeros(1), 1.0).to_event(1))\n"
+        f"            pyro.sample('x', dist.Normal(z * {scale}, 1.0).to_event(1), obs=x[:, :1])\n"
+        "    def guide(self, batch):\n"
+        "        loc, s = self.enc(batch['x']).chunk(2, -1)\n"
+        "        with pyro.plate('data', batch['x'].shape[0]):\n"
+        "            pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")
+
+
+def test_a_class_imported_by_name_from_another_file_is_refused(tmp_path, monkeypatch):
+    import sys
+
+    _module_file(tmp_path / "a", 1.0)
+    _module_file(tmp_path / "b", 10.0)
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    import mymod
+
+    data = ppvae.dataset_from_array(torch.randn(40, 4))
+    ppvae.train(mymod.Tiny(), data, epochs=1, progress=False, figures=False, device="cpu", run_dir=tmp_path / "run")
+    assert load_run(tmp_path / "run")  # the same file: fine
+    del sys.modules["mymod"]
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))  # now another mymod.py comes first on the path
+    with pytest.raises(ValueError, match=r"trained with code from .*a/mymod.py, but its spec now imports .*b/mymod.py"):
+        load_run(tmp_path / "run")
+    del sys.modules["mymod"]
+
+
+def test_a_setting_changed_after_construction_makes_the_run_unrebuildable(tmp_path, data):
+    model = user("ScaledVAE")(data.event_shape, obs_scale=1.0)
+    model.obs_scale = 0.3  # the spec records 1.0: a rebuild would train another objective
+    with pytest.warns(UserWarning, match="will not be able to rebuild"):
+        ppvae.train(model, data, epochs=1, progress=False, figures=False, device="cpu", run_dir=tmp_path / "a")
+    with pytest.raises(ValueError, match=r"cannot be rebuilt exactly.*setting \('', 'obs_scale', 0.3\) was trained"):
+        load_run(tmp_path / "a")
+
+    def change(trainer, row):  # and the same when training itself changes it
+        trainer.model.obs_scale = 0.5
+
+    ppvae.train(user("ScaledVAE")(data.event_shape), data, epochs=2, progress=False, figures=False, device="cpu",
+                run_dir=tmp_path / "b", callbacks=[change])
+    with pytest.raises(ValueError, match=r"the model was changed during training"):
+        load_run(tmp_path / "b")
+
+
+def test_plain_functions_are_fingerprinted(tmp_path, monkeypatch):
+    (tmp_path / "fnmod.py").write_text(
+        "import pyro, pyro.distributions as dist, torch\n"
+        "nets = torch.nn.Linear(4, 2)\n"
+        "SCALE = 1.0\n"
+        "def model(batch):\n"
+        "    x = batch['x']\n"
+        "    with pyro.plate('data', x.shape[0]):\n"
+        "        z = pyro.sample('z', dist.Normal(x.new_zeros(1), 1.0).to_event(1))\n"
+        "        pyro.sample('x', dist.Normal(z * SCALE, 1.0).to_event(1), obs=x[:, :1])\n"
+        "def guide(batch):\n"
+        "    loc, s = nets(batch['x']).chunk(2, -1)\n"
+        "    with pyro.plate('data', batch['x'].shape[0]):\n"
+        "        pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fnmod
+
+    data = ppvae.dataset_from_array(torch.randn(40, 4))
+    ppvae.train(ppvae.from_functions(fnmod.model, fnmod.guide, fnmod.nets), data, epochs=1, progress=False,
+                figures=False, device="cpu", run_dir=tmp_path / "run")
+    assert load_run(tmp_path / "run")
+    (tmp_path / "fnmod.py").write_text((tmp_path / "fnmod.py").read_text().replace("SCALE = 1.0", "SCALE = 0.2"))
+    with pytest.raises(ValueError, match=r"fnmod.py, which has changed since"):
+        load_run(tmp_path / "run")
+
+
+def test_iwae_weights_are_per_example_with_a_feature_plate_and_refused_for_a_global_latent():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3)
+    exact = torch.distributions.Normal(0.0, 2 ** 0.5).log_prob(x).sum(-1)  # the guide is exact: any K is exact
+    ll = iwae_log_likelihood(user("GaussianGrid")(), x, 7, seed=0)
+    assert ll.shape == (6,) and torch.allclose(ll, exact, atol=1e-5)
+    with pytest.raises(ValueError, match=r"site 'shift' lies outside pyro.plate\('data'\), so its log-density is "
+                                         r"shared by all examples"):
+        iwae_log_likelihood(user("GlobalLatent")(), x, 7)
+
+
+def test_elbo_terms_weigh_each_side_by_its_own_sites_scale_and_take_subsamples():
+    import pyro.distributions as dist
+    from pyro.infer import Trace_ELBO
+
+    class HalfPrior(user("BareVAE")):  # a user's poutine.scale on the model side only
+        def model(self, batch):
+            with pyro.poutine.scale(scale=0.5):
+                return super().model(batch)
+
+    class Subsampled(user("BareVAE")):
+        def model(self, batch):
+            x = batch["x"].flatten(1)
+            with pyro.plate("data", x.shape[0], subsample_size=5) as idx:
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), obs=x[idx])
+
+        def guide(self, batch):
+            x = batch["x"].flatten(1)
+            with pyro.plate("data", x.shape[0], subsample_size=5) as idx:
+                loc, raw = self.enc(x[idx]).chunk(2, -1)
+                pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw) + 1e-4).to_event(1))
+
+    x = {"x": (torch.rand(20, 16) > 0.5).float()}
+    for cls in (HalfPrior, Subsampled):
+        torch.manual_seed(0)
+        model = cls((16,))
+        torch.manual_seed(1)
+        ref = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x)
+        torch.manual_seed(1)
+        recon, kl = elbo_terms(model.model, model.guide, x, analytic=False)
+        assert (kl - recon).sum().item() == pytest.approx(ref.item(), rel=1e-5), cls.__name__
+
+
+def test_resume_equals_uninterrupted_with_batch_norm_buffers(tmp_path):
+    overrides = SMALL + [f"model.name={USER}:BatchNormVAE", "train.epochs=3", "seed=2"]
+    full = train_spec(None, overrides, run_dir=tmp_path / "full", progress=False)
+
+    def stop(trainer, row):
+        if row["epoch"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_spec(None, overrides, run_dir=tmp_path / "cut", progress=False, callbacks=[stop])
+    resumed = resume(tmp_path / "cut", progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_stock_guide_in_a_users_subsampled_plate_and_none_defaults_and_vae_subclass_messages(tmp_path, data):
+    class Sub(ppvae.VAE):
+        def guide(self, batch, beta=1.0):
+            with pyro.plate("data", 10, subsample_size=4) as idx:
+                return self.q(batch["x"][idx])
+
+    vae = Sub((1, 28, 28), 2)
+    tr = pyro.poutine.trace(vae.guide).get_trace({"x": data.test[:10]})
+    assert tr.nodes["z"]["value"].shape == (4, 2)  # the stock guide joined the user's plate, subsample and all
+    # a None default left alone is no obstacle to the rebuild
+    model = user("ScaledVAE")(data.event_shape)
+    ppvae.train(model, data, epochs=1, progress=False, figures=False, device="cpu", run_dir=tmp_path / "run")
+    assert load_run(tmp_path / "run").model.hidden is None
+
+    class Wide(ppvae.VAE):
+        def __init__(self, event_shape, width: int = 3):
+            super().__init__(event_shape, width)
+
+    with pytest.raises(ValueError, match=r"a VAE subclass with its own __init__ must take the VAE's arguments"):
+        Wide.from_spec({**ppvae.default_spec(), "model": {"name": "x", "width": 3}}, (4,))

@@ -207,3 +207,60 @@ def function_guide(batch):
     with pyro.plate("data", x.shape[0]):
         loc, raw = nets.enc(x).chunk(2, -1)
         pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1))
+
+
+class ScaledVAE(BareVAE):
+    """A setting that changes the program: the observation's weight."""
+
+    def __init__(self, event_shape, latent_dim: int = 4, obs_scale: float = 1.0, hidden=None):
+        super().__init__(event_shape, latent_dim)
+        self.obs_scale = obs_scale
+        self.hidden = hidden  # None: the default width
+
+    def model(self, batch):
+        with pyro.poutine.scale(scale=self.obs_scale):
+            return super().model(batch)
+
+
+class BatchNormVAE(BareVAE):
+    """An encoder with batch norm: buffers that every training-mode pass updates."""
+
+    def __init__(self, event_shape, latent_dim: int = 4):
+        super().__init__(event_shape, latent_dim)
+        d = int(torch.tensor(tuple(event_shape)).prod())
+        self.enc = nn.Sequential(nn.Linear(d, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2 * latent_dim))
+
+
+class GaussianGrid(ppvae.Model):
+    """z_np ~ N(0, 1), x_np ~ N(z_np, 1) over a data plate and a feature plate; the guide is the exact
+    posterior N(x/2, 1/2), so every importance weight is p(x) = prod_p N(x_np; 0, 2) exactly."""
+
+    max_plate_nesting = 2
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Linear(1, 1)  # a module with a parameter, as the trainer needs one
+
+    def model(self, batch):
+        x = batch["x"]
+        with pyro.plate("data", x.shape[0], dim=-2), pyro.plate("feat", x.shape[1], dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"]
+        with pyro.plate("data", x.shape[0], dim=-2), pyro.plate("feat", x.shape[1], dim=-1):
+            pyro.sample("z", dist.Normal(x / 2, 0.5 ** 0.5))
+
+
+class GlobalLatent(GaussianGrid):
+    """One latent shared by all examples: no per-example importance weight exists."""
+
+    def model(self, batch):
+        x = batch["x"]
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0], dim=-2), pyro.plate("feat", x.shape[1], dim=-1):
+            pyro.sample("x", dist.Normal(shift, 1.0), obs=x)
+
+    def guide(self, batch):
+        pyro.sample("shift", dist.Normal(0.0, 1.0))

@@ -25,7 +25,7 @@ from pyro.distributions.util import scale_and_mask
 from ..components.likelihoods import bits_per_dim
 from ..inference.contract import DATA_PLATE, as_batch, batches, sample_sites, trace_pair, warn_once
 from ..inference.contract import batch_size as num_examples
-from ..inference.objectives import IWAE
+from ..inference.objectives import IWAE, NotPerExample
 
 
 @contextlib.contextmanager
@@ -50,35 +50,54 @@ def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.
                 module.train(was_training)
 
 
-def per_example(value: torch.Tensor, site: dict, n: int) -> torch.Tensor:
-    """A site's log-density (or KL) tensor as one number per example: shape (n,)."""
-    frame = next((f for f in site["cond_indep_stack"] if f.name == DATA_PLATE and f.dim is not None), None)
-    if frame is None:  # a global site: its term is shared by the examples
-        return value.sum().expand(n) / n
+def _data_frame(site: dict):
+    return next((f for f in site["cond_indep_stack"] if f.name == DATA_PLATE and f.dim is not None), None)
+
+
+def _data_rows(value: torch.Tensor, site: dict) -> int | None:
+    """How many examples a site's tensor holds along the data plate (the subsample, where there is one)."""
+    frame = _data_frame(site)
+    return value.shape[frame.dim] if frame is not None and value.dim() >= -frame.dim else None
+
+
+def per_example(value: torch.Tensor, site: dict, rows: int) -> torch.Tensor:
+    """A site's log-density (or KL) tensor as one number per example of the data plate: shape (rows,). A site
+    outside the data plate is shared equally by the rows, so the rows still sum to the whole term."""
+    frame = _data_frame(site)
+    if frame is None:
+        return (value.sum() / rows).expand(rows)
     if value.dim() < -frame.dim:
         value = value.reshape((1,) * (-frame.dim - value.dim()) + tuple(value.shape))
     value = value.movedim(frame.dim, 0)
-    return value.reshape(value.shape[0], -1).sum(1).expand(n) if value.shape[0] == 1 else \
-        value.reshape(value.shape[0], -1).sum(1)
+    return value.reshape(value.shape[0], -1).sum(1).expand(rows)
+
+
+def _weigh(value: torch.Tensor, site: dict, per_dim: bool) -> torch.Tensor:
+    # The site's scale and mask have its batch shape; a per-dimension term has one more (last) dimension.
+    scale, mask = site["scale"], site["mask"]
+    if per_dim:
+        scale = scale.unsqueeze(-1) if torch.is_tensor(scale) else scale
+        mask = mask.unsqueeze(-1) if torch.is_tensor(mask) else mask
+    return scale_and_mask(value, scale, mask)
 
 
 def site_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool = False,
                **kwargs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """({observed site: log-likelihood}, {latent site: KL}) per example from one joint draw, with gradients.
 
-    Each tensor has shape (batch,); with ``per_dim`` each KL has shape (batch, dims of the site), which needs a
-    prior and guide that factorize over the site's dimensions. ``analytic`` uses a closed-form KL where Pyro has
-    one registered, else log q(z) - log p(z) at the sampled z.
+    Each tensor has shape (rows,), one per example of the data plate (its subsample, where the program
+    subsamples); with ``per_dim`` each KL has shape (rows, dims of the site), which needs a prior and guide that
+    factorize over the site's dimensions. ``analytic`` uses a closed-form KL where Pyro has one registered
+    (weighted by the guide site's scale and mask, as TraceMeanField_ELBO does), else log q(z) - log p(z) at the
+    sampled z, each weighted by its own site's scale and mask, as Trace_ELBO does.
     """
-    n = num_examples(batch)
     guide_tr = pyro.poutine.trace(guide).get_trace(batch, *args, **kwargs)
     model_tr = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_tr)).get_trace(batch, *args, **kwargs)
     guide_sites = sample_sites(guide_tr)
-    observed, kls = {}, {}
+    terms = []  # (kind, name, weighted tensor, the site whose plates it has)
     for name, site in sample_sites(model_tr).items():
         if site["is_observed"]:
-            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
-            observed[name] = per_example(lp, site, n)
+            terms.append(("observed", name, _weigh(site["fn"].log_prob(site["value"]), site, False), site))
             continue
         if name not in guide_sites:
             raise ValueError(f"latent site {name!r} has no site in the guide, so its KL term is not defined here "
@@ -90,24 +109,27 @@ def site_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool 
         kl = None
         if analytic:
             try:
-                kl = kl_divergence(q, p)
+                kl = _weigh(kl_divergence(q, p), g, per_dim)
             except NotImplementedError:
                 pass
         if kl is None:
-            kl = q.log_prob(z) - p.log_prob(z)
-        kl = scale_and_mask(kl, g["scale"], g["mask"])
-        if per_dim:
-            kls[name] = _per_example_dims(kl, g, n)
+            kl = _weigh(q.log_prob(z), g, per_dim) - _weigh(p.log_prob(z), site, per_dim)
+        terms.append(("kl", name, kl, g))
+    rows = None  # the examples along the data plate: the batch, or the program's subsample of it
+    for kind, _, value, site in terms:
+        rows = _data_rows(value[..., 0] if per_dim and kind == "kl" else value, site)
+        if rows is not None:
+            break
+    rows = rows if rows is not None else num_examples(batch)
+    observed, kls = {}, {}
+    for kind, name, value, site in terms:
+        if kind == "observed":
+            observed[name] = per_example(value, site, rows)
+        elif per_dim:
+            kls[name] = torch.stack([per_example(value[..., j], site, rows) for j in range(value.shape[-1])], -1)
         else:
-            kls[name] = per_example(kl, g, n)
+            kls[name] = per_example(value, site, rows)
     return observed, kls
-
-
-def _per_example_dims(kl: torch.Tensor, site: dict, n: int) -> torch.Tensor:
-    # kl has the site's batch shape plus its one event dimension: (.., n, .., D) -> (n, D)
-    d = kl.shape[-1]
-    columns = [per_example(kl[..., j], site, n) for j in range(d)]
-    return torch.stack(columns, -1)
 
 
 def elbo_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool = False,
@@ -119,9 +141,8 @@ def elbo_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool 
     guide that factorize over dimensions at every site.
     """
     observed, kls = site_terms(model, guide, as_batch(batch), *args, analytic=analytic, per_dim=per_dim, **kwargs)
-    n = num_examples(batch)
-    x = next(iter(as_batch(batch).values()))
-    zero = torch.zeros(n, device=x.device)
+    rows = next(iter({**observed, **kls}.values())).shape[0] if observed or kls else num_examples(batch)
+    zero = torch.zeros(rows, device=_device(batch))
     recon = sum(observed.values(), zero)
     kl = torch.cat(list(kls.values()), -1) if per_dim else sum(kls.values(), zero)
     return recon, kl
@@ -184,6 +205,8 @@ def particles_vectorize(model, batch) -> bool:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small)
         ok = tuple(lw.shape) == (2, n)
+    except NotPerExample:
+        raise
     except (RuntimeError, ValueError, IndexError, TypeError):
         ok = False
     model.__dict__["_ppvae_vectorizes"] = ok

@@ -58,9 +58,8 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
 from ..registry import MODELS, import_path, load_object, registered_name
-from .objectives import KLScale
+from .objectives import DATA_PLATE, KLScale
 
-DATA_PLATE = "data"
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
 _HINTS = {
     "generate": "give it a generate(n) method returning n samples E[x | z], z ~ p(z)",
@@ -124,8 +123,9 @@ def data_plate(size: int, name: str = DATA_PLATE):
     """``pyro.plate(name, size)``, or nothing where an enclosing program already opened that plate."""
     for frame in _PYRO_STACK:
         if isinstance(frame, PlateMessenger) and frame.name == name:
-            if frame.size != size:
-                raise ValueError(f"the enclosing plate {name!r} has size {frame.size}, but this program needs {size}")
+            if size not in (frame.size, frame.subsample_size):
+                raise ValueError(f"the enclosing plate {name!r} has size {frame.size} (subsample "
+                                 f"{frame.subsample_size}), but this program has {size} examples")
             return contextlib.nullcontext()
     return pyro.plate(name, size)
 
@@ -162,7 +162,9 @@ def _recording(init: Callable) -> Callable:
         if "_ppvae_init" not in self.__dict__:  # the outermost constructor call is the one that rebuilds
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
+            # TOML has no null: an argument left at a default of None is recorded by its absence
+            arguments = {k: v for k, v in bound.arguments.items()
+                         if not (v is None and signature.parameters[k].default is None)}
             arguments.pop(next(iter(signature.parameters)))  # self
             for p in signature.parameters.values():
                 if p.kind is p.VAR_KEYWORD:

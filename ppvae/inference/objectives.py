@@ -21,12 +21,14 @@ from torch import nn
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import get_dependent_plate_dims, is_validation_enabled, torch_sum
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 
 from ..components.beta import BetaSchedule, check_nonnegative, check_positive
 from ..registry import BETAS, OBJECTIVES, int_option
 
+#: the plate over examples: per-example terms (evaluation, IWAE weights) are taken along it
+DATA_PLATE = "data"
 #: objectives whose estimator is a single-particle ELBO, which the KL-rewriting rules need
 ELBO_OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO")
 
@@ -280,27 +282,47 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
         return out if mpn is None else {**out, "max_plate_nesting": int(mpn)}
 
     def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """log p(x, z_k) - log q(z_k | x) for each particle and example: shape (K, batch)."""
+        """log p(x, z_k) - log q(z_k | x) for each particle and example: shape (K, examples).
+
+        Each site's log-density is summed over every dimension but the particles' and the data plate's, so the
+        weights are per example whatever other plates the program has. A latent site outside the data plate
+        (a global latent) has no per-example weight: :class:`NotPerExample` says so.
+        """
+        vectorized = self.vectorize_particles and self.num_particles > 1
         weights = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
             w = 0.0
-            for site in model_trace.nodes.values():
-                if site["type"] == "sample":
-                    w = w + torch_sum(site["log_prob"], sum_dims)
-            for name, site in guide_trace.nodes.items():
-                if site["type"] == "sample":
-                    if not site["fn"].has_rsample:
+            for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+                        continue
+                    if sign < 0 and not site["fn"].has_rsample:
                         raise ValueError(f"IWAE needs a reparameterized guide, but site {name!r} is not")
-                    w = w - torch_sum(site["log_prob"], sum_dims)
+                    w = w + sign * _per_example_weight(site, vectorized)
             weights.append(w)
-        if self.vectorize_particles and self.num_particles > 1:
-            return weights[0].reshape(self.num_particles, -1)
-        return torch.stack([w.reshape(-1) for w in weights])
+        return weights[0] if vectorized else torch.stack(weights)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         log_w = self.log_weights(model, guide, *args, **kwargs)
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
+
+
+class NotPerExample(ValueError):
+    """A K-sample estimate per example is not defined for this program (a latent site outside the data plate)."""
+
+
+def _per_example_weight(site: dict, vectorized: bool) -> torch.Tensor:
+    # (K, examples) when the particles are a plate, else (examples,); 1 where a site broadcasts.
+    dims = {f.name: f.dim for f in site["cond_indep_stack"] if f.vectorized}
+    if DATA_PLATE not in dims:
+        raise NotPerExample(f"site {site['name']!r} lies outside pyro.plate({DATA_PLATE!r}), so its log-density is "
+                            f"shared by all examples and an importance weight per example is not defined; K-sample "
+                            f"estimates (IWAE) need every site inside the data plate")
+    keep = [dims["num_particles_vectorized"], dims[DATA_PLATE]] if vectorized else [dims[DATA_PLATE]]
+    lp = site["log_prob"]
+    lp = lp.reshape((1,) * max(0, -min(keep) - lp.dim()) + tuple(lp.shape))
+    lp = lp.movedim(keep, list(range(len(keep))))
+    return lp.reshape(*lp.shape[:len(keep)], -1).sum(-1)
 
 
 def make_objective(spec: dict | str, model=None) -> ELBO:

@@ -19,7 +19,7 @@ import inspect
 
 import torch
 
-from ..registry import MODELS, check_options, source_fingerprint
+from ..registry import MODELS, check_options, file_fingerprint, source_fingerprint
 from ..spec import DEFAULT_SPEC, VAE_PARTS
 from .contract import check_program
 
@@ -91,41 +91,89 @@ def resolve_model_spec(spec: dict, model) -> tuple[dict, str | None]:
 
 
 def structure(model) -> list:
-    """What must match between the trained model and its rebuild: module classes, parameter names and shapes."""
+    """What must match between the trained model and its rebuild: module classes, parameter names and shapes,
+    and each module's plain settings (numbers, strings, flags), which a change after construction would alter."""
     modules = [(name, f"{type(m).__module__}.{type(m).__qualname__}") for name, m in model.named_modules()]
     tensors = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    return [modules, tensors]
+    settings = [(name, k, _plain_setting(v)) for name, m in model.named_modules() for k, v in sorted(vars(m).items())
+                if not k.startswith("_") and k != "training" and _plain_setting(v) is not None]
+    return [modules, tensors, settings]
+
+
+def _plain_setting(value):
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return None
+
+
+def sources(model) -> dict[str, str]:
+    """{file: sha256} of the user code the model runs: the classes of its modules, and the functions of a
+    program written as plain functions."""
+    out: dict[str, str] = {}
+    for m in model.modules():
+        out.update(source_fingerprint(type(m)))
+    for fn in (getattr(model, "_model_fn", None), getattr(model, "_guide_fn", None)):
+        if fn is not None:
+            out.update(file_fingerprint(inspect.getsourcefile(fn)))
+    return out
 
 
 def program_record(model, spec: dict, why_not: str | None = None) -> dict:
     """The checkpoint's proof that ``spec`` rebuilds ``model``: rebuild it (without touching the global random
     state) and compare structures; fingerprint the user-code source files."""
     record = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "rebuildable": False, "why": why_not,
-              "sources": {}}
+              "sources": {}, "structure": structure(model)}
     if why_not is None:
         try:
             with torch.random.fork_rng(devices=[]):
                 rebuilt = build_model(spec, spec["model"].get("event_shape"))
-            if structure(rebuilt) != structure(model):
-                record["why"] = _difference(structure(model), structure(rebuilt))
+            if structure(rebuilt) != record["structure"]:
+                record["why"] = _difference(record["structure"], structure(rebuilt))
             else:
                 record["rebuildable"] = True
         except Exception as e:  # whatever stops the rebuild is the reason a run directory cannot do it
             record["why"] = f"rebuilding it from the spec failed ({type(e).__name__}: {e})"
     if record["rebuildable"]:
-        for m in model.modules():
-            record["sources"].update(source_fingerprint(type(m)))
+        record["sources"] = sources(model)
     return record
 
 
+def still_matches(record: dict | None, model) -> dict | None:
+    """The record as it stands after training changed ``model`` (a callback may change its settings): the same
+    record where nothing that the rebuild compares has changed, else one that says what did."""
+    if record is None or not record["rebuildable"] or structure(model) == record["structure"]:
+        return record
+    why = _difference(record["structure"], structure(model)).replace("the spec rebuilds a different network",
+                                                                      "the model was changed during training")
+    return {**record, "rebuildable": False, "why": why}
+
+
 def _difference(trained: list, rebuilt: list) -> str:
-    for what, a, b in (("module", trained[0], rebuilt[0]), ("parameter", trained[1], rebuilt[1])):
+    for what, a, b in (("module", trained[0], rebuilt[0]), ("parameter", trained[1], rebuilt[1]),
+                       ("setting", trained[2], rebuilt[2])):
         for x, y in zip(a, b):
             if x != y:
                 return f"the spec rebuilds a different network: {what} {x} was trained, the spec gives {y}"
         if len(a) != len(b):
             return f"the spec rebuilds a different network: {len(a)} {what}s trained, {len(b)} rebuilt"
     return "the spec rebuilds a different network"
+
+
+def check_rebuilt(record: dict | None, run_dir, model) -> None:
+    """The rebuilt ``model`` must run the very files the trained one ran (a module imported by name can come from
+    another file on another sys.path) and have its structure."""
+    if record is None:
+        return
+    now = sources(model)
+    if set(now) != set(record["sources"]):
+        raise ValueError(f"{str(run_dir)!r} was trained with code from {', '.join(sorted(record['sources'])) or 'ppvae'}"
+                         f", but its spec now imports {', '.join(sorted(now)) or 'ppvae'}; the run's numbers would "
+                         f"come from a different program. Put the original files first on the path")
+    if "structure" in record and structure(model) != record["structure"]:
+        raise ValueError(f"{str(run_dir)!r} cannot be rebuilt exactly: "
+                         f"{_difference(record['structure'], structure(model))}")
 
 
 def check_record(record: dict | None, run_dir) -> None:

@@ -22,7 +22,7 @@ from ..spec import default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .contract import warn_once
 from .objectives import make_objective
-from .rebuild import build_model, check_record, resolve_model_spec
+from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
 from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
 
 
@@ -133,6 +133,7 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     check_record(state.get("program"), run_dir)
     data = load_data(spec)
     model = build_model(spec, data.event_shape)
+    check_rebuilt(state.get("program"), run_dir, model)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
                       program=state.get("program"))
     if state["epoch"] > spec["train"]["epochs"]:
@@ -151,6 +152,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
     check_record(state.get("program"), run_dir)
     model = build_model(spec)
+    check_rebuilt(state.get("program"), run_dir, model)
     try:
         model.load_state_dict(state_of_model(state))
     except RuntimeError as e:

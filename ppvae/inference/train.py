@@ -14,6 +14,7 @@ exactly where its checkpoint left it: an interrupted run and an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -33,8 +34,8 @@ from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 from .contract import (check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
-from .objectives import ELBO_OBJECTIVES, KLScale, make_objective
-from .rebuild import program_record
+from .objectives import ELBO_OBJECTIVES, KLScale, forked_rng, make_objective
+from .rebuild import program_record, still_matches
 
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
@@ -88,11 +89,6 @@ class Trainer:
         self.beta = make_beta(spec["beta"])
         self.objective = make_objective(spec["objective"], model)
         objective = spec["objective"]
-        with torch.random.fork_rng(devices=[]):  # the checks draw; the seeded run must not see them
-            self.sites = check_first_batch(model, take(self.train_batch, slice(0, 2)), objective["name"])
-            if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
-                    and not particles_vectorize(model, self.train_batch):
-                self.objective = make_objective({**objective, "vectorize_particles": False}, model)
         # A model's own tested loss for its own programs (the stock VAE); Pyro's traces otherwise.
         self.direct = has(model, "direct_loss") and model.supports_direct_loss(objective) \
             and not spec["train"]["validate"]
@@ -103,6 +99,18 @@ class Trainer:
         # Pyro's parameter store (one torch optimiser trains the module's parameters).
         self._kl_scale = KLScale(1.0, skip_param_store=True)
         self._model_fn, self._guide_fn = self._kl_scale(model.model), self._kl_scale(model.guide)
+        # Everything that runs the programs before training (checks; the objective's choices: plate nesting,
+        # estimator) runs here, where the random state and the module's buffers are put back afterwards, so a
+        # fresh run and a resumed one train from the same state.
+        with untouched(model):
+            first = take(self.train_batch, slice(0, 2))
+            self.sites = check_first_batch(model, first, objective["name"])
+            if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
+                    and not particles_vectorize(model, self.train_batch):
+                self.objective = make_objective({**objective, "vectorize_particles": False}, model)
+            if self.beta.scaling and not self.direct:
+                with pyro.validation_enabled(spec["train"]["validate"]):
+                    self.objective.differentiable_loss(self._model_fn, self._guide_fn, first)
         self.optimizer = make_optimizer(spec["optimizer"], self.model.parameters())
         tr = spec["train"]
         self.epochs, self.batch_size = tr["epochs"], tr["batch_size"]
@@ -250,6 +258,7 @@ class Trainer:
             if not self._spec_written:
                 dump_spec(self.spec, self.run_dir / SPEC_FILE)
                 self._spec_written = True
+            self.program = still_matches(self.program, self.model)
             save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT)
             write_metrics(self.metrics, self.run_dir / METRICS_FILE)
         for callback in self.callbacks:
@@ -279,6 +288,20 @@ def write_metrics(metrics: list[dict], path: Path) -> None:
     writer.writeheader()
     writer.writerows(metrics)
     atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+@contextlib.contextmanager
+def untouched(model):
+    """A block that may run the programs without changing the run: the random state (CPU and CUDA) and the
+    module's buffers (batch-norm statistics, ...) are what they were afterwards."""
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    try:
+        with forked_rng():
+            yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
 
 
 def state_of_model(state: dict) -> dict:
