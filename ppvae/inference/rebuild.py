@@ -19,14 +19,21 @@ import inspect
 
 import torch
 
-from ..registry import MODELS, check_options, file_fingerprint, source_fingerprint
+from ..registry import MODELS, check_options, file_fingerprint, registry_for, source_fingerprint
 from ..spec import DEFAULT_SPEC, VAE_PARTS
 from .contract import check_program
 
 
-def build_model(spec: dict, event_shape=None):
+def build_model(spec: dict, event_shape=None, seed: int | None = None):
     """The model a resolved or user spec describes, for data of ``event_shape`` (which must agree with the
-    spec's ``model.event_shape`` where it has one)."""
+    spec's ``model.event_shape`` where it has one). With ``seed``, the initial weights are seeded: user code named
+    by import path is imported first, so that whatever its import draws does not shift the seeded weights."""
+    for part in ("model", *VAE_PARTS):
+        name = spec.get(part, {}).get("name", "")
+        if ":" in name:
+            registry_for(part).get(name)
+    if seed is not None:
+        torch.manual_seed(seed)
     section = spec["model"]
     if event_shape is not None and section.get("event_shape") not in (None, list(event_shape)):
         raise ValueError(

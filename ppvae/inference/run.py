@@ -83,8 +83,7 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``."""
     spec = load_spec(spec, overrides)
     data = load_data(spec)
-    torch.manual_seed(spec["seed"])  # the initial weights are part of the seeded run
-    model = build_model(spec, data.event_shape)
+    model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
     spec, why_not = _resolved(spec, model)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress,
