@@ -180,7 +180,9 @@ def check_rebuilt(record: dict | None, run_dir, model) -> None:
                          f"come from a different program. Put the original files first on the path")
     if "structure" in record and structure(model) != record["structure"]:
         raise ValueError(f"{str(run_dir)!r} cannot be rebuilt exactly: "
-                         f"{_difference(record['structure'], structure(model))}")
+                         f"{_difference(record['structure'], structure(model))}; a resume can change how training goes "
+                         f"on (train.epochs, optimizer.lr, beta), not the model (model options, nets, prior, "
+                         f"likelihood, guide)")
 
 
 def check_record(record: dict | None, run_dir) -> None:
