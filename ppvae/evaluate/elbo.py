@@ -23,7 +23,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
 from ..components.likelihoods import bits_per_dim
-from ..inference.contract import DATA_PLATE, as_batch, batches, sample_sites, trace_pair, warn_once
+from ..inference.contract import DATA_PLATE, as_batch, batches, sample_sites, warn_once
 from ..inference.contract import batch_size as num_examples
 from ..inference.objectives import IWAE, NotPerExample
 
@@ -266,4 +266,4 @@ def iwae_log_likelihood(model, x, num_samples: int = 1000, *, batch_size: int = 
 
 
 __all__ = ["seeded_eval", "site_terms", "elbo_terms", "evaluate_elbo", "log_importance_weights",
-           "iwae_log_likelihood", "particles_vectorize", "trace_pair"]
+           "iwae_log_likelihood", "particles_vectorize"]
