@@ -594,3 +594,14 @@ def test_importing_user_code_does_not_shift_the_seeded_initial_weights(tmp_path)
     first = train_spec(None, overrides, run_dir=tmp_path / "a", progress=False)
     second = train_spec(None, overrides, run_dir=tmp_path / "b", progress=False)
     assert first.metrics[0]["test_elbo"] == second.metrics[0]["test_elbo"]
+
+
+def test_a_pyro_param_outside_the_module_is_named(data):
+    class ParamVAE(user("BareVAE")):
+        def model(self, batch):
+            pyro.param("noise", torch.ones(1))  # trained by nothing ppvae saves: refused before training
+            return super().model(batch)
+
+    with pytest.raises(ValueError, match=r"pyro.param 'noise' is not a parameter of ParamVAE; ppvae trains and saves "
+                                         r"the module's parameters, so make it one \(self.noise = nn.Parameter"):
+        ppvae.train(ParamVAE(data.event_shape), data, epochs=1, progress=False, device="cpu")
