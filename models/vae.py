@@ -19,6 +19,7 @@ from pyro.distributions.kl import kl_divergence
 
 from ppvae.components.likelihoods import chunks
 from ppvae.components.priors import StandardNormal
+from ppvae.guides import IAFGuide, MeanFieldGaussianGuide
 from ppvae.inference.contract import Model, as_batch, data_plate, spec_value
 from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, describe, \
@@ -83,8 +84,6 @@ class VAE(Model):
     def supports_direct_loss(self, objective: dict) -> bool:
         """Whether :meth:`direct_loss` is this program's loss under ``objective``: the stock programs (not a
         subclass's own ``model`` or ``guide``), a guide from ``ppvae.guides``, one particle of an ELBO."""
-        from ppvae.guides import IAFGuide, MeanFieldGaussianGuide
-
         stock = type(self).model is VAE.model and type(self).guide is VAE.guide
         known_guide = type(self.q) in (MeanFieldGaussianGuide, IAFGuide)
         return stock and known_guide and objective.get("num_particles", 1) == 1 and objective["name"] in ELBO_OBJECTIVES
@@ -98,8 +97,6 @@ class VAE(Model):
         with the KL in closed form where registered under TraceMeanField_ELBO. Tested equal to Pyro's loss and
         gradients on the same draws; only valid where :meth:`supports_direct_loss` says so.
         """
-        from ppvae.guides import MeanFieldGaussianGuide
-
         x = as_batch(batch)["x"]
         q = self.q.posterior(x)
         gaussian = type(self.q) is MeanFieldGaussianGuide and type(self.prior) is StandardNormal

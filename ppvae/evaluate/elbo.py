@@ -25,7 +25,7 @@ from pyro.distributions.util import scale_and_mask
 from ..components.likelihoods import bits_per_dim
 from ..inference.contract import DATA_PLATE, as_batch, batches, sample_sites, warn_once
 from ..inference.contract import batch_size as num_examples
-from ..inference.objectives import IWAE, NotPerExample
+from ..inference.objectives import IWAE, NotPerExample, forked_rng
 
 
 @contextlib.contextmanager
@@ -202,7 +202,7 @@ def particles_vectorize(model, batch) -> bool:
     n = num_examples(small)
     ok = True
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), forked_rng():
             lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small)
         ok = tuple(lw.shape) == (2, n)
     except NotPerExample:

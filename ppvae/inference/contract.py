@@ -58,7 +58,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
 from ..registry import MODELS, import_path, load_object, registered_name
-from .objectives import DATA_PLATE, KLScale
+from .objectives import DATA_PLATE, ELBO_OBJECTIVES, KLScale
 
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
 _HINTS = {
@@ -329,7 +329,7 @@ def check_first_batch(model, batch, objective_name: str) -> dict:
     if unguided and objective_name != "TraceEnum_ELBO":
         raise ValueError(f"latent site(s) {', '.join(map(repr, unguided))} of the model have no site in the guide; "
                          f"give the guide a pyro.sample for each (or enumerate them under TraceEnum_ELBO)")
-    if objective_name in ("Trace_ELBO", "TraceMeanField_ELBO", "IWAE"):
+    if objective_name in (*ELBO_OBJECTIVES, "IWAE"):  # pathwise gradients only
         for name, site in guide_sites.items():
             if not site["fn"].has_rsample:
                 raise ValueError(f"latent site {name!r} ({type(site['fn']).__name__}) cannot be reparameterized, so "

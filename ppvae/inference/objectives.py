@@ -328,10 +328,8 @@ def _per_example_weight(site: dict, vectorized: bool) -> torch.Tensor:
 def make_objective(spec: dict | str, model=None) -> ELBO:
     """The objective a spec names, with ``max_plate_nesting`` from the spec, else from the model's declaration."""
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
-    declared = getattr(model, "max_plate_nesting", None)
-    if options.get("max_plate_nesting") is None and declared is not None:
-        objective = OBJECTIVES.build(options.pop("name"), **{**options, "max_plate_nesting": declared})
-        return objective
+    if options.get("max_plate_nesting") is None and getattr(model, "max_plate_nesting", None) is not None:
+        options["max_plate_nesting"] = model.max_plate_nesting
     return OBJECTIVES.build(options.pop("name"), **options)
 
 

@@ -22,6 +22,7 @@ import torch
 from ..registry import MODELS, check_options, file_fingerprint, registry_for, source_fingerprint
 from ..spec import DEFAULT_SPEC, VAE_PARTS
 from .contract import check_program
+from .objectives import forked_rng
 
 
 def build_model(spec: dict, event_shape=None, seed: int | None = None):
@@ -134,7 +135,7 @@ def program_record(model, spec: dict, why_not: str | None = None) -> dict:
               "sources": {}, "structure": structure(model)}
     if why_not is None:
         try:
-            with torch.random.fork_rng(devices=[]):
+            with forked_rng():
                 rebuilt = build_model(spec, spec["model"].get("event_shape"))
             if structure(rebuilt) != record["structure"]:
                 record["why"] = _difference(record["structure"], structure(rebuilt))

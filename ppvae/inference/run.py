@@ -20,7 +20,6 @@ from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
 from ..spec import default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint
-from .contract import warn_once
 from .objectives import make_objective
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
 from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
@@ -86,8 +85,7 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
     spec, why_not = _resolved(spec, model)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
-    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress,
-                      program=None if why_not is None else {"rebuildable": False, "why": why_not, "sources": {}})
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
     return Run(model, spec, trainer.fit(), run_dir, data)
 
 
@@ -113,12 +111,7 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     spec["data"] = data.spec or {"name": data.name, "in_memory": True}
     validate(spec)
     spec, why_not = _resolved(spec, model)
-    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress,
-                      program=None if why_not is None or run_dir is None else
-                      {"rebuildable": False, "why": why_not, "sources": {}})
-    if why_not is not None and run_dir is not None:
-        warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
-                                    f"evaluate/sample/resume will refuse it: {why_not}")
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
     return Run(model, spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)
 
 

@@ -62,12 +62,13 @@ class Trainer:
 
     ``callbacks`` are called as ``callback(trainer, metrics_row)`` after each epoch's checkpoint is on disk.
     ``program`` is the checkpoint's record of how the run directory rebuilds the model
-    (:func:`~ppvae.inference.rebuild.program_record`); it is computed here when not given.
+    (:func:`~ppvae.inference.rebuild.program_record`, given on resume); it is computed here when not given,
+    with ``why_not`` where the spec could not describe the model.
     """
 
     def __init__(self, model, data: Dataset, spec: dict, run_dir: str | Path | None = None,
                  callbacks: list[Callable] = (), progress: bool = True, resuming: bool = False,
-                 program: dict | None = None):
+                 program: dict | None = None, why_not: str | None = None):
         self.spec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None and not resuming and (self.run_dir / CHECKPOINT).exists():
@@ -127,7 +128,7 @@ class Trainer:
         self.train_eval_batch = take(self.train_batch, slice(0, n_eval))
         self.program = program
         if self.run_dir is not None and self.program is None:
-            self.program = program_record(model, spec)
+            self.program = program_record(model, spec, why_not)
             if not self.program["rebuildable"]:
                 warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
                                             f"evaluate/sample/resume will refuse it: {self.program['why']}")
