@@ -143,27 +143,7 @@ class VAE(Model):
 
     def check_data(self, batch) -> None:
         """Fail with a clear message if ``x`` cannot be modelled: wrong shape, or outside the support."""
-        x = as_batch(batch)["x"]
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(
-                f"the data has event shape {tuple(x.shape[1:])} but this VAE was built for {self.event_shape}; "
-                f"build the VAE with event_shape={tuple(x.shape[1:])} (in a spec it is taken from the data)"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"the VAE's likelihoods score real-valued data, but x has dtype {x.dtype}; convert it "
-                             f"(x.float()) or use a model for integer tokens")
-        for start, part in zip(range(0, x.shape[0], 1024), chunks(x)):  # chunks: no data-sized temporaries
-            finite = torch.isfinite(part)
-            if finite.all():
-                continue
-            bad = sum(int((~torch.isfinite(p)).sum()) for p in chunks(x))
-            first = tuple(int(i) for i in (~finite).nonzero()[0])
-            first = (first[0] + start, *first[1:])
-            raise ValueError(
-                f"the data contain {bad} non-finite value(s) (NaN or inf), the first at index {first}; "
-                f"remove or impute them before training"
-            )
-        self.likelihood.check_support(x)
+        check_x(as_batch(batch)["x"], self.event_shape, self.likelihood, type(self).__name__)
 
     def spec(self) -> dict:
         """The spec sections that rebuild this VAE (its architecture, not its weights)."""
@@ -173,10 +153,37 @@ class VAE(Model):
         return {
             "model": {"name": registered_name(self), "event_shape": list(self.event_shape),
                       "latent_dim": self.latent_dim, **extra},
-            "encoder": describe(self.encoder, structural=2),
-            "decoder": describe(self.decoder, structural=2),
-            "guide": describe(self.q, structural=2),
-            "prior": describe(self.prior, structural=2),
-            "likelihood": describe(self.likelihood, structural=1),
+            **part_sections(self.encoder, self.decoder, self.q, self.prior, self.likelihood),
         }
 
+
+def part_sections(encoder, decoder, guide, prior, likelihood) -> dict:
+    """The spec sections of a VAE's parts, each rebuilt by name and options from its structural arguments."""
+    return {"encoder": describe(encoder, structural=2), "decoder": describe(decoder, structural=2),
+            "guide": describe(guide, structural=2), "prior": describe(prior, structural=2),
+            "likelihood": describe(likelihood, structural=1)}
+
+
+def check_x(x: torch.Tensor, event_shape: tuple, likelihood, who: str) -> None:
+    """Refuse data a likelihood over ``event_shape`` cannot score: wrong shape or dtype, non-finite values, or
+    values outside the likelihood's support; one line saying which and where."""
+    if tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"the data has event shape {tuple(x.shape[1:])} but this {who} was built for {tuple(event_shape)}; "
+            f"build the {who} with event_shape={tuple(x.shape[1:])} (in a spec it is taken from the data)"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"the {who}'s likelihoods score real-valued data, but x has dtype {x.dtype}; convert it "
+                         f"(x.float()) or use a model for integer tokens")
+    for start, part in zip(range(0, x.shape[0], 1024), chunks(x)):  # chunks: no data-sized temporaries
+        finite = torch.isfinite(part)
+        if finite.all():
+            continue
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in chunks(x))
+        first = tuple(int(i) for i in (~finite).nonzero()[0])
+        first = (first[0] + start, *first[1:])
+        raise ValueError(
+            f"the data contain {bad} non-finite value(s) (NaN or inf), the first at index {first}; "
+            f"remove or impute them before training"
+        )
+    likelihood.check_support(x)

@@ -13,7 +13,7 @@ from .registry import (BETAS, DATASETS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS,
                        PRIORS)
 from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions, require
 from .guides import IAFGuide, MeanFieldGaussianGuide
-from .models import VAE
+from .models import CVAE, M2, VAE
 
 from . import plots
 from .apps.latent import interpolate, lerp, slerp
@@ -34,7 +34,7 @@ for _name, _module in {"diagnostics": diagnostics, "exact": exact, "report": rep
 
 __all__ = [
     "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
-    "VAE", "MeanFieldGaussianGuide", "IAFGuide", "Dataset", "load_dataset", "dataset_from_array",
+    "VAE", "CVAE", "M2", "MeanFieldGaussianGuide", "IAFGuide", "Dataset", "load_dataset", "dataset_from_array",
     "train", "train_spec", "resume", "load_run", "build_model", "build_vae", "Run", "default_spec", "load_spec",
     "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",
     "MODELS", "DATASETS", "PRIORS", "LIKELIHOODS", "BETAS", "OBJECTIVES", "OPTIMIZERS", "ENCODERS", "DECODERS",

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .inference.checkpoint import CHECKPOINT
-from .inference.contract import require
+from .inference.contract import require, require_class
 
 
 def _version() -> str:
@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="decode draws from the prior")
     _add_run(p)
     p.add_argument("-n", type=_at_least(1), default=64, help="number of samples (default: 64)")
+    p.add_argument("--label", type=int, help="generate this class (conditional models: cvae, m2)")
+
+    p = sub.add_parser("augment", help="write labelled samples of every class from a conditional model (cvae, m2)")
+    p.add_argument("run", help="a run directory written by `ppvae train`")
+    p.add_argument("--per-class", type=_at_least(1), required=True, help="samples of each class")
+    p.add_argument("--out", required=True, help="the .npz to write (arrays x and y; read back with data.name=file)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random draws (default: 0)")
 
     p = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
     _add_run(p)
@@ -147,9 +155,29 @@ def _sample(args) -> int:
 
     run = _load(args)
     generate = require(run.model, "generate", "ppvae sample")
-    path = _out(args, "samples.png")
-    plot_samples(generate(args.n).cpu(), nrow=8, path=path)
+    if args.label is None:
+        path = _out(args, "samples.png")
+        plot_samples(generate(args.n).cpu(), nrow=8, path=path)
+    else:
+        label = require_class(run.model, args.label, "ppvae sample --label")
+        path = _out(args, f"samples_class{label}.png")
+        plot_samples(generate(args.n, label).cpu(), nrow=8, path=path)
     print(f"wrote {path}")
+    return 0
+
+
+def _augment(args) -> int:
+    from .apps.augment import synthesize, write_npz
+
+    if not args.out.endswith(".npz"):  # before the run is loaded: a typo costs nothing
+        raise ValueError(f"--out must name an .npz file (the 'file' dataset reads its arrays x and y), got {args.out!r}")
+    run = _load(args)
+    x, y = synthesize(run.model, args.per_class, seed=args.seed)
+    path = write_npz(args.out, x, y)
+    names = run.spec["data"]["name"]
+    print(f"wrote {path}: {len(y)} samples ({args.per_class} of each of {run.model.num_classes} classes, E[x | z, y] "
+          f"from {names}'s {run.spec['model']['name']} run); train on them with --set data.name=file "
+          f"--set data.path={path}")
     return 0
 
 
@@ -201,7 +229,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "reconstruct": _reconstruct, "interpolate": _interpolate,
+_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "reconstruct": _reconstruct, "interpolate": _interpolate,
              "evaluate": _evaluate}
 
 if __name__ == "__main__":

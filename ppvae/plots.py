@@ -37,6 +37,8 @@ __all__ = [
     "plot_traversals",
     "plot_manifold",
     "plot_latent_scatter",
+    "plot_class_grid",
+    "plot_confusion_matrix",
     "plot_khat_histogram",
 ]
 
@@ -408,6 +410,60 @@ def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: 
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _save(fig, path)
+    return fig
+
+
+def plot_class_grid(grid: torch.Tensor, classes: Optional[list[str]] = None,
+                    path: Optional[PathLike] = None) -> Figure:
+    """
+    Class-conditional samples: row ``c`` is class ``c``; each column holds one latent draw fixed while the class
+    changes, so a column shows one style across the classes.
+
+    :param torch.Tensor grid: ``(num_classes, columns, *event_shape)``.
+    :param list classes: optional class names, one per row (default: the class numbers).
+    """
+    grid = _to_cpu(grid)
+    c, cols = grid.shape[:2]
+    names = list(classes) if classes is not None else [str(k) for k in range(c)]
+    images = _as_images(grid.reshape(c * cols, *grid.shape[2:]))
+    if images is None:
+        fig, ax = _heatmap_figure(grid.reshape(c * cols, -1), "Class-conditional samples", ylabel="class / draw")
+    else:
+        fig, ax = _grid_figure(images, nrow=cols, title="Class-conditional samples: rows are classes, columns share z")
+        height = images.shape[-2] + 2  # make_grid's padding
+        ax.set_yticks([2 + height * (k + 0.5) for k in range(c)], names, fontsize="small")
+        ax.set_xlabel("the same latent draw down each column")
+    _save(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(matrix, classes: Optional[list[str]] = None, title: str = "Confusion matrix",
+                          path: Optional[PathLike] = None) -> Figure:
+    """
+    A confusion matrix: rows are the true classes, columns the predicted ones, each cell the share of its row
+    (counts written in the cells).
+
+    :param matrix: ``(C, C)`` counts.
+    :param list classes: optional class names.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    c = counts.shape[0]
+    names = list(classes) if classes is not None else [str(k) for k in range(c)]
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig = Figure(figsize=(1.0 + 0.55 * c, 0.8 + 0.5 * c), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+    fig.colorbar(im, ax=ax, label="share of the true class")
+    for i in range(c):
+        for j in range(c):
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize="x-small",
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize="small")
+    ax.set_yticks(range(c), names, fontsize="small")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
     _save(fig, path)
     return fig
 

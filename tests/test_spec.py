@@ -82,7 +82,7 @@ def test_spec_file_then_overrides(tmp_path):
     (["train.epochs=0"], r"train.epochs must be >= 1"),
     (["model.latent_dim=0"], r"latent_dim must be an integer >= 1, got 0"),
     (["device=tpu"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
-    (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: flow, "
+    (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: conditional, flow, "
                   r"laplace, learned_normal, mixture, normal, student_t, vamp"),
     (["optimizer.name=7"], r"spec section \[optimizer\] needs a 'name' .*choose one of: adam, adamw, rmsprop, sgd"),
     (["prior.name"], r"must look like section.key=value"),
@@ -102,7 +102,7 @@ def test_missing_or_broken_spec_file(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: flow, laplace, learned_normal, "
+    (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: conditional, flow, laplace, learned_normal, "
                                r"mixture, normal, student_t, vamp"),
     (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, categorical, "
                                   r"continuous_bernoulli, discretized_logistic, gaussian, laplace"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..inference.contract import require
+from ..inference.contract import as_batch, conditional, require
 
 METHODS = ("linear", "spherical")
 
@@ -49,3 +49,41 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
     path = (lerp if method == "linear" else slerp)(encode(x0), encode(x1), steps)  # (steps, pairs, D)
     decoded = decode(path.flatten(0, 1))
     return decoded.view(steps, x0.shape[0], *decoded.shape[1:]).transpose(0, 1)
+
+
+class Conditioned:
+    """A conditional model (CVAE, M2) seen as an unconditional one with its label fixed to ``label``:
+    ``encode(x)`` and ``decode(z)`` as for a VAE, so interpolations and traversals run within one class."""
+
+    def __init__(self, model, label: int):
+        self.model, self.label = model, int(label)
+
+    def encode(self, x) -> torch.Tensor:
+        x = as_batch(x)["x"]
+        return self.model.encode({"x": x, "y": torch.full((x.shape[0],), self.label, device=x.device)})
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z, self.label)
+
+    def parameters(self):
+        return self.model.parameters()
+
+
+@torch.no_grad()
+def class_grid(model, columns: int = 8) -> torch.Tensor:
+    """(num_classes, columns, *event): row c is ``generate(columns, y=c)``, each row from the same random state,
+    so a column decodes the same draw (the same z, or the same noise of a conditional prior) for every class."""
+    require(model, "generate", "the class grid")
+    if not conditional(model):
+        raise ValueError(f"the class grid needs a model that generates a given class (cvae, m2); "
+                         f"{type(model).__name__} does not condition on a label")
+    state = torch.random.get_rng_state()
+    device = next(model.parameters()).device
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    rows = []
+    for c in range(model.num_classes):
+        torch.random.set_rng_state(state)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        rows.append(model.generate(columns, c))
+    return torch.stack(rows)

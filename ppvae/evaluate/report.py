@@ -17,7 +17,7 @@ import torch
 
 from ..components.likelihoods import bits_per_dim
 from ..inference.checkpoint import atomic_write_bytes
-from ..inference.contract import as_batch, take, to_device
+from ..inference.contract import as_batch, batches, has, take, to_device
 from ..inference.run import load_run
 from . import diagnostics as diag
 from .elbo import evaluate_elbo, iwae_log_likelihood, particles_vectorize
@@ -104,6 +104,9 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         "mutual_information": mi,
         "psis_khat": psis_khat,
     }
+    classification, confusion = _classification(model, batch)
+    if classification is not None:
+        report["classification"] = classification
     report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
     if share is not None and share > 0.5:
         guide = getattr(model, "q", None)
@@ -115,10 +118,29 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
                                   f"posterior, so the IWAE estimate may be loose; {remedy}.")
     report["seconds"] = time.perf_counter() - start
-    arrays = {"khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims, "latent_dim": latent_dim,
+    arrays = {"confusion": confusion, "khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims, "latent_dim": latent_dim,
               "posterior": diag.posterior_inference_data(model, take(batch, slice(0, POSTERIOR_EXAMPLES)),
                                                          num_draws=posterior_draws, seed=seed)}
     return report, arrays
+
+
+def _classification(model, batch) -> tuple[dict | None, np.ndarray | None]:
+    """Test accuracy and confusion matrix of a model's classifier q(y | x) (``classify``) against class labels."""
+    y = batch.get("y")
+    if not has(model, "classify") or y is None or y.ndim != 1:
+        return None, None
+    from sklearn.metrics import confusion_matrix
+
+    probs = torch.cat([model.classify(part) for part in batches(batch, 1000)])
+    predicted = probs.argmax(-1).cpu().numpy()
+    truth = y.cpu().numpy()
+    c = probs.shape[-1]
+    matrix = confusion_matrix(truth, predicted, labels=list(range(c)))
+    accuracy = float((predicted == truth).mean())
+    return {"accuracy": accuracy, "error": 1.0 - accuracy, "num_examples": int(len(truth)),
+            "confusion_matrix": matrix.tolist(),
+            "how": "argmax of q(y | x) against the test labels (none of which the model saw); rows of the confusion "
+                   "matrix are true classes, columns predicted"}, matrix
 
 
 def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
@@ -154,7 +176,8 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
         report, arrays = evaluate_model(run.model, batch, labels=labels, num_samples=num_samples, seed=seed)
         if figures:
             report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics,
-                                                     run_dir / "figures", seed=seed, tsne=tsne)
+                                                     run_dir / "figures", seed=seed, tsne=tsne,
+                                                     classes=data.classes)
             report["figures_skipped"] = skipped_figures(run.model)
     x = batch["x"]
     # The posterior draws go to netCDF (written to a temporary name, then renamed: never half-written).
@@ -192,6 +215,10 @@ def summary(report: dict) -> str:
     mi = report["mutual_information"]
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
+    if "classification" in report:
+        c = report["classification"]
+        lines.append(f"  q(y|x) accuracy     {100 * c['accuracy']:9.2f}%  (test error {100 * c['error']:.2f}%, "
+                     f"{c['num_examples']} examples; confusion_matrix.png)")
     k = report["psis_khat"]
     if k["share_above_0.7"] is None and k.get("undefined"):
         lines.append(f"  PSIS k-hat          {'-':>10}   (undefined for all {k['undefined']} examples)")

@@ -278,6 +278,36 @@ def check_program(model) -> None:
                          f"nn.Module (derive from ppvae.Model, or use ppvae.from_functions(model, guide, module))")
 
 
+def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
+    """Class labels must be integers 0..num_classes-1, one per example; one line saying what is wrong."""
+    if y.ndim != 1:
+        raise ValueError(f"{who} conditions on one class label per example, shape (N,), but the labels have shape "
+                         f"{tuple(y.shape)}" + (" (factors)" if y.ndim == 2 else ""))
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{who} needs integer class labels 0..{num_classes - 1}, but the labels have dtype {y.dtype}; "
+                         f"store them as integers")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = y[(y < 0) | (y >= num_classes)]
+        raise ValueError(f"{who} has {num_classes} classes, 0..{num_classes - 1}, but {bad.numel()} label(s) lie outside "
+                         f"(e.g. {int(bad[0])}); set model.num_classes or fix the labels")
+
+
+def conditional(model) -> bool:
+    """Whether the model generates a given class: ``conditional = True`` and ``num_classes``."""
+    return bool(getattr(model, "conditional", False)) and isinstance(getattr(model, "num_classes", None), int)
+
+
+def require_class(model, label, what: str) -> int:
+    """``label`` as a class of a conditional model, or one line saying why it cannot be."""
+    if not conditional(model):
+        raise MissingCapability(f"{what} needs a model that generates a given class (model.name = cvae or m2); "
+                                f"{type(model).__name__} does not condition on a label")
+    c = model.num_classes
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < c:
+        raise ValueError(f"{what}: {label!r} is not a class of this model; its classes are 0..{c - 1}")
+    return label
+
+
 def check_batch_keys(model, data_keys) -> None:
     """The keys the model declares it reads must be in the data."""
     needed = getattr(model, "batch_keys", ("x",)) or ()
@@ -356,4 +386,5 @@ def warn_once(model, key: str, message: str) -> None:
 
 
 __all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "require", "has",
+           "conditional", "require_class", "check_labels",
            "MissingCapability", "BatchKeyError", "CAPABILITIES"]

@@ -281,12 +281,15 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
         mpn = self._max_plate_nesting_option
         return out if mpn is None else {**out, "max_plate_nesting": int(mpn)}
 
-    def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
+    def log_weights(self, model, guide, *args, pathwise: bool = True, **kwargs) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k | x) for each particle and example: shape (K, examples).
 
         Each site's log-density is summed over every dimension but the particles' and the data plate's, so the
         weights are per example whatever other plates the program has. A latent site outside the data plate
-        (a global latent) has no per-example weight: :class:`NotPerExample` says so.
+        (a global latent) has no per-example weight: :class:`NotPerExample` says so. ``pathwise`` refuses guide
+        sites without a reparameterized sampler, whose weights the training loss could not differentiate;
+        evaluation, which needs no gradient, turns it off (any proposal gives a valid importance-sampling
+        estimate, e.g. M2's sampled label).
         """
         vectorized = self.vectorize_particles and self.num_particles > 1
         weights = []
@@ -296,7 +299,7 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
                 for name, site in trace.nodes.items():
                     if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
                         continue
-                    if sign < 0 and not site["fn"].has_rsample:
+                    if pathwise and sign < 0 and not site["fn"].has_rsample:
                         raise ValueError(f"IWAE needs a reparameterized guide, but site {name!r} is not")
                     w = w + sign * _per_example_weight(site, vectorized)
             weights.append(w)

@@ -18,7 +18,8 @@ import torch
 
 from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
-from ..spec import default_spec, load_spec, merge, validate
+from ..registry import MODELS
+from ..spec import DEFAULT_SPEC, default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .objectives import make_objective
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
@@ -82,6 +83,7 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``."""
     spec = load_spec(spec, overrides)
     data = load_data(spec)
+    spec = with_data_options(spec, data)
     model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
     spec, why_not = _resolved(spec, model)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
@@ -161,9 +163,27 @@ def _read_run_spec(run_dir: Path, overrides: list[str] = ()) -> dict:
     return load_spec(run_dir / SPEC_FILE, overrides)
 
 
+def with_data_options(spec: dict, data: Dataset) -> dict:
+    """The spec with the model options its family reads off the data where the spec leaves them out (the
+    number of classes of a conditional model): ``options_from_data(data)`` of the model's class."""
+    cls = MODELS.get(spec["model"]["name"])
+    if not callable(getattr(cls, "options_from_data", None)):
+        return spec
+    missing = {k: v for k, v in cls.options_from_data(data).items() if k not in spec["model"]}
+    return {**spec, "model": {**spec["model"], **missing}}
+
+
 def _resolved(spec: dict, model) -> tuple[dict, str | None]:
     """The spec with the model's own sections read back from the built model, so the run directory rebuilds
-    it, and why not where it cannot."""
+    it, and why not where it cannot; an objective left at the default becomes the one the model declares
+    (``default_objective``: M2 sums its label out under TraceEnum_ELBO), and ``train.labeled_per_batch`` the share of
+    each batch the model asks to be labelled (``labeled_fraction``)."""
+    declared = getattr(model, "default_objective", None)
+    if isinstance(declared, dict) and spec["objective"] == DEFAULT_SPEC["objective"]:
+        spec = {**spec, "objective": dict(declared)}
+    if "labeled_per_batch" not in spec["train"]:
+        share = float(getattr(model, "labeled_fraction", 0.0))
+        spec = {**spec, "train": {**spec["train"], "labeled_per_batch": round(share * spec["train"]["batch_size"])}}
     spec, why_not = resolve_model_spec(copy.deepcopy(spec), model)
     spec["beta"] = make_beta(spec["beta"]).spec()
     spec["objective"] = make_objective(spec["objective"], model).spec()

@@ -85,6 +85,8 @@ class Trainer:
             model.check_data(data.batch("test"))
         self.train_batch = to_device(data.batch("train"), self.device)
         self.test_batch = to_device(data.batch("test"), self.device)
+        self.batch_size = spec["train"]["batch_size"]
+        self.labeled_rows, self.unlabeled_rows, self.labeled_per_batch = self._labeled_split(spec["train"])
         self.callbacks = list(callbacks)
         self.progress = progress
         self.beta = make_beta(spec["beta"])
@@ -94,6 +96,7 @@ class Trainer:
         self.direct = has(model, "direct_loss") and model.supports_direct_loss(objective) \
             and not spec["train"]["validate"]
         self.analytic_kl = objective["name"] == "TraceMeanField_ELBO"
+        self.auxiliary = has(model, "auxiliary_loss")
         if not self.beta.scaling:
             self._check_kl_objective()
         # beta for any program: one handler around both programs, which also keeps pyro.module calls out of
@@ -116,7 +119,8 @@ class Trainer:
         tr = spec["train"]
         self.epochs, self.batch_size = tr["epochs"], tr["batch_size"]
         n_train = self.train_batch["x"].shape[0]
-        self.steps_per_epoch = math.ceil(n_train / self.batch_size)
+        per_step = self.batch_size - self.labeled_per_batch
+        self.steps_per_epoch = math.ceil((n_train if self.labeled_rows is None else len(self.unlabeled_rows)) / per_step)
         self.epoch = 0  # completed epochs
         self.step = 0
         self.metrics: list[dict] = []
@@ -136,6 +140,34 @@ class Trainer:
         # (or a resume that fails to load) leaves the directory as it was.
         self._spec_written = False
 
+    def _labeled_split(self, tr: dict):
+        """(labelled rows, unlabelled rows, labelled rows per batch) where the data label only some rows and the
+        spec asks each batch to draw ``train.labeled_per_batch`` of them; (None, None, 0) otherwise."""
+        k = tr.get("labeled_per_batch", 0)
+        seen = self.train_batch.get("labeled")
+        if not k or seen is None or bool(seen.all()) or not bool(seen.any()):
+            return None, None, 0
+        if k >= self.batch_size:
+            raise ValueError(f"train.labeled_per_batch = {k} must be smaller than train.batch_size = "
+                             f"{self.batch_size}: each batch also draws unlabelled rows")
+        return seen.nonzero().squeeze(1), (~seen).nonzero().squeeze(1), k
+
+    def _epoch_order(self) -> list[torch.Tensor]:
+        """Each step's rows for one epoch: a shuffle of the training set, or, where only some rows are labelled
+        and batches draw some of them, a shuffle of the unlabelled rows joined by labelled rows cycled in
+        shuffled passes (so every labelled row is seen equally often)."""
+        g = self.shuffle_rng
+        if self.labeled_rows is None:
+            order = torch.randperm(self.train_batch["x"].shape[0], generator=g).to(self.device)
+            return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
+        per_step, k = self.batch_size - self.labeled_per_batch, self.labeled_per_batch
+        rest = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g).to(self.device)]
+        passes = math.ceil(self.steps_per_epoch * k / len(self.labeled_rows))
+        cycled = torch.cat([self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g).to(self.device)]
+                            for _ in range(passes)])
+        return [torch.cat([cycled[i * k:(i + 1) * k], rest[i * per_step:(i + 1) * per_step]])
+                for i in range(self.steps_per_epoch)]
+
     @property
     def vae(self):
         """The model being trained (the name from when ppvae trained only VAEs)."""
@@ -152,6 +184,11 @@ class Trainer:
             )
 
     def _loss(self, batch, epoch: float) -> torch.Tensor:
+        loss = self._elbo_loss(batch, epoch)
+        # terms of a model's training objective that are not part of its ELBO (M2's classification term)
+        return loss + self.model.auxiliary_loss(batch) if self.auxiliary else loss
+
+    def _elbo_loss(self, batch, epoch: float) -> torch.Tensor:
         if self.beta.scaling:
             beta = self.beta(epoch, self.epochs)
             if self.direct:
@@ -211,18 +248,21 @@ class Trainer:
         finally:
             bar.close()
         if self.run_dir is not None and self.spec["train"]["figures"]:
-            write_figures(self.model, self.test_batch, self.metrics, self.run_dir / "figures", seed=self.spec["seed"])
+            write_figures(self.model, self.test_batch, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
+                          classes=self.data.classes)
         return self.metrics
 
     def _train_epoch(self, bar) -> None:
         start = time.perf_counter()
-        n = self.train_batch["x"].shape[0]
-        order = torch.randperm(n, generator=self.shuffle_rng).to(self.device)
+        steps = self._epoch_order()
+        n = sum(len(rows) for rows in steps)
         total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
+        rows_done = 0
         every = self.spec["train"]["progress_every"]
         self.model.train()
-        for i in range(self.steps_per_epoch):
-            batch = take(self.train_batch, order[i * self.batch_size:(i + 1) * self.batch_size])
+        for i, rows in enumerate(steps):
+            batch = take(self.train_batch, rows)
+            rows_done += len(rows)
             t = self.epoch + i / self.steps_per_epoch
             try:
                 loss = self._loss(batch, t)
@@ -235,8 +275,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
             self.step += 1
-            if (i + 1) % every == 0 or i + 1 == self.steps_per_epoch:
-                running = total.item() / min(n, (i + 1) * self.batch_size)
+            if (i + 1) % every == 0 or i + 1 == len(steps):
+                running = total.item() / rows_done
                 if not math.isfinite(running):
                     self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
                 bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
