@@ -181,37 +181,48 @@ def _augment(args) -> int:
     return 0
 
 
-def _test_batch(run, n: int) -> torch.Tensor:
-    return run.data.test[:n].to(next(run.model.parameters()).device)
+def _test_batch(run, n: int | None = None):
+    """The first n test examples as the batch the model reads (x, or the whole batch for a conditional model)."""
+    from .evaluate.figures import model_inputs
+    from .inference.contract import take, to_device
+
+    batch = to_device(take(run.data.batch("test"), slice(0, n)), next(run.model.parameters()).device)
+    return model_inputs(run.model, batch)
 
 
 def _reconstruct(args) -> int:
+    from .inference.contract import as_batch
     from .plots import plot_reconstructions
 
     run = _load(args)
     reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")
-    x = _test_batch(run, args.n)
+    inputs = _test_batch(run, args.n)
     path = _out(args, "reconstructions.png")
-    plot_reconstructions(x.cpu(), reconstruct(x).cpu(), path=path, n=args.n)
+    plot_reconstructions(as_batch(inputs)["x"].cpu(), reconstruct(inputs).cpu(), path=path, n=args.n)
     print(f"wrote {path}")
     return 0
 
 
 def _interpolate(args) -> int:
-    from .apps.latent import interpolate
+    from .evaluate.figures import interpolation_strips
+    from .inference.contract import conditional
     from .plots import plot_interpolation
 
     run = _load(args)
     require(run.model, "encode", "ppvae interpolate")
     require(run.model, "decode", "ppvae interpolate")
+    cond = conditional(run.model)
     available = run.data.test.shape[0] // 2
-    if args.pairs > available:
+    if args.pairs > available and not cond:
         raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; this run's test set has "
                          f"{run.data.test.shape[0]}, so at most --pairs {available}")
-    x = _test_batch(run, 2 * args.pairs)
-    strips = interpolate(run.vae, x[: args.pairs], x[args.pairs:], steps=args.steps, method=args.method)
+    batch = _test_batch(run, None if cond else 2 * args.pairs)  # a conditional model pairs examples of one class
+    strips = interpolation_strips(run.model, batch, args.pairs, steps=args.steps, method=args.method)
+    if strips is None:
+        raise ValueError("no class has two test examples to interpolate between")
     path = _out(args, f"interpolation_{args.method}.png")
-    plot_interpolation(strips.cpu(), path=path, title=f"{args.method.capitalize()} interpolation")
+    within = " within a class (the label held fixed)" if cond else ""
+    plot_interpolation(strips.cpu(), path=path, title=f"{args.method.capitalize()} interpolation{within}")
     print(f"wrote {path}")
     return 0
 

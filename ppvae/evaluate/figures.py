@@ -53,11 +53,10 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
                 plots.plot_class_grid(class_grid(model, 8), classes, path=out / "class_grid.png")
                 written.append("class_grid.png")
         if has(model, "encode") and has(model, "decode"):
-            ends = _pairs_within_classes(batch) if cond else \
-                [(model, x[:p], x[x.shape[0] - p:]) for p in [min(4, x.shape[0] // 2)] if p]
-            for method in ("linear", "spherical") if ends else ():
-                strips = torch.cat([interpolate(m if not cond else Conditioned(model, m), a, b, steps=10, method=method)
-                                    for m, a, b in ends])
+            for method in ("linear", "spherical"):
+                strips = interpolation_strips(model, batch if cond else take(batch, slice(0, 2 * n)), method=method)
+                if strips is None:
+                    break
                 within = " of one class (the label held fixed)" if cond else ""
                 plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
                                          title=f"{method.capitalize()} interpolation between posterior means{within}")
@@ -68,6 +67,21 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
         (out / stale).unlink(missing_ok=True)
     return written
+
+
+@torch.no_grad()
+def interpolation_strips(model, batch, pairs: int = 4, steps: int = 10, method: str = "linear"):
+    """(pairs, steps, *event) decoded paths between posterior means, or None where the batch has no pair: between
+    the first and last ``pairs`` examples, or for a conditional model between two examples of one class, with the
+    label held fixed."""
+    batch = as_batch(batch)
+    if conditional(model):
+        ends = _pairs_within_classes(batch, pairs)
+        return torch.cat([interpolate(Conditioned(model, c), a, b, steps=steps, method=method)
+                          for c, a, b in ends]) if ends else None
+    x = batch["x"]
+    p = min(pairs, x.shape[0] // 2)
+    return interpolate(model, x[:p], x[x.shape[0] - p:], steps=steps, method=method) if p else None
 
 
 def _pairs_within_classes(batch, pairs: int = 4) -> list:

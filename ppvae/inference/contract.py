@@ -27,7 +27,21 @@ Optional capabilities (a verb that needs a missing one says which, in one line)
     (``ppvae reconstruct``); ``check_data(batch)`` refuses data the model cannot score, before training;
     ``spec()`` the spec sections that rebuild the model (default: its class's import path and the arguments
     it was constructed with, which must be numbers, strings, lists or tables); ``direct_loss(batch, beta,
-    objective)`` a tested shortcut for the objective's loss, or None where it does not apply.
+    objective)`` a tested shortcut for the objective's loss, or None where it does not apply;
+    ``auxiliary_loss(batch)`` terms of the training objective that are not part of the ELBO (M2's classification
+    term), added to the loss in training and left out of every ELBO figure; ``classify(x)`` class probabilities
+    q(y | x), shape (N, C), whose test accuracy and confusion matrix ``ppvae evaluate`` reports.
+
+Conditional models (``conditional = True`` and an int ``num_classes``: the CVAE, M2)
+    ``generate(n, y)`` samples of class y (an int or n labels; ``ppvae sample --label``, ``ppvae augment``, the
+    class grid); ``decode(z, y)``; ``encode(batch)`` and ``reconstruct(batch)`` take the batch, whose ``"y"``
+    they read. Figures hold the label fixed (interpolations within a class). A class ``options_from_data(data)``
+    gives options a spec may leave out (``num_classes``).
+
+Training preferences (class attributes, each written into the run's spec when it applies)
+    ``default_objective``: the objective a spec that leaves the default Trace_ELBO gets (M2: TraceEnum_ELBO);
+    ``labeled_fraction``: the share of each batch drawn from the labelled rows (``train.labeled_per_batch``) when
+    the data label only some (the batch key ``labeled``).
 
 Vectorized particles
     IWAE and K-sample evaluation run the programs once under an extra plate of K particles at dim
