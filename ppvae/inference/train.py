@@ -116,8 +116,7 @@ class Trainer:
                 with pyro.validation_enabled(spec["train"]["validate"]):
                     self.objective.differentiable_loss(self._model_fn, self._guide_fn, first)
         self.optimizer = make_optimizer(spec["optimizer"], self.model.parameters())
-        tr = spec["train"]
-        self.epochs, self.batch_size = tr["epochs"], tr["batch_size"]
+        self.epochs = spec["train"]["epochs"]
         n_train = self.train_batch["x"].shape[0]
         per_step = self.batch_size - self.labeled_per_batch
         self.steps_per_epoch = math.ceil((n_train if self.labeled_rows is None else len(self.unlabeled_rows)) / per_step)
