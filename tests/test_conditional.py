@@ -160,9 +160,9 @@ def test_both_families_train_from_the_cli_and_the_elbo_rises(name, options, tmp_
 
 
 def test_m2_learns_to_classify_from_ten_labels_per_class(tmp_path):
-    run = ppvae.train_spec({"model": {"name": "m2", "latent_dim": 8}, "device": "cpu",
-                            "data": {"limit_train": 1500, "limit_test": 300, "labels_per_class": 10},
-                            "train": {"epochs": 4, "figures": False}}, run_dir=tmp_path / "m2", progress=False)
+    ppvae.train_spec({"model": {"name": "m2", "latent_dim": 8}, "device": "cpu",
+                     "data": {"limit_train": 1500, "limit_test": 300, "labels_per_class": 10},
+                     "train": {"epochs": 4, "figures": False}}, run_dir=tmp_path / "m2", progress=False)
     report = ppvae.evaluate_run(tmp_path / "m2", num_samples=20, figures=True)
     c = report["classification"]
     assert c["num_examples"] == 300 and np.array(c["confusion_matrix"]).sum() == 300
