@@ -38,6 +38,8 @@ __all__ = [
     "plot_manifold",
     "plot_latent_scatter",
     "plot_class_grid",
+    "plot_roc_curves",
+    "plot_score_histograms",
     "plot_confusion_matrix",
     "plot_khat_histogram",
 ]
@@ -464,6 +466,39 @@ def plot_confusion_matrix(matrix, classes: Optional[list[str]] = None, title: st
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    _save(fig, path)
+    return fig
+
+
+def plot_roc_curves(curves: dict, path: Optional[PathLike] = None) -> Figure:
+    """ROC curves of anomaly scores: ``{score: (fpr, tpr, auroc)}``, with the chance diagonal."""
+    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    for name, (fpr, tpr, auroc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("false-positive rate (normal flagged)")
+    ax.set_ylabel("true-positive rate (anomalies flagged)")
+    ax.set_title("Anomaly scores: ROC")
+    ax.legend(fontsize="small")
+    _save(fig, path)
+    return fig
+
+
+def plot_score_histograms(normal: dict, anomalous: dict, path: Optional[PathLike] = None) -> Figure:
+    """One histogram per score, normal against anomalous examples (higher = more anomalous)."""
+    names = list(normal)
+    fig = Figure(figsize=(4.0 * len(names), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        a, b = np.asarray(normal[name]), np.asarray(anomalous[name])
+        bins = np.histogram_bin_edges(np.r_[a, b], bins=40)
+        ax.hist(a, bins=bins, alpha=0.6, label="normal", density=True)
+        ax.hist(b, bins=bins, alpha=0.6, label="anomalous", density=True)
+        ax.set_title(name)
+        ax.set_xlabel("score (higher = more anomalous)")
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize="small")
     _save(fig, path)
     return fig
 

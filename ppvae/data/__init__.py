@@ -139,6 +139,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     loader = DATASETS.get(name)
     limit_train, limit_test = options.pop("limit_train", None), options.pop("limit_test", None)
     labels = {k: options.pop(k) for k in _LABEL_OPTIONS if k in options}
+    train_classes = options.pop("train_classes", None)
     _check_limits(limit_train, limit_test)
     params = inspect.signature(loader).parameters
     takes_split = "test_fraction" in params
@@ -153,13 +154,15 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
     if unknown:
-        allowed = sorted({*params, "limit_train", "limit_test", *_LABEL_OPTIONS})
+        allowed = sorted({*params, "limit_train", "limit_test", "train_classes", *_LABEL_OPTIONS})
         raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: {', '.join(allowed)}")
     data = as_dataset(loader(**options), name)
     # A loader may record options as it resolved them (the file loader's absolute path) in data.spec.
     spec = {"name": absolute_path(name), **options, **(data.spec or {}), "limit_train": limit_train,
-            "limit_test": limit_test, **labels}
+            "limit_test": limit_test, **labels, "train_classes": train_classes}
     data = _limit(data, limit_train, limit_test)
+    if train_classes is not None:
+        data = keep_train_classes(data, train_classes)
     if labels:
         data = keep_labels(data, **labels)
     data.spec = {k: v for k, v in spec.items() if v is not None}
@@ -216,6 +219,22 @@ def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: 
     out = Dataset(data.name, data.train, data.test, y, data.test_labels, data.source, data.spec, train_extra,
                   test_extra, data.classes)
     return out if keep_unlabeled else _rows(out, keep)
+
+
+def keep_train_classes(data: Dataset, classes) -> Dataset:
+    """The dataset with only the training examples of ``classes`` (the test split whole): the normal data of
+    one-class anomaly detection (``data.train_classes = [3]``)."""
+    y = data.train_labels
+    if y is None or y.ndim != 1:
+        raise ValueError(f"data.train_classes keeps the training examples of some classes, but dataset {data.name!r} "
+                         f"has no class labels")
+    classes = [classes] if isinstance(classes, int) else list(classes)
+    present = set(torch.unique(y).tolist())
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, int) or c not in present:
+            raise ValueError(f"data.train_classes: {c!r} is not a class of the training split of {data.name!r} "
+                             f"(its classes: {', '.join(map(str, sorted(present)))})")
+    return _rows(data, torch.isin(y, torch.tensor(classes)))
 
 
 def _rows(data: Dataset, index) -> Dataset:
