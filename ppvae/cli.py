@@ -102,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_at_least(1), default=8, help="test examples of A to edit (default: 8)")
     p.add_argument("--attribute", type=int, help="with factor labels (N, K): use column K as the binary attribute")
 
+    p = sub.add_parser("inpaint", help="fill hidden pixels of test images by conditioning on the observed ones")
+    _add_run(p)
+    p.add_argument("--mask", default="center", help="center, left, top, quadrant or random:P (default: center)")
+    p.add_argument("--method", choices=["importance", "gibbs"], default="importance",
+                   help="importance resampling with the guide, or pseudo-Gibbs (default: importance)")
+    p.add_argument("-k", "--num-samples", type=_at_least(1), default=100, help="importance samples (default: 100)")
+    p.add_argument("--steps", type=_at_least(2), default=50, help="pseudo-Gibbs steps (default: 50)")
+    p.add_argument("-n", type=_at_least(1), default=8, help="examples in the figure (default: 8)")
+    p.add_argument("--max-examples", type=_at_least(1), default=500, help="test examples scored (default: 500)")
+
     p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -308,6 +318,29 @@ def _edit(args) -> int:
     return 0
 
 
+def _inpaint(args) -> int:
+    from .apps.inpaint import inpaint_report, make_mask
+    from .plots import plot_inpainting
+
+    run = _load(args)
+    device = next(run.model.parameters()).device
+    x = run.data.test[: args.max_examples].to(device)
+    mask = make_mask(args.mask, x.shape[1:], seed=args.seed).to(device)
+    report, filled = inpaint_report(run.model, run.data.train.to(device), x, mask, method=args.method,
+                                    num_samples=args.num_samples, steps=args.steps, seed=args.seed)
+    name = args.mask.replace(":", "")
+    path = _out(args, f"inpaint_{name}_{args.method}.png")
+    plot_inpainting(x[: args.n].cpu(), mask.cpu(), filled[: args.n].cpu(), path=path,
+                    title=f"{args.mask}, {args.method}")
+    print(f"mask {args.mask}: {int((~mask).sum())} of {mask.numel()} pixels hidden; {len(x)} test examples, per example")
+    print(f"{'way':<14} {'held-out log-lik (nats)':>24} {'squared error':>14}")
+    for way, r in report.items():
+        ll = r.get("held_out_log_likelihood")
+        print(f"{way:<14} {'-' if ll is None else f'{ll:.2f}':>24} {r['squared_error']:14.2f}")
+    print(f"wrote {path}")
+    return 0
+
+
 def _evaluate(args) -> int:
     from .evaluate.report import REPORT_FILE, evaluate_run, summary
 
@@ -321,7 +354,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "reconstruct": _reconstruct, "interpolate": _interpolate,
+_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "reconstruct": _reconstruct, "interpolate": _interpolate,
              "evaluate": _evaluate}
 
 if __name__ == "__main__":

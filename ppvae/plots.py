@@ -39,6 +39,7 @@ __all__ = [
     "plot_latent_scatter",
     "plot_class_grid",
     "plot_roc_curves",
+    "plot_inpainting",
     "plot_score_histograms",
     "plot_confusion_matrix",
     "plot_khat_histogram",
@@ -466,6 +467,18 @@ def plot_confusion_matrix(matrix, classes: Optional[list[str]] = None, title: st
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    _save(fig, path)
+    return fig
+
+
+def plot_inpainting(x: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, path: Optional[PathLike] = None,
+                    title: str = "Inpainting") -> Figure:
+    """Rows of (observed, filled, truth) for each example; the hidden pixels of the observed image are grey."""
+    observed = torch.where(mask, x, torch.full_like(x, _PAD_VALUE))
+    strips = torch.stack([observed, filled, x], 1)
+    fig = plot_interpolation(strips, title=title)
+    if _as_images(x) is not None:
+        fig.axes[0].set_xlabel("observed (hidden pixels grey) | filled | truth")
     _save(fig, path)
     return fig
 
