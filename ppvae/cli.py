@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_at_least(1), default=8, help="examples in the figure (default: 8)")
     p.add_argument("--max-examples", type=_at_least(1), default=500, help="test examples scored (default: 500)")
 
+    p = sub.add_parser("upscale", help="super-resolution: condition on the average-pooled test images")
+    _add_run(p)
+    p.add_argument("--factor", type=int, choices=[2, 4], default=2, help="pooling factor (default: 2)")
+    p.add_argument("-k", "--num-samples", type=_at_least(1), default=100, help="importance samples (default: 100)")
+    p.add_argument("-n", type=_at_least(1), default=8, help="examples in the figure (default: 8)")
+    p.add_argument("--max-examples", type=_at_least(1), default=500, help="test examples scored (default: 500)")
+
     p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -341,6 +348,34 @@ def _inpaint(args) -> int:
     return 0
 
 
+def _upscale(args) -> int:
+    from .apps.inpaint import bernoulli_log_prob, pool, upscale
+    from .plots import plot_interpolation
+
+    run = _load(args)
+    device = next(run.model.parameters()).device
+    x = run.data.test[: args.max_examples].to(device)
+    low = pool(x, args.factor)
+    image, ll = upscale(run.model, low, args.factor, num_samples=args.num_samples, seed=args.seed, truth=x)
+    bilinear = torch.nn.functional.interpolate(low, scale_factor=args.factor, mode="bilinear", align_corners=False)
+    everything = torch.zeros_like(x[0], dtype=torch.bool)  # all pixels are held out
+
+    def error(f):
+        return float((f - x).flatten(1).square().sum(1).mean())
+
+    print(f"x{args.factor} super-resolution of {len(x)} test examples from {tuple(low.shape[1:])}, per example")
+    print(f"{'way':<10} {'log-lik of the truth (nats)':>28} {'squared error':>14}")
+    print(f"{'model':<10} {float(ll.mean()):28.2f} {error(image):14.2f}")
+    print(f"{'bilinear':<10} {float(bernoulli_log_prob(bilinear, x, everything).mean()):28.2f} {error(bilinear):14.2f}"
+          f"   (its pixels read as Bernoulli means)")
+    coarse = torch.nn.functional.interpolate(low, scale_factor=args.factor, mode="nearest")
+    path = _out(args, f"upscale_x{args.factor}.png")
+    strips = torch.stack([coarse[: args.n], bilinear[: args.n].clamp(0, 1), image[: args.n], x[: args.n]], 1)
+    plot_interpolation(strips.cpu(), path=path, title=f"x{args.factor}: low-res | bilinear | model | truth")
+    print(f"wrote {path}")
+    return 0
+
+
 def _evaluate(args) -> int:
     from .evaluate.report import REPORT_FILE, evaluate_run, summary
 
@@ -354,7 +389,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "reconstruct": _reconstruct, "interpolate": _interpolate,
+_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "upscale": _upscale, "reconstruct": _reconstruct, "interpolate": _interpolate,
              "evaluate": _evaluate}
 
 if __name__ == "__main__":

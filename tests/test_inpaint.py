@@ -64,3 +64,21 @@ def test_a_likelihood_that_does_not_factorize_over_pixels_is_refused():
     x = torch.rand(2, 1, 28, 28)
     with pytest.raises(ValueError, match="does not factorize over pixels, so it cannot give a masked log-probability"):
         inpaint(m, x, make_mask("left", x.shape[1:]), fill=x[0])
+
+
+def test_upscaling_by_four_beats_bilinear_and_agrees_with_the_low_resolution_image(run_dir, capsys):
+    from ppvae.apps.inpaint import bernoulli_log_prob, pool, upscale
+
+    run = ppvae.load_run(run_dir)
+    x = run.data.test[:100]
+    low = pool(x, 4)
+    image, ll = upscale(run.model, low, 4, num_samples=50, truth=x)
+    bilinear = torch.nn.functional.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)
+    assert ll.mean() > bernoulli_log_prob(bilinear, x, torch.zeros(1, 28, 28, dtype=torch.bool)).mean()
+    # conditioning pulls the pooled picture towards the observation: closer than the unconditioned mean image
+    mean_image = run.data.train.mean(0, keepdim=True)
+    assert (pool(image, 4) - low).square().mean() < (pool(mean_image, 4) - low).square().mean() / 2
+    with pytest.raises(ValueError, match="--factor must be 2 or 4, got 3"):
+        upscale(run.model, low, 3)
+    assert main(["upscale", str(run_dir), "--factor", "2", "-k", "10", "--max-examples", "20"]) == 0
+    assert "bilinear" in capsys.readouterr().out and (run_dir / "figures" / "upscale_x2.png").is_file()
