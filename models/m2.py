@@ -34,6 +34,9 @@ from .cvae import CVAE
 class M2(CVAE):
     #: the objective a spec that leaves the default Trace_ELBO trains M2 with: y is summed out, not sampled
     default_objective = {"name": "TraceEnum_ELBO"}
+    #: y is read where the batch has it (labelled rows); without it M2 is a mixture over the classes, which is
+    #: how anomaly scores and other verbs that see images alone use it
+    batch_keys = ("x",)
     #: the share of each batch drawn from the labelled rows when only some are labelled (Kingma et al. mix both
     #: into every minibatch; with 100 labels in 60,000 a uniform shuffle would show a batch a label rarely)
     labeled_fraction = 0.25

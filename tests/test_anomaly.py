@@ -108,3 +108,13 @@ def test_one_class_mode_and_its_errors(tmp_path, capsys):
         assert err.startswith("ppvae anomaly: error: ") and message in err and err.count("\n") == 1
     with pytest.raises(ValueError, match="data.train_classes: 11 is not a class of the training split"):
         load_dataset(train_classes=[11])
+
+
+def test_m2_is_scored_on_images_alone_and_a_cvae_is_refused():
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 28, 28)
+    m2 = ppvae.M2((1, 28, 28), 10, 4, features=16)
+    scores = anomaly_scores(m2, x, num_samples=4)  # y summed out by sampling from q(y | x): a model of x alone
+    assert all(v.shape == (6,) and np.isfinite(v).all() for v in scores.values())
+    with pytest.raises(ValueError, match=r"CVAE reads batch key\(s\) 'y'.*anomaly scores are for models of x alone"):
+        anomaly_scores(ppvae.CVAE((1, 28, 28), 10, 4), x, num_samples=4)

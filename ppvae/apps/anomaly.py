@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..evaluate.elbo import elbo_terms, iwae_log_likelihood, seeded_eval
-from ..inference.contract import as_batch, batches, require
+from ..inference.contract import as_batch, batches, check_batch_keys, require
 
 SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity", "complexity_zlib")
 DEFAULT_SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity")
@@ -71,14 +71,22 @@ def anomaly_scores(model, data, *, scores=None, num_samples: int = 100, seed: in
                    batch_size: int = 500) -> dict[str, np.ndarray]:
     """{score: (N,) array} for the examples of ``data`` (a tensor x or a batch mapping), higher = more anomalous;
     deterministic for a seed, and the global random state is left as it was."""
+    from ..evaluate.figures import model_inputs
+
     scores = check_scores(scores)
     batch = as_batch(data)
+    try:
+        check_batch_keys(model, list(batch))
+    except ValueError as e:
+        raise ValueError(f"{e}; anomaly scores are for models of x alone (vae, m2, your own), and a CVAE's p(x | y) "
+                         f"needs the label of every anomaly") from None
     x = batch["x"]
     out: dict[str, np.ndarray] = {}
     if "reconstruction" in scores:
         reconstruct = require(model, "reconstruct", "the reconstruction score")
         with seeded_eval(seed, x.device, model):
-            errors = [(reconstruct(part["x"]) - part["x"]).flatten(1).square().sum(1) for part in batches(batch, batch_size)]
+            errors = [(reconstruct(model_inputs(model, part)) - part["x"]).flatten(1).square().sum(1)
+                      for part in batches(batch, batch_size)]
         out["reconstruction"] = torch.cat(errors).cpu().numpy()
     if "neg_elbo" in scores:
         with seeded_eval(seed, x.device, model):
