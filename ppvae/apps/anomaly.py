@@ -155,7 +155,6 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
 
     from .. import plots
     from ..inference.checkpoint import atomic_write_bytes
-    from ..inference.contract import take, to_device
     from ..inference.run import load_run
 
     scores = check_scores(scores)
