@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 import pyro
@@ -202,7 +203,7 @@ def particles_vectorize(model, batch) -> bool:
     n = num_examples(small)
     ok = True
     try:
-        with torch.no_grad(), forked_rng():
+        with torch.no_grad(), forked_rng(), _sampled_enumeration():
             lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small, pathwise=False)
         ok = tuple(lw.shape) == (2, n)
     except NotPerExample:
@@ -215,6 +216,15 @@ def particles_vectorize(model, batch) -> bool:
                                       f"dimension, so K-sample estimates loop over the particles (slower); see "
                                       f"ppvae.Model's docstring, 'Vectorized particles'")
     return ok
+
+
+@contextlib.contextmanager
+def _sampled_enumeration():
+    """Evaluation samples a site marked for enumeration (M2's label) on purpose: a valid proposal, no gradient
+    needed; Pyro's warning that only TraceEnum_ELBO enumerates is then noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use TraceEnum_ELBO")
+        yield
 
 
 def _iwae(model, k: int, vectorize: bool) -> IWAE:
@@ -238,7 +248,8 @@ def log_importance_weights(model, x, num_samples: int, *, max_rows: int = 20000)
     out = []
     for start in range(0, int(num_samples), chunk):
         k = min(chunk, int(num_samples) - start)
-        out.append(_iwae(model, k, vectorize).log_weights(model.model, model.guide, batch, pathwise=False))
+        with _sampled_enumeration():
+            out.append(_iwae(model, k, vectorize).log_weights(model.model, model.guide, batch, pathwise=False))
     return torch.cat(out)
 
 
