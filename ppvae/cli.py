@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_at_least(2), default=10, help="points along each path (default: 10)")
     p.add_argument("--pairs", type=_at_least(1), default=4, help="paths, each between two test examples (default: 4)")
 
-    p = sub.add_parser("anomaly", help="anomaly / out-of-distribution scores of a run: AUROC, AP, FPR at 95% TPR")
+    p = sub.add_parser("anomaly", help="anomaly / out-of-distribution scores of a run: AUROC, AP, FPR at 95%% TPR")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--normal", choices=["test"], default="test", help="the normal data: the run's test split")
     p.add_argument("--anomalous", help="a dataset name (its test split) or a .npy/.npz file (all its examples)")
