@@ -18,7 +18,7 @@ import time
 import torch
 
 import ppvae
-from ppvae.apps.inpaint import bernoulli_log_prob, inpaint_report, make_mask, pool, upscale
+from ppvae.apps.inpaint import inpaint_report, make_mask, upscale_report
 
 
 def main() -> None:
@@ -46,12 +46,9 @@ def main() -> None:
               f"{'':>6}{r['nearest_image']['squared_error']:8.1f}", flush=True)
     print(f"{'upscale':<11} {'model':>16} {'bilinear':>16}")
     for factor in (2, 4):
-        low = pool(x, factor)
-        image, ll = upscale(model, low, factor, num_samples=args.k, truth=x)
-        bilinear = torch.nn.functional.interpolate(low, scale_factor=factor, mode="bilinear", align_corners=False)
-        b_ll = bernoulli_log_prob(bilinear, x, torch.zeros_like(x[0], dtype=torch.bool)).mean()
-        print(f"{'x' + str(factor):<11} {float(ll.mean()):8.1f} / {float((image - x).flatten(1).square().sum(1).mean()):5.1f} "
-              f"{float(b_ll):8.1f} / {float((bilinear - x).flatten(1).square().sum(1).mean()):5.1f}")
+        r, _ = upscale_report(model, x, factor, num_samples=args.k)
+        print(f"{'x' + str(factor):<11} {r['model']['log_likelihood']:8.1f} / {r['model']['squared_error']:5.1f} "
+              f"{r['bilinear']['log_likelihood']:8.1f} / {r['bilinear']['squared_error']:5.1f}")
     print(f"CPU seconds: {time.process_time() - start:.0f} (process time, 2 threads)")
 
 

@@ -349,28 +349,21 @@ def _inpaint(args) -> int:
 
 
 def _upscale(args) -> int:
-    from .apps.inpaint import bernoulli_log_prob, pool, upscale
+    from .apps.inpaint import upscale_report
     from .plots import plot_interpolation
 
     run = _load(args)
-    device = next(run.model.parameters()).device
-    x = run.data.test[: args.max_examples].to(device)
-    low = pool(x, args.factor)
-    image, ll = upscale(run.model, low, args.factor, num_samples=args.num_samples, seed=args.seed, truth=x)
-    bilinear = torch.nn.functional.interpolate(low, scale_factor=args.factor, mode="bilinear", align_corners=False)
-    everything = torch.zeros_like(x[0], dtype=torch.bool)  # all pixels are held out
-
-    def error(f):
-        return float((f - x).flatten(1).square().sum(1).mean())
-
-    print(f"x{args.factor} super-resolution of {len(x)} test examples from {tuple(low.shape[1:])}, per example")
+    x = run.data.test[: args.max_examples].to(next(run.model.parameters()).device)
+    report, images = upscale_report(run.model, x, args.factor, num_samples=args.num_samples, seed=args.seed)
+    side = x.shape[-1] // args.factor
+    print(f"x{args.factor} super-resolution of {len(x)} test examples from {side}x{side}, per example")
     print(f"{'way':<10} {'log-lik of the truth (nats)':>28} {'squared error':>14}")
-    print(f"{'model':<10} {float(ll.mean()):28.2f} {error(image):14.2f}")
-    print(f"{'bilinear':<10} {float(bernoulli_log_prob(bilinear, x, everything).mean()):28.2f} {error(bilinear):14.2f}"
-          f"   (its pixels read as Bernoulli means)")
-    coarse = torch.nn.functional.interpolate(low, scale_factor=args.factor, mode="nearest")
+    for way, r in report.items():
+        note = "   (its pixels read as Bernoulli means)" if way == "bilinear" else ""
+        print(f"{way:<10} {r['log_likelihood']:28.2f} {r['squared_error']:14.2f}{note}")
     path = _out(args, f"upscale_x{args.factor}.png")
-    strips = torch.stack([coarse[: args.n], bilinear[: args.n].clamp(0, 1), image[: args.n], x[: args.n]], 1)
+    strips = torch.stack([images["low"][: args.n], images["bilinear"][: args.n], images["model"][: args.n],
+                          x[: args.n]], 1)
     plot_interpolation(strips.cpu(), path=path, title=f"x{args.factor}: low-res | bilinear | model | truth")
     print(f"wrote {path}")
     return 0

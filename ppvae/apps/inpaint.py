@@ -214,3 +214,22 @@ def upscale(model, low: torch.Tensor, factor: int, *, num_samples: int = 100, se
         if truth is not None:
             ll = torch.logsumexp(log_w.log_softmax(0) + pixel_log_prob(model, out, truth).flatten(2).sum(-1), 0)
     return image, ll
+
+
+@torch.no_grad()
+def upscale_report(model, x: torch.Tensor, factor: int, *, num_samples: int = 100, seed: int = 0) -> tuple[dict, dict]:
+    """({way: log-likelihood of the high-resolution truth and squared error per example}, {way: images}) for the
+    model conditioned on pool(x) and for bilinear upsampling (its pixels read as Bernoulli means)."""
+    low = pool(x, factor)
+    image, ll = upscale(model, low, factor, num_samples=num_samples, seed=seed, truth=x)
+    bilinear = torch.nn.functional.interpolate(low, scale_factor=factor, mode="bilinear", align_corners=False)
+
+    def error(f):
+        return float((f - x).flatten(1).square().sum(1).mean())
+
+    everything = torch.zeros_like(x[0], dtype=torch.bool)  # every pixel is held out
+    report = {"model": {"log_likelihood": float(ll.mean()), "squared_error": error(image)},
+              "bilinear": {"log_likelihood": float(bernoulli_log_prob(bilinear, x, everything).mean()),
+                           "squared_error": error(bilinear)}}
+    coarse = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")
+    return report, {"low": coarse, "bilinear": bilinear.clamp(0, 1), "model": image}
