@@ -72,18 +72,15 @@ class Conditioned:
 @torch.no_grad()
 def class_grid(model, columns: int = 8) -> torch.Tensor:
     """(num_classes, columns, *event): row c is ``generate(columns, y=c)``, each row from the same random state,
-    so a column decodes the same draw (the same z, or the same noise of a conditional prior) for every class."""
+    so a column decodes the same draw (the same z, or the same noise of a conditional prior) for every class; the
+    global random state is left as it was."""
     require(model, "generate", "the class grid")
     if not conditional(model):
         raise ValueError(f"the class grid needs a model that generates a given class (cvae, m2); "
                          f"{type(model).__name__} does not condition on a label")
-    state = torch.random.get_rng_state()
     device = next(model.parameters()).device
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     rows = []
     for c in range(model.num_classes):
-        torch.random.set_rng_state(state)
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
-        rows.append(model.generate(columns, c))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # each row from this state
+            rows.append(model.generate(columns, c))
     return torch.stack(rows)
