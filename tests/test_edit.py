@@ -8,12 +8,9 @@ from ppvae.apps.edit import attribute_vector, edit
 from ppvae.cli import main
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("edit") / "run"
-    ppvae.train_spec({"data": {"limit_test": 300}, "device": "cpu", "model": {"latent_dim": 8},
-                      "train": {"epochs": 8, "figures": False}}, run_dir=path, progress=False)
-    return path
+@pytest.fixture
+def vae_run(digits_vae_run):
+    return digits_vae_run
 
 
 def test_zero_strength_is_the_reconstruction_and_the_vector_is_the_difference_of_means(vae_run):

@@ -8,12 +8,9 @@ from ppvae.apps.inpaint import inpaint, inpaint_report, make_mask
 from ppvae.cli import main
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inpaint") / "run"
-    ppvae.train_spec({"data": {"limit_test": 200}, "device": "cpu", "model": {"latent_dim": 8},
-                      "train": {"epochs": 8, "figures": False}}, run_dir=path, progress=False)
-    return path
+@pytest.fixture
+def run_dir(digits_vae_run):
+    return digits_vae_run
 
 
 def test_masks_hide_what_they_say():
