@@ -41,6 +41,20 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output PNG (default: a file in RUN/figures/)")
 
 
+def _add_metric_sizes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-train", type=_at_least(2), default=10000, help="codes for MIG and SAP (default: 10000)")
+    p.add_argument("--num-eval", type=_at_least(2), default=5000, help="held-out codes (default: 5000)")
+    p.add_argument("--num-votes", type=_at_least(2), default=1000,
+                   help="BetaVAE / FactorVAE training points, each a batch of 64; half as many held out (default: 1000)")
+    p.add_argument("--dci-train", type=_at_least(2), default=2000, help="codes DCI's boosted trees fit (default: 2000)")
+    p.add_argument("--dci-eval", type=_at_least(2), default=1000, help="held-out codes for DCI (default: 1000)")
+
+
+def _metric_sizes(args) -> dict:
+    return {"num_train": args.num_train, "num_eval": args.num_eval, "num_votes": args.num_votes,
+            "dci_train": args.dci_train, "dci_eval": args.dci_eval}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -118,6 +132,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--num-samples", type=_at_least(1), default=100, help="importance samples (default: 100)")
     p.add_argument("-n", type=_at_least(1), default=8, help="examples in the figure (default: 8)")
     p.add_argument("--max-examples", type=_at_least(1), default=500, help="test examples scored (default: 500)")
+
+    p = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI and SAP scores of a run's code against "
+                                               "its data's ground-truth factors (dsprites)")
+    p.add_argument("run", help="a run directory written by `ppvae train`")
+    p.add_argument("--metric", dest="metrics", action="append", metavar="NAME",
+                   help="beta_vae, factor_vae, mig, dci, sap (repeatable; default: all)")
+    _add_metric_sizes(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-figures", action="store_true")
+
+    p = sub.add_parser("sweep", help="train every combination of a grid of spec values over seeds, then tabulate and "
+                                     "plot reconstruction, KL and the disentanglement metrics against them")
+    p.add_argument("spec", nargs="?", help="TOML spec file; omitted keys take the defaults")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a spec key and its values, e.g. --grid beta.value=1,2,4,8,16 (repeatable: all combinations)")
+    p.add_argument("--seeds", type=_at_least(1), default=1, help="seeds per combination: seed, seed+1, ... (default: 1)")
+    p.add_argument("--jobs", type=_at_least(1), default=1, help="runs trained at once, at most one per CPU core "
+                                                                "(default: 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field for every run, e.g. --set train.epochs=10")
+    p.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")
+    p.add_argument("--no-metrics", action="store_true", help="leave out the disentanglement metrics")
+    _add_metric_sizes(p)
+    p.add_argument("--no-figures", action="store_true")
 
     p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
@@ -369,6 +408,39 @@ def _upscale(args) -> int:
     return 0
 
 
+def _disentanglement(args) -> int:
+    from .evaluate.disentanglement import DISENTANGLEMENT_FILE, METRICS, disentanglement_report
+
+    scores = disentanglement_report(args.run, device=args.device, figures=not args.no_figures, seed=args.seed,
+                                    metrics=tuple(args.metrics or METRICS), **_metric_sizes(args))
+    s = scores["settings"]
+    print(f"factors: {', '.join(f'{n} ({k})' for n, k in zip(scores['factor_names'], scores['factor_sizes']))}; "
+          f"seed {s['seed']}; {s['num_train']} / {s['num_eval']} codes (MIG, SAP), {s['dci_train']} / {s['dci_eval']} "
+          f"(DCI), {s['num_votes']} / {s['num_votes_eval']} points of {s['batch_size']} (BetaVAE, FactorVAE)")
+    for name, value in scores["summary"].items():
+        print(f"{name:<22} {value:.3f}")
+    if "dimension_factors" in scores:
+        print("most informative factor per code dimension: " + ", ".join(
+            f"z{i}={f} ({m:.2f})" for i, (f, m) in enumerate(zip(scores["dimension_factors"], scores["dimension_mi"]))))
+    run = Path(args.run)
+    print(f"wrote {run / DISENTANGLEMENT_FILE}" + ("" if args.no_figures or "dimension_factors" not in scores else
+          f", {run / 'figures' / 'mutual_information.png'}, {run / 'figures' / 'factor_traversals.png'}"))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .apps.sweep import SUMMARY_FILE, SWEEP_FIGURE, format_summary, parse_grid, sweep
+
+    grid = parse_grid(args.grid)
+    metrics = None if args.no_metrics else {"figures": not args.no_figures, **_metric_sizes(args)}
+    rows = sweep(args.spec, grid, seeds=args.seeds, jobs=args.jobs, out=args.out, overrides=args.overrides,
+                 metric_options=metrics, figures=not args.no_figures)
+    print(format_summary(rows, list(grid)))
+    where = Path(args.out) if args.out else Path("sweeps") / (Path(args.spec).stem if args.spec else "default")
+    print(f"wrote {where / SUMMARY_FILE}" + ("" if args.no_figures else f", {where / 'figures' / SWEEP_FIGURE}"))
+    return 0
+
+
 def _evaluate(args) -> int:
     from .evaluate.report import REPORT_FILE, evaluate_run, summary
 
@@ -383,7 +455,7 @@ def _evaluate(args) -> int:
 
 
 _COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "upscale": _upscale, "reconstruct": _reconstruct, "interpolate": _interpolate,
-             "evaluate": _evaluate}
+             "evaluate": _evaluate, "disentanglement": _disentanglement, "sweep": _sweep}
 
 if __name__ == "__main__":
     sys.exit(main())

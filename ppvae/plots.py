@@ -538,3 +538,102 @@ def plot_khat_histogram(khat, threshold: float = 0.7, path: Optional[PathLike] =
     ax.legend()
     _save(fig, path)
     return fig
+
+
+def plot_kl_decomposition(metrics: list[dict], path: Optional[PathLike] = None) -> Figure:
+    """The test KL split into index-code mutual information, total correlation and dimension-wise KL per epoch
+    (``test_mi``, ``test_tc``, ``test_dim_kl`` of ``metrics.csv``; Chen et al. 2018), stacked: the top line is
+    their sum, the sampled KL."""
+    rows = [r for r in metrics if r.get("test_tc") not in (None, "")]
+    if not rows:
+        raise ValueError("plot_kl_decomposition needs metrics with test_mi, test_tc and test_dim_kl")
+    epochs = [float(r["epoch"]) for r in rows]
+    parts = [("test_mi", "index-code MI"), ("test_tc", "total correlation"), ("test_dim_kl", "dimension-wise KL")]
+    values = np.array([[float(r[k]) for r in rows] for k, _ in parts])
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.stackplot(epochs, np.clip(values, 0, None), labels=[label for _, label in parts], alpha=0.8)
+    ax.plot(epochs, values.sum(0), color="black", marker="o", markersize=3, label="sum (sampled KL)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example (test)")
+    ax.set_title("KL decomposition (stratified estimator)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if len(set(epochs)) > 1:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _save(fig, path)
+    return fig
+
+
+def plot_mutual_information(matrix, factor_names: list[str], path: Optional[PathLike] = None,
+                            title: str = "Normalized mutual information I(z_i; v_k) / H(v_k)") -> Figure:
+    """The (code dimensions x factors) matrix of normalized mutual information as a heat map, 0 to 1."""
+    m = np.asarray(matrix, dtype=float)
+    fig = Figure(figsize=(1.2 * m.shape[1] + 2.5, 0.35 * m.shape[0] + 1.8), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(m, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-9, min(1.0, float(m.max()))))
+    for (i, k), v in np.ndenumerate(m):
+        ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 * m.max() else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(m.shape[1]), factor_names, rotation=30, ha="right")
+    ax.set_yticks(range(m.shape[0]), [f"z{i}" for i in range(m.shape[0])])
+    ax.set_xlabel("factor")
+    ax.set_ylabel("code dimension")
+    ax.set_title(title, fontsize="medium")
+    _save(fig, path)
+    return fig
+
+
+def plot_factor_traversals(grid: torch.Tensor, dims: list[int], factors: list[str], mi: list[float],
+                           path: Optional[PathLike] = None, span: float = 3.0) -> Figure:
+    """Latent traversals with each row labelled by the factor its dimension is most informative about."""
+    rows = grid.shape[0]
+    fig = plot_interpolation(grid, title=f"Latent traversals, {-span:g} to {span:g} about one test code")
+    ax = fig.axes[0]
+    if _as_images(grid.reshape(-1, *grid.shape[2:])) is not None:
+        height = ax.get_ylim()[0]  # image rows top to bottom
+        ax.set_yticks([(i + 0.5) * height / rows for i in range(rows)],
+                      [f"z{d}: {f} ({m:.2f})" for d, f, m in zip(dims, factors, mi)], fontsize=8)
+        ax.set_ylabel("dimension: most informative factor (normalized MI)")
+    _save(fig, path)
+    return fig
+
+
+def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: Optional[PathLike] = None,
+               group: Optional[str] = None) -> Figure:
+    """Each metric against the swept value ``key``: the median over seeds with the range (min to max) as an
+    error bar, one line per value of ``group`` (another swept key) where given."""
+    metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)]
+    if not metrics:
+        raise ValueError("plot_sweep: no metric has values")
+    cols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
+    groups = sorted({r.get(group) for r in rows}, key=str) if group else [None]
+    for ax, metric in zip(axes, metrics):
+        for g in groups:
+            mine = [r for r in rows if group is None or r.get(group) == g]
+            xs = sorted({r[key] for r in mine})
+            med, lo, hi = [], [], []
+            for x in xs:
+                v = [float(r[metric]) for r in mine if r[key] == x and r.get(metric) is not None]
+                med.append(np.median(v) if v else np.nan)
+                lo.append(np.min(v) if v else np.nan)
+                hi.append(np.max(v) if v else np.nan)
+            med, lo, hi = map(np.array, (med, lo, hi))
+            ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", capsize=3,
+                        label=None if group is None else f"{group}={g}")
+        ax.set_xlabel(key)
+        ax.set_title(metric)
+        if all(isinstance(x, (int, float)) and x > 0 for x in {r[key] for r in rows}) and \
+                max(r[key] for r in rows) / min(r[key] for r in rows) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+        if group:
+            ax.legend(fontsize="x-small")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Sweep over {key}: median over seeds, bars from min to max")
+    _save(fig, path)
+    return fig

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ class Dataset:
     :param train_extra: other per-example tensors of the train split by batch key (``mask``, ``lengths``, ...).
     :param test_extra: the same for the test split.
     :param classes: the class names, for (N,) labels 0..C-1 (None: C is read off the labels).
+    :param factor_names: the names of the columns of (N, K) factor labels (ground-truth factors of variation).
+    :param factor_sizes: how many values each factor takes, where the factors form a full grid.
+    :param render: ``render(factors) -> x`` where any factor combination can be drawn (procedural dSprites), so
+        disentanglement metrics can sample observations for chosen factors.
     """
 
     name: str
@@ -66,6 +71,9 @@ class Dataset:
     train_extra: dict = field(default_factory=dict)
     test_extra: dict = field(default_factory=dict)
     classes: list[str] | None = None
+    factor_names: list[str] | None = None
+    factor_sizes: tuple[int, ...] | None = None
+    render: Callable | None = None
 
     def __post_init__(self):
         # Catch mismatched splits here rather than as a shape error deep inside a model.
@@ -216,8 +224,7 @@ def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: 
         keep[rows[torch.randperm(len(rows), generator=g)[: want[k]]]] = True
     train_extra = {**data.train_extra, "labeled": keep}
     test_extra = {**data.test_extra, "labeled": torch.zeros(len(data.test), dtype=torch.bool)}
-    out = Dataset(data.name, data.train, data.test, y, data.test_labels, data.source, data.spec, train_extra,
-                  test_extra, data.classes)
+    out = replace(data, train_extra=train_extra, test_extra=test_extra)
     return out if keep_unlabeled else _rows(out, keep)
 
 
@@ -239,10 +246,9 @@ def keep_train_classes(data: Dataset, classes) -> Dataset:
 
 def _rows(data: Dataset, index) -> Dataset:
     """The training rows ``index`` of every per-example tensor (the test split as it is)."""
-    return Dataset(data.name, data.train[index], data.test,
-                   None if data.train_labels is None else data.train_labels[index], data.test_labels,
-                   data.source, data.spec, {k: v[index] for k, v in data.train_extra.items()}, data.test_extra,
-                   data.classes)
+    return replace(data, train=data.train[index],
+                   train_labels=None if data.train_labels is None else data.train_labels[index],
+                   train_extra={k: v[index] for k, v in data.train_extra.items()})
 
 
 def as_dataset(result, name: str) -> Dataset:
@@ -387,16 +393,14 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
     def head(t: torch.Tensor | None, k: int | None) -> torch.Tensor | None:
         return t if t is None or k is None else t[:k]
 
-    return Dataset(
-        dataset.name,
-        head(dataset.train, limit_train),
-        head(dataset.test, limit_test),
-        head(dataset.train_labels, limit_train),
-        head(dataset.test_labels, limit_test),
-        source=dataset.source,
+    return replace(
+        dataset,
+        train=head(dataset.train, limit_train),
+        test=head(dataset.test, limit_test),
+        train_labels=head(dataset.train_labels, limit_train),
+        test_labels=head(dataset.test_labels, limit_test),
         train_extra={k: head(v, limit_train) for k, v in dataset.train_extra.items()},
         test_extra={k: head(v, limit_test) for k, v in dataset.test_extra.items()},
-        classes=dataset.classes,
     )
 
 

@@ -15,6 +15,7 @@ Pixels are 1 inside the shape and 0 outside: the images are deterministic functi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -83,5 +84,6 @@ def dsprites(*, n: int = 20000, seed: int = 0, test_fraction: float, split_seed:
         raise ValueError(f"data.n = {n} is more than the {COMBINATIONS} dSprites combinations")
     pick = torch.randperm(COMBINATIONS, generator=torch.Generator().manual_seed(int(seed)))[:n]
     factors = torch.stack([(pick // math.prod(LEVELS[i + 1:])) % LEVELS[i] for i in range(len(LEVELS))], 1)
-    return split_arrays(render(factors), factors, "dsprites", f"procedural dSprites ({n} of {COMBINATIONS}, seed {seed})",
+    data = split_arrays(render(factors), factors, "dsprites", f"procedural dSprites ({n} of {COMBINATIONS}, seed {seed})",
                         test_fraction, split_seed)
+    return replace(data, factor_names=list(FACTORS), factor_sizes=LEVELS, render=render)

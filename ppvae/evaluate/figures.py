@@ -64,6 +64,9 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
         if metrics:
             plots.plot_training_curve(metrics, path=out / "training_curve.png")
             written.append("training_curve.png")
+            if metrics[-1].get("test_tc") is not None:
+                plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
+                written.append("kl_decomposition.png")
     for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
         (out / stale).unlink(missing_ok=True)
     return written
@@ -103,7 +106,7 @@ FIGURE_NEEDS = {"reconstructions.png": ("reconstruct",), "samples.png": ("genera
                 "traversals.png": ("encode", "decode"), "latent_scatter.png": ("encode",),
                 "manifold.png": ("decode", "prior")}
 TRAIN_FIGURES = ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
-                 "training_curve.png", "class_grid.png")
+                 "training_curve.png", "class_grid.png", "kl_decomposition.png")
 
 
 def skipped_figures(model) -> dict[str, str]:

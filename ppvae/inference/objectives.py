@@ -409,3 +409,39 @@ class FreeBits(KLObjective):
         return -recon.sum() + n * kl.mean(0).clamp(min=self.threshold).sum()
 
 
+
+
+@BETAS.register("tcvae")
+class TCVAE(KLObjective):
+    r"""beta-TCVAE (Chen et al. 2018, "Isolating Sources of Disentanglement in Variational Autoencoders"): the KL
+    split into index-code mutual information, total correlation and dimension-wise KL, each with its own weight:
+
+    .. math:: \mathcal{L} = \mathbb{E}_q[\log p(x \mid z)] - \alpha\, I_q(z; n)
+              - \beta\, \mathrm{KL}\big(q(z) \,\|\, \textstyle\prod_j q(z_j)\big)
+              - \gamma \textstyle\sum_j \mathrm{KL}\big(q(z_j) \,\|\, p(z_j)\big)
+
+    The aggregate posterior q(z) is estimated from the minibatch (:mod:`ppvae.evaluate.decomposition`):
+    ``estimator = "mws"`` (minibatch-weighted sampling, the paper's) or ``"mss"`` (stratified, consistent).
+    ``dataset_size`` is N, the examples q(z) averages over; 0 means the training set's size, which the trainer
+    fills in and records in the run's spec. alpha = beta = gamma = 1 is the ELBO; the paper penalises the TC
+    (beta = 6 on dSprites). Needs a guide and a prior that factorize over the dimensions of one latent site.
+    """
+
+    #: the trainer computes the decomposition (not the per-example KL) and calls :meth:`loss_from_terms`
+    decomposed = True
+
+    def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
+                 dataset_size: int = 0):
+        from ..evaluate.decomposition import check_estimator
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.estimator = check_estimator(estimator)
+        self.dataset_size = int_option(dataset_size, 0, "beta dataset_size (0: the training set's size)")
+
+    def log_values(self, epoch: float, num_epochs: int) -> dict[str, float]:
+        return {"beta": self.beta}
+
+    def loss_from_terms(self, terms: dict, epoch: float, num_epochs: int):
+        return -(terms["recon"] - self.alpha * terms["mi"] - self.beta * terms["tc"]
+                 - self.gamma * terms["dim_kl"]).sum()

@@ -88,7 +88,7 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     spec, why_not = _resolved(spec, model)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
-    return Run(model, spec, trainer.fit(), run_dir, data)
+    return Run(model, trainer.spec, trainer.fit(), run_dir, data)
 
 
 def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, beta=1.0,
@@ -114,7 +114,7 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     validate(spec)
     spec, why_not = _resolved(spec, model)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
-    return Run(model, spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)
+    return Run(model, trainer.spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)
 
 
 def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True,

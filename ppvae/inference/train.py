@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
-from ..evaluate.elbo import elbo_terms, evaluate_elbo, particles_vectorize
+from ..evaluate.decomposition import decomposition_means, kl_decomposition
+from ..evaluate.elbo import elbo_terms, evaluate_elbo, particles_vectorize, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
@@ -40,7 +41,7 @@ from .rebuild import program_record, still_matches
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
 METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
-               "train_kl", "test_elbo", "test_recon", "test_kl", "seconds")  # and per-site terms, model by model
+               "train_kl", "test_elbo", "test_recon", "test_kl", "test_mi", "test_tc", "test_dim_kl", "seconds")  # and per-site terms, model by model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,6 +91,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.beta = make_beta(spec["beta"])
+        self.n_train = self.train_batch["x"].shape[0]
+        if getattr(self.beta, "decomposed", False) and not self.beta.dataset_size:
+            # q(z) averages over the training set: its size is part of the objective, recorded in the spec
+            self.beta.dataset_size = self.n_train
+            self.spec = spec = {**spec, "beta": self.beta.spec()}
         self.objective = make_objective(spec["objective"], model)
         objective = spec["objective"]
         # A model's own tested loss for its own programs (the stock VAE); Pyro's traces otherwise.
@@ -109,6 +115,7 @@ class Trainer:
         with untouched(model):
             first = take(self.train_batch, slice(0, 2))
             self.sites = check_first_batch(model, first, objective["name"])
+            self.decomposable = self._check_decomposition(first)
             if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
                     and not particles_vectorize(model, self.train_batch):
                 self.objective = make_objective({**objective, "vectorize_particles": False}, model)
@@ -117,7 +124,7 @@ class Trainer:
                     self.objective.differentiable_loss(self._model_fn, self._guide_fn, first)
         self.optimizer = make_optimizer(spec["optimizer"], self.model.parameters())
         self.epochs = spec["train"]["epochs"]
-        n_train = self.train_batch["x"].shape[0]
+        n_train = self.n_train
         per_step = self.batch_size - self.labeled_per_batch
         self.steps_per_epoch = math.ceil((n_train if self.labeled_rows is None else len(self.unlabeled_rows)) / per_step)
         self.epoch = 0  # completed epochs
@@ -182,6 +189,18 @@ class Trainer:
                 f"num_particles = {spec.get('num_particles', 1)}"
             )
 
+    def _check_decomposition(self, first) -> bool:
+        """Whether the KL splits into MI, TC and dimension-wise KL for this program (one latent site, a factorized
+        guide and prior): logged per epoch where it does; a beta-TCVAE objective on a program where it does not
+        is refused here, before training."""
+        try:
+            kl_decomposition(self.model.model, self.model.guide, first, max(2, self.n_train))
+            return True
+        except ValueError as e:
+            if getattr(self.beta, "decomposed", False):
+                raise ValueError(f"beta {self.spec['beta']['name']!r} cannot train this model: {e}") from None
+            return False
+
     def _loss(self, batch, epoch: float) -> torch.Tensor:
         loss = self._elbo_loss(batch, epoch)
         # terms of a model's training objective that are not part of its ELBO (M2's classification term)
@@ -194,6 +213,9 @@ class Trainer:
                 return self.model.direct_loss(batch, beta, self.spec["objective"])
             self._kl_scale.beta = beta
             return self.objective.differentiable_loss(self._model_fn, self._guide_fn, batch)
+        if getattr(self.beta, "decomposed", False):
+            terms = kl_decomposition(self._model_fn, self._guide_fn, batch, self.beta.dataset_size, self.beta.estimator)
+            return self.beta.loss_from_terms(terms, epoch, self.epochs)
         recon, kl = elbo_terms(self._model_fn, self._guide_fn, batch, analytic=self.analytic_kl,
                                per_dim=self.beta.per_dim_kl)
         return self.beta.loss(recon, kl, epoch, self.epochs)
@@ -290,10 +312,11 @@ class Trainer:
         self.epoch += 1
         self.metrics.append(row)
         extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
+        tc = f", TC {row['test_tc']:.2f}" if "test_tc" in row else ""
         if self.progress:
             bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
                       f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
-                      f"KL {row['test_kl']:.2f})  {row['seconds']:.1f}s")
+                      f"KL {row['test_kl']:.2f}{tc})  {row['seconds']:.1f}s")
         if self.run_dir is not None:
             if not self._spec_written:
                 dump_spec(self.spec, self.run_dir / SPEC_FILE)
@@ -308,9 +331,14 @@ class Trainer:
         seed = self.spec["seed"]
         tr = evaluate_elbo(self.model, self.train_eval_batch, seed=seed)
         te = evaluate_elbo(self.model, self.test_batch, seed=seed)
+        parts = {}
+        if self.decomposable:  # on up to 1,000 test examples, with the consistent (stratified) estimator
+            rows = take(self.test_batch, slice(0, min(1000, self.test_batch["x"].shape[0])))
+            with seeded_eval(seed, self.device, self.model):
+                parts = {f"test_{k}": v for k, v in decomposition_means(self.model, rows, self.n_train).items()}
         return {"epoch": self.epoch + 1, "step": self.step, **kl_weighting, "train_loss": train_loss,
                 "train_elbo": tr["elbo"], "train_recon": tr["recon"], "train_kl": tr["kl"],
-                "test_elbo": te["elbo"], "test_recon": te["recon"], "test_kl": te["kl"],
+                "test_elbo": te["elbo"], "test_recon": te["recon"], "test_kl": te["kl"], **parts,
                 **{f"test_recon_{k}": v for k, v in te["recon_sites"].items()},
                 **{f"test_kl_{k}": v for k, v in te["kl_sites"].items()}, "seconds": seconds}
 
