@@ -76,15 +76,15 @@ def main() -> None:
             print(f"{name:<15} seed {seed}: recon {r['test_recon']:.1f}  MIG {r['mig']:.3f}  FactorVAE "
                   f"{r['factor_vae']:.3f}  ({r['train_s']:.0f} s training, {r['metric_s']:.0f} s metrics)", flush=True)
     print(f"\ndSprites ({args.n} images), {args.epochs} epochs, seeds {args.seeds}: median [min, max] over seeds")
-    print(f"{'':<22}" + "".join(f"{name:>24}" for name in MODELS))
+    print(f"{'':<22}" + "".join(f"{name:>28}" for name in MODELS))
     for col in COLUMNS:
         cells = []
         for name in MODELS:
             v = [r[col] for r in rows if r["model"] == name and r.get(col) is not None]
             cells.append(f"{statistics.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "-")
-        print(f"{col:<22}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{col:<22}" + "".join(f"{c:>28}" for c in cells))
     vae = statistics.median(r["test_recon"] for r in rows if r["model"] == "VAE")
-    print("\nreconstruction relative to the VAE (median log p(x|z) ratio): " + ", ".join(
+    print("\nreconstruction error -log p(x|z) relative to the VAE's (ratio of medians): " + ", ".join(
         f"{name} {statistics.median(r['test_recon'] for r in rows if r['model'] == name) / vae:.3f}"
         for name in MODELS))
 

@@ -429,14 +429,14 @@ def _disentanglement(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .apps.sweep import SUMMARY_FILE, SWEEP_FIGURE, format_summary, parse_grid, sweep
+    from .apps.sweep import SUMMARY_FILE, SWEEP_FIGURE, format_summary, parse_grid, sweep, sweep_dir
 
     grid = parse_grid(args.grid)
     metrics = None if args.no_metrics else {"figures": not args.no_figures, **_metric_sizes(args)}
     rows = sweep(args.spec, grid, seeds=args.seeds, jobs=args.jobs, out=args.out, overrides=args.overrides,
                  metric_options=metrics, figures=not args.no_figures)
     print(format_summary(rows, list(grid)))
-    where = Path(args.out) if args.out else Path("sweeps") / (Path(args.spec).stem if args.spec else "default")
+    where = sweep_dir(args.spec, args.out)
     print(f"wrote {where / SUMMARY_FILE}" + ("" if args.no_figures else f", {where / 'figures' / SWEEP_FIGURE}"))
     return 0
 

@@ -186,3 +186,10 @@ def test_a_sweep_trains_every_combination_in_parallel_then_resumes(tmp_path, cap
                   say=said.append)
     assert sum("skipped (finished), metrics kept" in s for s in said) == 4
     assert again == rows
+
+
+def test_sweep_cli_refuses_a_bad_grid_before_training(tmp_path, capsys):
+    assert main(["sweep", "--grid", "prior.scal=1,2", "--set", "prior.name=laplace", "--out", str(tmp_path / "s")]) == 2
+    assert "sweep grid key 'prior.scal': prior 'laplace' got unknown option(s) scal; it accepts: scale" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -209,7 +209,7 @@ def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: 
     seeds = _positive(seeds, "--seeds")
     check_grid(source, overrides, grid)
     base = load_spec(source, overrides)
-    out = Path(out) if out is not None else Path("sweeps") / (Path(str(source)).stem if source else "default")
+    out = sweep_dir(source, out)
     if metric_options is not None:
         try:
             factor_source(load_data(base))
@@ -248,6 +248,13 @@ def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: 
         plot_sweep(rows, keys[0], ["test_recon", "test_kl", "test_tc", *METRIC_COLUMNS],
                    path=out / "figures" / SWEEP_FIGURE, group=keys[1] if len(keys) > 1 else None)
     return rows
+
+
+def sweep_dir(source, out=None) -> Path:
+    """Where a sweep writes: ``out``, else ``sweeps/<the spec file's name>`` (``sweeps/default`` without a file)."""
+    if out is not None:
+        return Path(out)
+    return Path("sweeps") / (Path(str(source)).stem if isinstance(source, (str, os.PathLike)) else "default")
 
 
 def _positive(value, what: str) -> int:

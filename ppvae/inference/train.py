@@ -30,7 +30,7 @@ from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..evaluate.decomposition import decomposition_means, kl_decomposition
-from ..evaluate.elbo import elbo_terms, evaluate_elbo, particles_vectorize, seeded_eval
+from ..evaluate.elbo import _sampled_enumeration, elbo_terms, evaluate_elbo, particles_vectorize, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
@@ -194,7 +194,8 @@ class Trainer:
         guide and prior): logged per epoch where it does; a beta-TCVAE objective on a program where it does not
         is refused here, before training."""
         try:
-            kl_decomposition(self.model.model, self.model.guide, first, max(2, self.n_train))
+            with _sampled_enumeration():  # M2's enumerated label is traced here only to be counted as a site
+                kl_decomposition(self.model.model, self.model.guide, first, max(2, self.n_train))
             return True
         except ValueError as e:
             if getattr(self.beta, "decomposed", False):
