@@ -3,5 +3,6 @@
 from .vae import VAE
 from .cvae import CVAE
 from .m2 import M2
+from .sequence import SequenceVAE
 
-__all__ = ["VAE", "CVAE", "M2"]
+__all__ = ["VAE", "CVAE", "M2", "SequenceVAE"]

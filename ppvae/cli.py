@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="straight line or great-circle arc between the codes (default: linear)")
     p.add_argument("--steps", type=_at_least(2), default=10, help="points along each path (default: 10)")
     p.add_argument("--pairs", type=_at_least(1), default=4, help="paths, each between two test examples (default: 4)")
+    p.add_argument("--between", nargs=2, metavar="SMILES", help="molecule models: the two molecules to interpolate "
+                                                                 "between (default: the first two test molecules)")
 
     p = sub.add_parser("anomaly", help="anomaly / out-of-distribution scores of a run: AUROC, AP, FPR at 95%% TPR")
     p.add_argument("run", help="a run directory written by `ppvae train`")
@@ -143,6 +145,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-figures", action="store_true")
 
+    p = sub.add_parser("molecules", help="validity, uniqueness, novelty, diversity, properties and reconstruction of "
+                                         "a molecule VAE (RDKit)")
+    p.add_argument("run", help="a run directory written by `ppvae train` on moses or smiles-file data")
+    p.add_argument("-n", type=_at_least(1), default=10000, help="molecules to sample (default: 10000)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-figures", action="store_true")
+
+    p = sub.add_parser("optimize", help="property optimisation in a molecule VAE's latent space (gradient ascent on a "
+                                        "property predictor), reporting true RDKit values")
+    p.add_argument("run", help="a run directory of a molecule model (moses or smiles-file data)")
+    p.add_argument("--property", default="qed", choices=["qed", "logp", "mw"], help="the property to raise (default: qed)")
+    p.add_argument("--steps", type=_at_least(1), default=100, help="gradient steps from each start (default: 100)")
+    p.add_argument("--starts", type=_at_least(1), default=5, help="test molecules to start from (default: 5)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam step size on z (default: 0.05)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-figures", action="store_true")
+
     p = sub.add_parser("sweep", help="train every combination of a grid of spec values over seeds, then tabulate and "
                                      "plot reconstruction, KL and the disentanglement metrics against them")
     p.add_argument("spec", nargs="?", help="TOML spec file; omitted keys take the defaults")
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, OSError, RuntimeError, ArithmeticError) as e:  # NaN losses are FloatingPointErrors
+    except (ValueError, OSError, RuntimeError, ArithmeticError, ImportError) as e:  # NaN losses are FloatingPointErrors
         print(f"ppvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -292,6 +313,11 @@ def _interpolate(args) -> int:
     run = _load(args)
     require(run.model, "encode", "ppvae interpolate")
     require(run.model, "decode", "ppvae interpolate")
+    if getattr(run.model, "output", None) == "strings":
+        return _interpolate_molecules(args, run)
+    if args.between:
+        raise ValueError("--between names two molecules; it applies to molecule models (sequence_vae on moses or "
+                         "smiles-file data)")
     cond = conditional(run.model)
     available = run.data.test.shape[0] // 2
     if args.pairs > available and not cond:
@@ -304,6 +330,21 @@ def _interpolate(args) -> int:
     path = _out(args, f"interpolation_{args.method}.png")
     within = " within a class (the label held fixed)" if cond else ""
     plot_interpolation(strips.cpu(), path=path, title=f"{args.method.capitalize()} interpolation{within}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _interpolate_molecules(args, run) -> int:
+    from .apps.molecules import draw_molecules, interpolate_molecules
+
+    ends = args.between or run.model.strings(run.data.test[:2])
+    steps = interpolate_molecules(run.model, ends[0], ends[1], steps=args.steps, method=args.method)
+    for s in steps:
+        print(f"{s['step']:>3}  {'valid  ' if s['valid'] else 'invalid'}  {s['smiles']}")
+    print(f"{sum(s['valid'] for s in steps)} of {len(steps)} steps are valid molecules")
+    path = _out(args, f"interpolation_{args.method}.png")
+    draw_molecules([s["smiles"] if s["valid"] else "" for s in steps], path, per_row=min(len(steps), 5),
+                   legends=[f"step {s['step']}" for s in steps])
     print(f"wrote {path}")
     return 0
 
@@ -428,6 +469,51 @@ def _disentanglement(args) -> int:
     return 0
 
 
+def _molecules(args) -> int:
+    from .apps.molecules import MOLECULES_FILE, molecules_report
+
+    r = molecules_report(args.run, args.n, seed=args.seed, device=args.device, figures=not args.no_figures)
+    print(f"{r['samples']} samples ({r['representation']}), seed {r['seed']}")
+    for k in ("validity", "unique@1k", "unique@10k", "novelty", "internal_diversity", "reconstruction_accuracy"):
+        print(f"{k:<24} {r[k]:.3f}")
+    for k, v in r["property_wasserstein"].items():
+        m = r["property_means"][k]
+        print(f"{k + ' W1 to test':<24} {v:.3f}  (mean {m['samples']:.2f} samples, {m['test']:.2f} test)")
+    run = Path(args.run)
+    print(f"wrote {run / MOLECULES_FILE}, {run / 'samples.smi'}" + ("" if args.no_figures else
+          f", {run / 'figures' / 'molecules.png'}, {run / 'figures' / 'properties.png'}"))
+    return 0
+
+
+def _optimize(args) -> int:
+    import json
+
+    from .apps.molecules import draw_molecules, optimize_property
+    from .inference.checkpoint import atomic_write_bytes
+    from .inference.run import load_run
+
+    run = load_run(args.run, device=args.device)
+    r = optimize_property(run.model, run.data, args.property, steps=args.steps, lr=args.lr, starts=args.starts,
+                          seed=args.seed)
+    print(f"{args.property}: predictor R^2 {r['predictor_r2']:.3f} on training codes; {r['steps']} steps from "
+          f"{r['starts']} test molecules; improved {r['improved']} of {r['starts']}")
+    for i, x in enumerate(r["runs"]):
+        best = x["best"]
+        tail = f"best {best['smiles']} ({best['value']:.3f}, step {best['step']})" if best else "no valid decoding"
+        print(f"  {i}: start {x['start']} ({x['start_value']:.3f}) -> {tail}")
+    path = Path(args.run) / "optimize.json"
+    atomic_write_bytes(path, json.dumps(r, indent=2).encode())
+    wrote = [str(path)]
+    if not args.no_figures:
+        pairs = [(x["start"], f"start {x['start_value']:.2f}") for x in r["runs"] if x["start_value"] is not None] + \
+                [(x["best"]["smiles"], f"best {x['best']['value']:.2f}") for x in r["runs"] if x["best"]]
+        figure = Path(args.run) / "figures" / f"optimize_{args.property}.png"
+        draw_molecules([p[0] for p in pairs], figure, per_row=max(1, len(r["runs"])), legends=[p[1] for p in pairs])
+        wrote.append(str(figure))
+    print("wrote " + ", ".join(wrote))
+    return 0
+
+
 def _sweep(args) -> int:
     from .apps.sweep import SUMMARY_FILE, SWEEP_FIGURE, format_summary, parse_grid, sweep, sweep_dir
 
@@ -455,7 +541,8 @@ def _evaluate(args) -> int:
 
 
 _COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "upscale": _upscale, "reconstruct": _reconstruct, "interpolate": _interpolate,
-             "evaluate": _evaluate, "disentanglement": _disentanglement, "sweep": _sweep}
+             "evaluate": _evaluate, "disentanglement": _disentanglement, "sweep": _sweep, "molecules": _molecules,
+             "optimize": _optimize}
 
 if __name__ == "__main__":
     sys.exit(main())

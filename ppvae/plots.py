@@ -637,3 +637,25 @@ def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: Optional[Pa
     fig.suptitle(f"Sweep over {key}: median over seeds, bars from min to max")
     _save(fig, path)
     return fig
+
+
+def plot_property_histograms(generated: dict, reference: dict, path: Optional[PathLike] = None,
+                             names: Optional[dict] = None) -> Figure:
+    """Histograms of molecular properties (QED, logP, weight, SA) of generated molecules against reference ones."""
+    names = names or {"qed": "QED", "logp": "logP", "mw": "molecular weight", "sa": "SA score"}
+    keys = [k for k in generated if generated[k] or reference.get(k)]
+    if not keys:
+        raise ValueError("plot_property_histograms: no property has values (no valid molecules)")
+    fig = Figure(figsize=(3.6 * len(keys), 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    for ax, k in zip(axes, keys):
+        both = [v for v in (generated.get(k), reference.get(k)) if v]
+        bins = np.histogram_bin_edges(np.concatenate(both), bins=30)
+        if reference.get(k):
+            ax.hist(reference[k], bins=bins, density=True, alpha=0.5, label="test set")
+        if generated.get(k):
+            ax.hist(generated[k], bins=bins, density=True, alpha=0.5, label="samples")
+        ax.set_title(names.get(k, k))
+        ax.legend(fontsize="x-small")
+    _save(fig, path)
+    return fig

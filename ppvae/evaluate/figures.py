@@ -39,6 +39,8 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     curve. Returns the names of the files written; :func:`skipped_figures` says why the others were not."""
     written = []
     batch = as_batch(test)
+    if getattr(model, "output", None) == "strings":
+        return _write_string_figures(model, batch, metrics, out, seed, n)
     x = batch["x"][: 2 * n]
     cond = conditional(model)
     with seeded_eval(seed, x.device, model):
@@ -69,6 +71,26 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
                 written.append("kl_decomposition.png")
     for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
         (out / stale).unlink(missing_ok=True)
+    return written
+
+
+def _write_string_figures(model, batch, metrics, out: Path, seed: int, n: int) -> list[str]:
+    """A model whose outputs are strings (sequence_vae): samples and reconstructions as text files, and the
+    training curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with seeded_eval(seed, batch["x"].device, model):
+        (out / "samples.txt").write_text("\n".join(model.generate(4 * n)) + "\n")
+        inputs = model.strings(batch["x"][:n])
+        pairs = [f"{a}\t{b}" for a, b in zip(inputs, model.reconstruct(batch["x"][:n]))]
+        (out / "reconstructions.txt").write_text("input\treconstruction\n" + "\n".join(pairs) + "\n")
+    written += ["samples.txt", "reconstructions.txt"]
+    if metrics:
+        plots.plot_training_curve(metrics, path=out / "training_curve.png")
+        written.append("training_curve.png")
+        if metrics[-1].get("test_tc") is not None:
+            plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
+            written.append("kl_decomposition.png")
     return written
 
 

@@ -166,6 +166,10 @@ def _read_run_spec(run_dir: Path, overrides: list[str] = ()) -> dict:
 def with_data_options(spec: dict, data: Dataset) -> dict:
     """The spec with the model options its family reads off the data where the spec leaves them out (the
     number of classes of a conditional model): ``options_from_data(data)`` of the model's class."""
+    if getattr(data, "vocabulary", None) is not None and spec["model"]["name"] == DEFAULT_SPEC["model"]["name"]:
+        spec = {**spec, "model": {**spec["model"], "name": "sequence_vae"}}  # the default model for token data
+        if spec["model"].get("latent_dim") == DEFAULT_SPEC["model"]["latent_dim"]:
+            spec["model"].pop("latent_dim")  # the sequence model's own default
     cls = MODELS.get(spec["model"]["name"])
     if not callable(getattr(cls, "options_from_data", None)):
         return spec
