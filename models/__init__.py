@@ -3,6 +3,6 @@
 from .vae import VAE
 from .cvae import CVAE
 from .m2 import M2
-from .sequence import SequenceVAE
+from .sequence import SequenceLM, SequenceVAE
 
-__all__ = ["VAE", "CVAE", "M2", "SequenceVAE"]
+__all__ = ["VAE", "CVAE", "M2", "SequenceVAE", "SequenceLM"]

@@ -12,6 +12,8 @@ like the stock VAE's; the networks' sizes are model options.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -46,18 +48,27 @@ class GRUEncoder(nn.Module):
 
 
 class GRUDecoder(nn.Module):
-    """z -> logits over the vocabulary at each position, teacher-forced on the previous true token."""
+    """z -> logits over the vocabulary at each position, teacher-forced on the previous true token. With
+    ``latent_dim = 0`` it is a plain language model: a learned initial state and nothing fed but the tokens.
+
+    Word dropout (Bowman et al. 2016): during training each previous token fed to the decoder is replaced by the
+    unknown-word token with probability ``word_dropout``, so that the decoder must take what it cannot see from
+    z; at 1 it sees no words at all. The targets it predicts are never changed."""
 
     def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int, hidden: int, layers: int = 1):
         super().__init__()
         self.layers, self.hidden = layers, hidden
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
-        self.init = nn.Linear(latent_dim, layers * hidden)
+        if latent_dim > 0:
+            self.init = nn.Linear(latent_dim, layers * hidden)
+        else:
+            self.h0 = nn.Parameter(torch.zeros(layers * hidden))
         self.rnn = nn.GRU(embed_dim + latent_dim, hidden, num_layers=layers, batch_first=True)
         self.out = nn.Linear(hidden, vocab_size)
 
     def initial(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.init(z)).reshape(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
+        h = self.init(z) if hasattr(self, "init") else self.h0.expand(z.shape[0], -1)
+        return torch.tanh(h).reshape(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
 
     def step(self, tokens: torch.Tensor, z: torch.Tensor, h: torch.Tensor):
         """One step: previous tokens (B,) -> (logits (B, V), new hidden state)."""
@@ -65,87 +76,64 @@ class GRUDecoder(nn.Module):
         out, h = self.rnn(inp, h)
         return self.out(out[:, 0]), h
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def inputs(x: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
+        """What the decoder is fed for rows x: the start token, then each row's tokens but the last, with a share
+        ``word_dropout`` of them (padding aside) replaced by the unknown-word token."""
+        prev = torch.cat([torch.full_like(x[..., :1], START), x[..., :-1]], -1)
+        if word_dropout > 0:
+            drop = (torch.rand(prev.shape, device=prev.device) < word_dropout) & (prev != PAD)
+            prev = prev.masked_fill(drop, UNK)
+        return prev
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
         lead, d = z.shape[:-1], z.shape[-1]
-        zf = z.reshape(-1, d)
+        zf = z.reshape(math.prod(lead), d)
         xf = x.expand(*lead, x.shape[-1]).reshape(-1, x.shape[-1])
-        prev = torch.cat([torch.full_like(xf[:, :1], START), xf[:, :-1]], 1)
+        prev = self.inputs(xf, word_dropout)
         inp = torch.cat([self.embed(prev), zf.unsqueeze(1).expand(-1, xf.shape[1], -1)], -1)
         out, _ = self.rnn(inp, self.initial(zf))
         return self.out(out).reshape(*lead, x.shape[-1], -1)
 
 
-@MODELS.register("sequence_vae")
-class SequenceVAE(Model):
-    """The VAE for integer token data (the default model for sequence data sets such as ``moses``).
+REPRESENTATIONS = ("smiles", "selfies", "words", "cased-words", "chars")
 
-    :param event_shape: ``(max_length + 1,)``, the length of a token row (from the data).
-    :param vocab: the ordinary tokens (from the data; ids 0-3 are padding, start, end, unknown).
-    :param representation: what the tokens spell: ``smiles``, ``selfies`` (decoded to SMILES) or ``chars``.
-    """
+
+def _sequence_options(self, event_shape, vocab, representation, embed_dim, hidden, layers, word_dropout, who):
+    """The options a sequence model and a language model share, checked and stored."""
+    self.event_shape = tuple(int(s) for s in event_shape)
+    if len(self.event_shape) != 1:
+        raise ValueError(f"{who} reads rows of token ids, event shape (max_length + 1,), got {self.event_shape}")
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"{who} representation must be one of {', '.join(REPRESENTATIONS)}, got {representation!r}")
+    if isinstance(word_dropout, bool) or not isinstance(word_dropout, (int, float)) or not 0 <= word_dropout <= 1:
+        raise ValueError(f"{who} word_dropout is the share of decoder inputs replaced by the unknown-word token, in "
+                         f"[0, 1]; got {word_dropout!r}")
+    self.vocab = Vocabulary(list(vocab))
+    self.max_length = self.event_shape[0] - 1
+    self.representation = representation
+    self.embed_dim = int_option(embed_dim, 1, "embed_dim")
+    self.hidden = int_option(hidden, 1, "hidden")
+    self.layers = int_option(layers, 1, "layers")
+    self.word_dropout = float(word_dropout)
+
+
+class TokenDecoding:
+    """Decoding token rows from codes, and strings from token rows: what the sequence VAE and the language model
+    share (``self.decoder``, ``self.vocab``, ``self.max_length``, ``self.representation``, ``self._not_first``)."""
 
     output = "strings"
 
-    def __init__(self, event_shape, vocab, latent_dim: int = 56, *, representation: str = "chars",
-                 embed_dim: int = 64, hidden: int = 256, layers: int = 1, guide="normal", prior="normal"):
-        super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
-        if len(self.event_shape) != 1:
-            raise ValueError(f"sequence_vae reads rows of token ids, event shape (max_length + 1,), got "
-                             f"{self.event_shape}")
-        self.vocab = Vocabulary(list(vocab))
-        self.max_length = self.event_shape[0] - 1
-        self.latent_dim = int_option(latent_dim, 1, "latent_dim")
-        self.representation = representation
-        self.embed_dim = int_option(embed_dim, 1, "embed_dim")
-        self.hidden = int_option(hidden, 1, "hidden")
-        self.layers = int_option(layers, 1, "layers")
-        v = len(self.vocab)
-        self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape)
-        options = {"name": guide} if isinstance(guide, str) else guide
-        width = GUIDES.get(options.get("name")).encoder_out_dim(self.latent_dim, options) \
-            if not isinstance(guide, nn.Module) else None
-        self.q = guide if isinstance(guide, nn.Module) else component(
-            GUIDES, guide, GRUEncoder(v, width, self.embed_dim, self.hidden, self.layers), self.latent_dim)
-        self.decoder = GRUDecoder(v, self.latent_dim, self.embed_dim, self.hidden, self.layers)
-        # Tokens a decoding may not start with: END (the empty string is no molecule) and, for SELFIES, branch and
-        # ring symbols, which the SELFIES grammar skips before the first atom, so that a sample of only those
-        # would decode to the empty molecule. Starting with an atom, every SELFIES sample is a valid molecule.
-        self._not_first = [END] + ([self.vocab.stoi[t] for t in self.vocab.tokens if "Branch" in t or "Ring" in t]
-                                   if representation == "selfies" else [])
-
-    @classmethod
-    def options_from_data(cls, data) -> dict:
-        if data.vocabulary is None:
-            raise ValueError(f"model 'sequence_vae' reads integer token data with a vocabulary, but dataset "
-                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file)")
-        return {"vocab": list(data.vocabulary), "representation": data.representation or "chars"}
-
-    # ---- the programs ------------------------------------------------------------------------------------
     def likelihood(self, logits: torch.Tensor, x: torch.Tensor):
         """Categorical over tokens at each position up to and including the end token; what follows it
         (padding) is masked out."""
         return dist.Categorical(logits=logits).mask(sequence_mask(x)).to_event(1)
 
-    def model(self, batch, beta: float = 1.0) -> None:
-        x = as_batch(batch)["x"]
-        pyro.module("decoder", self.decoder)
-        pyro.module("prior", self.prior)
-        with data_plate(x.shape[0]):
-            with kl_weight(beta):
-                z = pyro.sample("z", self.prior(x.shape[0]))
-            pyro.sample("x", self.likelihood(self.decoder(z, x), x), obs=x)
-
-    def guide(self, batch, beta: float = 1.0) -> torch.Tensor:
-        return self.q(as_batch(batch)["x"], beta)
+    def _dropout(self) -> float:
+        return self.word_dropout if self.training else 0.0
 
     def check_data(self, batch) -> None:
-        check_tokens(as_batch(batch)["x"], len(self.vocab), self.max_length, "sequence_vae")
-
-    # ---- using a trained model ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, x) -> torch.Tensor:
-        return self.q.encode(as_batch(x)["x"])
+        check_tokens(as_batch(batch)["x"], len(self.vocab), self.max_length, self.registry_name)
 
     @torch.no_grad()
     def decode_ids(self, z: torch.Tensor, method: str = "greedy", temperature: float = 1.0,
@@ -210,18 +198,84 @@ class SequenceVAE(Model):
         return row
 
     def strings(self, ids: torch.Tensor) -> list[str]:
-        """The strings token rows spell (SMILES for molecules; SELFIES decoded to SMILES)."""
+        """The strings token rows spell (SMILES for molecules, SELFIES decoded to SMILES; sentences for text)."""
         from ppvae.data.molecules import detokenize
+        from ppvae.data.text import join_words
         out = []
         for seq in self.vocab.decode(ids):
             seq = [s for s in seq if s not in SPECIALS]
-            out.append(detokenize(seq, self.representation) if self.representation in ("smiles", "selfies")
-                       else "".join(seq))
+            if self.representation in ("smiles", "selfies"):
+                out.append(detokenize(seq, self.representation))
+            elif self.representation in ("words", "cased-words"):
+                out.append(join_words(seq))
+            else:
+                out.append("".join(seq))
         return out
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, method: str = "greedy", temperature: float = 1.0) -> list[str]:
         return self.strings(self.decode_ids(z, method, temperature))
+
+    def _first_tokens_refused(self) -> list[int]:
+        # Tokens a decoding may not start with: END (the empty string is no molecule) and, for SELFIES, branch and
+        # ring symbols, which the SELFIES grammar skips before the first atom, so that a sample of only those
+        # would decode to the empty molecule. Starting with an atom, every SELFIES sample is a valid molecule.
+        return [END] + ([self.vocab.stoi[t] for t in self.vocab.tokens if "Branch" in t or "Ring" in t]
+                        if self.representation == "selfies" else [])
+
+@MODELS.register("sequence_vae")
+class SequenceVAE(TokenDecoding, Model):
+    """The VAE for integer token data (the default model for sequence data sets: ``moses``, ``fortunes``, ...).
+
+    :param event_shape: ``(max_length + 1,)``, the length of a token row (from the data).
+    :param vocab: the ordinary tokens (from the data; ids 0-3 are padding, start, end, unknown).
+    :param representation: what the tokens spell: ``smiles``, ``selfies`` (decoded to SMILES), ``words`` (text,
+        lower-cased), ``cased-words`` or ``chars``.
+    :param word_dropout: the share of the decoder's inputs replaced by the unknown-word token in training
+        (Bowman et al. 2016).
+    """
+
+    def __init__(self, event_shape, vocab, latent_dim: int = 56, *, representation: str = "chars",
+                 embed_dim: int = 64, hidden: int = 256, layers: int = 1, word_dropout: float = 0.0,
+                 guide="normal", prior="normal"):
+        super().__init__()
+        _sequence_options(self, event_shape, vocab, representation, embed_dim, hidden, layers, word_dropout,
+                          "sequence_vae")
+        self.latent_dim = int_option(latent_dim, 1, "latent_dim")
+        v = len(self.vocab)
+        self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape)
+        options = {"name": guide} if isinstance(guide, str) else guide
+        width = GUIDES.get(options.get("name")).encoder_out_dim(self.latent_dim, options) \
+            if not isinstance(guide, nn.Module) else None
+        self.q = guide if isinstance(guide, nn.Module) else component(
+            GUIDES, guide, GRUEncoder(v, width, self.embed_dim, self.hidden, self.layers), self.latent_dim)
+        self.decoder = GRUDecoder(v, self.latent_dim, self.embed_dim, self.hidden, self.layers)
+        self._not_first = self._first_tokens_refused()
+
+    @classmethod
+    def options_from_data(cls, data) -> dict:
+        if data.vocabulary is None:
+            raise ValueError(f"model 'sequence_vae' reads integer token data with a vocabulary, but dataset "
+                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file, fortunes, bible, text)")
+        return {"vocab": list(data.vocabulary), "representation": data.representation or "chars"}
+
+    # ---- the programs ------------------------------------------------------------------------------------
+    def model(self, batch, beta: float = 1.0) -> None:
+        x = as_batch(batch)["x"]
+        pyro.module("decoder", self.decoder)
+        pyro.module("prior", self.prior)
+        with data_plate(x.shape[0]):
+            with kl_weight(beta):
+                z = pyro.sample("z", self.prior(x.shape[0]))
+            pyro.sample("x", self.likelihood(self.decoder(z, x, self._dropout()), x), obs=x)
+
+    def guide(self, batch, beta: float = 1.0) -> torch.Tensor:
+        return self.q(as_batch(batch)["x"], beta)
+
+    # ---- using a trained model ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x) -> torch.Tensor:
+        return self.q.encode(as_batch(x)["x"])
 
     @torch.no_grad()
     def generate(self, n: int, method: str = "sample", temperature: float = 1.0) -> list[str]:
@@ -236,5 +290,47 @@ class SequenceVAE(Model):
     def spec(self) -> dict:
         return {"model": {"name": "sequence_vae", "event_shape": list(self.event_shape), "vocab": self.vocab.tokens,
                           "latent_dim": self.latent_dim, "representation": self.representation,
-                          "embed_dim": self.embed_dim, "hidden": self.hidden, "layers": self.layers},
+                          "embed_dim": self.embed_dim, "hidden": self.hidden, "layers": self.layers,
+                          "word_dropout": self.word_dropout},
                 "guide": describe(self.q, structural=2), "prior": describe(self.prior, structural=2)}
+
+
+@MODELS.register("sequence_lm")
+class SequenceLM(TokenDecoding, Model):
+    """The sequence VAE's decoder alone, as a plain language model: p(x) = prod_t p(x_t | x_<t), no z (a learned
+    initial state instead of tanh(A z), nothing concatenated to the inputs). It has no latent variable, so its
+    ELBO *is* log p(x), exactly: the reference a sentence VAE's likelihood bound is read against (Bowman et al.
+    2016). Word dropout applies as in ``sequence_vae``."""
+
+    def __init__(self, event_shape, vocab, *, representation: str = "chars", embed_dim: int = 64, hidden: int = 256,
+                 layers: int = 1, word_dropout: float = 0.0):
+        super().__init__()
+        _sequence_options(self, event_shape, vocab, representation, embed_dim, hidden, layers, word_dropout,
+                          "sequence_lm")
+        self.decoder = GRUDecoder(len(self.vocab), 0, self.embed_dim, self.hidden, self.layers)
+        self._not_first = self._first_tokens_refused()
+
+    options_from_data = SequenceVAE.options_from_data
+
+    def _no_code(self, n: int, device=None) -> torch.Tensor:
+        return torch.zeros(n, 0, device=device if device is not None else self.decoder.out.weight.device)
+
+    def model(self, batch, beta: float = 1.0) -> None:
+        x = as_batch(batch)["x"]
+        pyro.module("decoder", self.decoder)
+        with data_plate(x.shape[0]):
+            pyro.sample("x", self.likelihood(self.decoder(self._no_code(x.shape[0], x.device), x, self._dropout()),
+                                             x), obs=x)
+
+    def guide(self, batch, beta: float = 1.0) -> None:
+        """Nothing to infer: the language model has no latent variable."""
+
+    @torch.no_grad()
+    def generate(self, n: int, method: str = "sample", temperature: float = 1.0) -> list[str]:
+        """n strings decoded from the language model (sampled token by token unless ``method`` says otherwise)."""
+        return self.decode(self._no_code(n), method, temperature)
+
+    def spec(self) -> dict:
+        return {"model": {"name": "sequence_lm", "event_shape": list(self.event_shape), "vocab": self.vocab.tokens,
+                          "representation": self.representation, "embed_dim": self.embed_dim, "hidden": self.hidden,
+                          "layers": self.layers, "word_dropout": self.word_dropout}}

@@ -38,7 +38,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random draws (default: 0)")
-    p.add_argument("--out", help="output PNG (default: a file in RUN/figures/)")
+    p.add_argument("--out", help="output file (default: a PNG in RUN/figures/, a .txt for sequence models)")
 
 
 def _add_metric_sizes(p: argparse.ArgumentParser) -> None:
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(p)
     p.add_argument("-n", type=_at_least(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--label", type=int, help="generate this class (conditional models: cvae, m2)")
+    p.add_argument("--decoding", choices=["sample", "greedy", "beam"], default="sample",
+                   help="sequence models: token by token at random, the likeliest token, or beam search (default: sample)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sequence models: divides the logits when sampling; below 1 is more conservative (default: 1)")
 
     p = sub.add_parser("augment", help="write labelled samples of every class from a conditional model (cvae, m2)")
     p.add_argument("run", help="a run directory written by `ppvae train`")
@@ -90,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="straight line or great-circle arc between the codes (default: linear)")
     p.add_argument("--steps", type=_at_least(2), default=10, help="points along each path (default: 10)")
     p.add_argument("--pairs", type=_at_least(1), default=4, help="paths, each between two test examples (default: 4)")
-    p.add_argument("--between", nargs=2, metavar="SMILES", help="molecule models: the two molecules to interpolate "
-                                                                 "between (default: the first two test molecules)")
+    p.add_argument("--between", nargs=2, metavar="TEXT", help="sequence models: the two molecules (SMILES) or sentences "
+                                                               "to interpolate between (default: test examples)")
 
     p = sub.add_parser("anomaly", help="anomaly / out-of-distribution scores of a run: AUROC, AP, FPR at 95%% TPR")
     p.add_argument("run", help="a run directory written by `ppvae train`")
@@ -252,12 +256,31 @@ def _out(args, default: str) -> Path:
     return Path(args.out) if args.out else Path(args.run) / "figures" / default
 
 
+def _write_lines(path: Path, lines: list[str]) -> None:
+    from .inference.checkpoint import atomic_write_bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
 def _sample(args) -> int:
     from .plots import plot_samples
 
     run = _load(args)
     generate = require(run.model, "generate", "ppvae sample")
-    if args.label is None:
+    strings = getattr(run.model, "output", None) == "strings"
+    if not strings and (args.decoding != "sample" or args.temperature != 1.0):
+        raise ValueError("--decoding and --temperature apply to sequence models (sequence_vae); this run's model "
+                         f"{run.spec['model']['name']!r} decodes images")
+    if strings:
+        if args.label is not None:
+            require_class(run.model, args.label, "ppvae sample --label")
+        if not args.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {args.temperature:g}")
+        lines = generate(args.n, method=args.decoding, temperature=args.temperature)
+        path = _out(args, "samples.txt")
+        print("\n".join(lines))
+        _write_lines(path, lines)
+    elif args.label is None:
         path = _out(args, "samples.png")
         plot_samples(generate(args.n).cpu(), nrow=8, path=path)
     else:
@@ -299,6 +322,14 @@ def _reconstruct(args) -> int:
     run = _load(args)
     reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")
     inputs = _test_batch(run, args.n)
+    if getattr(run.model, "output", None) == "strings":
+        pairs = list(zip(run.model.strings(inputs), reconstruct(inputs)))
+        for a, b in pairs:
+            print(f"  input: {a}\n  recon: {b}\n")
+        path = _out(args, "reconstructions.txt")
+        _write_lines(path, ["input\treconstruction", *(f"{a}\t{b}" for a, b in pairs)])
+        print(f"{sum(a == b for a, b in pairs)} of {len(pairs)} reconstructed exactly; wrote {path}")
+        return 0
     path = _out(args, "reconstructions.png")
     plot_reconstructions(as_batch(inputs)["x"].cpu(), reconstruct(inputs).cpu(), path=path, n=args.n)
     print(f"wrote {path}")
@@ -314,10 +345,12 @@ def _interpolate(args) -> int:
     require(run.model, "encode", "ppvae interpolate")
     require(run.model, "decode", "ppvae interpolate")
     if getattr(run.model, "output", None) == "strings":
-        return _interpolate_molecules(args, run)
+        if run.model.representation in ("smiles", "selfies"):
+            return _interpolate_molecules(args, run)
+        return _interpolate_text(args, run)
     if args.between:
-        raise ValueError("--between names two molecules; it applies to molecule models (sequence_vae on moses or "
-                         "smiles-file data)")
+        raise ValueError("--between names two molecules or sentences; it applies to sequence models (sequence_vae on "
+                         "moses, smiles-file, fortunes, bible or text data)")
     cond = conditional(run.model)
     available = run.data.test.shape[0] // 2
     if args.pairs > available and not cond:
@@ -346,6 +379,29 @@ def _interpolate_molecules(args, run) -> int:
     draw_molecules([s["smiles"] if s["valid"] else "" for s in steps], path, per_row=min(len(steps), 5),
                    legends=[f"step {s['step']}" for s in steps])
     print(f"wrote {path}")
+    return 0
+
+
+def _interpolate_text(args, run) -> int:
+    from .apps.text import homotopy
+
+    if args.between:
+        pairs = [tuple(args.between)]
+    else:
+        test = run.data.test
+        if test.shape[0] < 2:
+            raise ValueError("the test set has fewer than two sentences to interpolate between")
+        k = min(args.pairs, test.shape[0] // 2)
+        pairs = [(test[2 * i], test[2 * i + 1]) for i in range(k)]
+    lines = []
+    for a, b in pairs:
+        path = homotopy(run.model, a, b, steps=args.steps, method=args.method)
+        ends = [s if isinstance(s, str) else run.model.strings(s.unsqueeze(0))[0] for s in (a, b)]
+        lines += [f"from: {ends[0]}", *(f"{i:>4}  {s}" for i, s in enumerate(path)), f"  to: {ends[1]}", ""]
+    print("\n".join(lines).rstrip())
+    out = _out(args, f"interpolation_{args.method}.txt")
+    _write_lines(out, lines)
+    print(f"wrote {out}")
     return 0
 
 

@@ -187,3 +187,62 @@ def test_property_optimisation_reports_true_rdkit_values(selfies_run, capsys):
         assert r["start_value"] == pytest.approx(property_value(r["start"], "logp"))
     assert "improved" in capsys.readouterr().out
     assert (selfies_run / "figures" / "optimize_logp.png").is_file()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_sequence_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    from ppvae.inference.run import resume
+
+    spec = {"seed": 3, "device": "cpu", "data": {"name": "moses", "n": 200, "n_test": 40},
+            "model": SMALL, "beta": {"name": "linear", "warmup_epochs": 2}, "train": {"epochs": 3, "figures": False}}
+    full = ppvae.train_spec(spec, run_dir=tmp_path / "full", progress=False)
+
+    def stop(trainer, row):
+        if row["epoch"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        ppvae.train_spec(spec, run_dir=tmp_path / "cut", progress=False, callbacks=[stop])
+    resumed = resume(tmp_path / "cut", progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["test_elbo"] for m in full.metrics] == [m["test_elbo"] for m in resumed.metrics]
+    assert resumed.model.reconstruct(resumed.data.test[:5]) == full.model.reconstruct(full.data.test[:5])
+
+
+def test_a_run_refuses_data_whose_vocabulary_changed(tmp_path, moses_smiles):
+    path = tmp_path / "mine.smi"
+    path.write_text("\n".join(moses_smiles[:60]) + "\n")
+    ppvae.train_spec({"data": {"name": "smiles-file", "path": str(path)}, "device": "cpu", "model": SMALL,
+                      "train": {"epochs": 1, "figures": False}}, run_dir=tmp_path / "run", progress=False)
+    path.write_text(path.read_text() + "C[Se]C\n")  # the file gained a molecule with a new token
+    run = ppvae.load_run(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"the data rebuilt from this run's spec has a different vocabulary .*"
+                                         r"'\[Se\]'.* the run cannot be evaluated or resumed on it"):
+        run.data
+    from ppvae.inference.run import resume
+    with pytest.raises(ValueError, match=r"different vocabulary .* cannot be evaluated or resumed on it"):
+        resume(tmp_path / "run", ["train.epochs=2"], progress=False)
+
+
+def test_sample_and_reconstruct_print_strings_and_write_text_files(selfies_run, capsys):
+    assert main(["sample", str(selfies_run), "-n", "5", "--decoding", "greedy"]) == 0
+    lines = (selfies_run / "figures" / "samples.txt").read_text().splitlines()
+    assert len(lines) == 5 and all(canonical(s) for s in lines)
+    assert "\n".join(lines) in capsys.readouterr().out
+    assert main(["sample", str(selfies_run), "-n", "4", "--temperature", "0.5", "--out", str(selfies_run / "t.txt")]) == 0
+    assert len((selfies_run / "t.txt").read_text().splitlines()) == 4
+    assert main(["reconstruct", str(selfies_run), "-n", "3"]) == 0
+    rows = (selfies_run / "figures" / "reconstructions.txt").read_text().splitlines()
+    assert rows[0] == "input\treconstruction" and len(rows) == 4
+    assert "reconstructed exactly" in capsys.readouterr().out
+    assert main(["sample", str(selfies_run), "--temperature", "0"]) == 2
+    assert "--temperature must be > 0, got 0" in capsys.readouterr().err
+
+
+def test_decoding_options_are_refused_for_image_models(digits_vae_run, capsys):
+    assert main(["sample", str(digits_vae_run), "--decoding", "greedy"]) == 2
+    assert "--decoding and --temperature apply to sequence models" in capsys.readouterr().err

@@ -181,17 +181,23 @@ def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "c
 
 
 def draw_molecules(smiles: list[str], path, per_row: int = 6, legends: list[str] | None = None) -> None:
-    """A grid image of molecules (RDKit's drawing); a string that is no molecule is an empty cell marked
-    "(invalid)"."""
-    from rdkit.Chem import Draw
+    """A grid image of molecules (RDKit's drawing); a string that is no molecule is a cell with a dummy atom
+    marked "(invalid)"."""
+    from rdkit.Chem.Draw import rdMolDraw2D
     Chem = _chem()
     mols = [Chem.MolFromSmiles(s) if s else None for s in smiles]
     legends = list(legends) if legends else ["" for _ in smiles]
     legends = [f"{text} (invalid)".strip() if m is None else text for text, m in zip(legends, mols)]
-    image = Draw.MolsToGridImage([m if m is not None else Chem.Mol() for m in mols], molsPerRow=per_row,
-                                 subImgSize=(220, 180), legends=legends)
+    per_row = max(1, min(per_row, len(mols)))
+    rows = max(1, -(-len(mols) // per_row))
+    # The Cairo drawer directly, not Draw.MolsToGridImage, which returns an IPython image inside Jupyter.
+    drawer = rdMolDraw2D.MolDraw2DCairo(220 * per_row, 180 * rows, 220, 180)
+    blank = Chem.MolFromSmiles("*")  # an invalid string's cell: a lone dummy atom over its "(invalid)" legend
+    drawer.DrawMolecules([m if m is not None else blank for m in mols], legends=legends)
+    drawer.FinishDrawing()
+    from ..inference.checkpoint import atomic_write_bytes
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(str(path))
+    atomic_write_bytes(Path(path), drawer.GetDrawingText())
 
 
 # ---- the latent space ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ vocabulary's first four entries are the special tokens, at fixed ids, so every v
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Iterable
 
@@ -104,3 +105,11 @@ def check_tokens(x: torch.Tensor, vocab_size: int, max_length: int, who: str) ->
     if not bool((x == END).any(-1).all()):
         row = int((~(x == END).any(-1)).nonzero()[0])
         raise ValueError(f"row {row} of the token data has no end token; sequences are stored as ids, END, PAD...")
+
+
+def per_token(log_likelihoods: torch.Tensor, x: torch.Tensor) -> dict:
+    """Per-token figures of sentence log-likelihoods (N,) of token rows x: the tokens predicted (each sentence's
+    tokens and its end token), the negative log-likelihood per token in nats, and the perplexity exp(that)."""
+    tokens = int(lengths(x).sum())
+    nll = -float(log_likelihoods.double().sum()) / tokens
+    return {"tokens": tokens, "nll": nll, "perplexity": math.exp(nll)}

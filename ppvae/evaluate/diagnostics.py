@@ -147,6 +147,8 @@ def mutual_information(model, x, *, seed: int = 0) -> float:
                              f"example; its log-density over pairs has shape {tuple(c.shape)}")
         cross = cross + c
         own = own + q.log_prob(z)
+    if isinstance(cross, float):
+        raise ValueError(f"{type(model).__name__} has no latent variable, so there is no I(x; z) to estimate")
     log_qz = torch.logsumexp(cross, 1) - math.log(n)
     return float((own - log_qz).mean())
 

@@ -81,10 +81,12 @@ def _write_string_figures(model, batch, metrics, out: Path, seed: int, n: int) -
     written = []
     with seeded_eval(seed, batch["x"].device, model):
         (out / "samples.txt").write_text("\n".join(model.generate(4 * n)) + "\n")
-        inputs = model.strings(batch["x"][:n])
-        pairs = [f"{a}\t{b}" for a, b in zip(inputs, model.reconstruct(batch["x"][:n]))]
-        (out / "reconstructions.txt").write_text("input\treconstruction\n" + "\n".join(pairs) + "\n")
-    written += ["samples.txt", "reconstructions.txt"]
+        written.append("samples.txt")
+        if has(model, "reconstruct"):  # a language model has no code to reconstruct from
+            inputs = model.strings(batch["x"][:n])
+            pairs = [f"{a}\t{b}" for a, b in zip(inputs, model.reconstruct(batch["x"][:n]))]
+            (out / "reconstructions.txt").write_text("input\treconstruction\n" + "\n".join(pairs) + "\n")
+            written.append("reconstructions.txt")
     if metrics:
         plots.plot_training_curve(metrics, path=out / "training_curve.png")
         written.append("training_curve.png")
@@ -139,6 +141,10 @@ def skipped_figures(model) -> dict[str, str]:
         if missing:
             out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {type(model).__name__} " \
                           f"does not have"
+    if getattr(model, "output", None) == "strings":  # text files instead of image grids (samples.txt, ...)
+        for figure in ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
+                       "traversals.png", "manifold.png"):
+            out.pop(figure, None)
     if conditional(model) and "manifold.png" not in out:
         out["manifold.png"] = "the decoder needs a class; class_grid.png shows the samples of each class"
     return out
@@ -153,6 +159,7 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     x = batch["x"]
     cond = conditional(model)
     can_encode, can_decode = has(model, "encode"), has(model, "decode")
+    can_decode = can_decode and getattr(model, "output", None) != "strings"  # decoded strings are no image grid
     codes = torch.cat([model.encode(model_inputs(model, take(batch, slice(s, s + 1000))))
                        for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
     if can_decode and codes is not None:

@@ -16,6 +16,7 @@ import pyro
 import torch
 
 from ..components.likelihoods import bits_per_dim
+from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
 from ..inference.contract import as_batch, batches, has, take, to_device
 from ..inference.run import load_run
@@ -54,7 +55,9 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
                    f"(Burda et al. 2016); a lower bound in expectation; particles "
                    f"{'vectorized' if vectorized else 'drawn one at a time (the program does not broadcast)'}"}
     likelihood = getattr(model, "likelihood", None)
-    if "bits_per_dim" in elbo:
+    if getattr(model, "output", None) == "strings":
+        pass  # token data: the per-token figures above, not bits per (pixel) dimension
+    elif "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
     elif likelihood is None or not callable(getattr(likelihood, "gives_code_length", None)):
         iwae["bits_per_dim_note"] = (f"not given: {type(model).__name__} has no ppvae likelihood to say whether "
@@ -64,6 +67,10 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
+    if getattr(model, "output", None) == "strings":  # token data: per-word figures, as language models report them
+        iwae["per_token"] = {**per_token(ll, xs), "how": "-(sum of the IWAE log-likelihoods) / (tokens predicted: "
+                                                         "each sentence's tokens and its end token); perplexity = "
+                                                         "exp(nll), an upper bound in expectation"}
     units = diag.active_units(model, batch, seed=seed, by_site=True)
     variance = torch.cat([v for _, v in units.values()]) if units else torch.zeros(0)
     active = sum(c for c, _ in units.values())
@@ -203,6 +210,10 @@ def summary(report: dict) -> str:
     if len(e.get("kl_sites", {})) > 1 or len(e.get("recon_sites", {})) > 1:
         lines.append("  per site            log-likelihood " + ", ".join(f"{k} {v:.2f}" for k, v in e["recon_sites"].items())
                      + "; KL " + ", ".join(f"{k} {v:.2f}" for k, v in e["kl_sites"].items()))
+    if "per_token" in iw:
+        t = iw["per_token"]
+        lines.append(f"  per token           {t['nll']:10.3f}   nats (perplexity {t['perplexity']:.1f}, {t['tokens']} tokens "
+                     f"with the end tokens)")
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
     elif "bits_per_dim_note" in iw:

@@ -409,8 +409,6 @@ class FreeBits(KLObjective):
         return -recon.sum() + n * kl.mean(0).clamp(min=self.threshold).sum()
 
 
-
-
 @BETAS.register("tcvae")
 class TCVAE(KLObjective):
     r"""beta-TCVAE (Chen et al. 2018, "Isolating Sources of Disentanglement in Variational Autoencoders"): the KL

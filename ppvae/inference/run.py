@@ -46,7 +46,7 @@ class Run:
     @property
     def data(self) -> Dataset:
         if self._data is None:
-            self._data = load_data(self.spec)
+            self._data = check_same_vocabulary(self.spec, load_data(self.spec))
         return self._data
 
 
@@ -57,6 +57,19 @@ def load_data(spec: dict) -> Dataset:
         raise ValueError(f"this run was trained on in-memory data ({name!r}), which a run directory cannot load "
                          f"again; evaluate it in Python (ppvae.report.evaluate_model(run.model, data.test))")
     return load_dataset(name, **options)
+
+
+def check_same_vocabulary(spec: dict, data: Dataset) -> Dataset:
+    """``data`` where its vocabulary is the one the run's model was trained with (``model.vocab`` in the spec);
+    otherwise ``ValueError``: the same ids would mean other tokens (the data file or package changed)."""
+    trained = spec.get("model", {}).get("vocab")
+    if trained is not None and data.vocabulary is not None and list(data.vocabulary) != list(trained):
+        differ = sorted(set(data.vocabulary) ^ set(trained))[:5]
+        raise ValueError(f"the data rebuilt from this run's spec has a different vocabulary ({len(data.vocabulary)} "
+                         f"tokens) from the one the model was trained with ({len(trained)} tokens; differing: "
+                         f"{', '.join(map(repr, differ)) or 'their order'}); its token ids would mean other tokens, so "
+                         f"the run cannot be evaluated or resumed on it")
+    return data
 
 
 def build_vae(spec: dict, event_shape=None):
@@ -125,7 +138,7 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
     state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
     check_record(state.get("program"), run_dir)
-    data = load_data(spec)
+    data = check_same_vocabulary(spec, load_data(spec))
     model = build_model(spec, data.event_shape)
     check_rebuilt(state.get("program"), run_dir, model)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
