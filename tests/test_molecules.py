@@ -110,15 +110,17 @@ def test_molecules_verb_writes_the_metrics(selfies_run, capsys):
     assert "validity" in capsys.readouterr().out
 
 
-def test_a_smiles_model_trains_from_the_cli_with_swapped_components(tmp_path):
-    run = tmp_path / "smiles"
-    sets = ["data.name=moses", "data.n=300", "data.n_test=50", "model.embed_dim=16", "model.hidden=32",
+@pytest.mark.parametrize("representation", ["smiles", "selfies"])
+def test_both_representations_train_from_the_cli_with_swapped_components(tmp_path, representation):
+    run = tmp_path / representation
+    sets = ["data.name=moses", "data.n=300", "data.n_test=50", f"data.representation={representation}",
+            "model.embed_dim=16", "model.hidden=32",
             "model.latent_dim=8", "prior.name=laplace", "beta.name=linear", "beta.warmup_epochs=2",
             "train.epochs=3", "train.figures=false", "device=cpu"]
     assert main(["train", *[a for s in sets for a in ("--set", s)], "--run-dir", str(run), "--quiet"]) == 0
     loaded = ppvae.load_run(run)
     assert loaded.metrics[-1]["train_loss"] < loaded.metrics[0]["train_loss"]
-    assert loaded.spec["prior"]["name"] == "laplace" and loaded.spec["model"]["representation"] == "smiles"
+    assert loaded.spec["prior"]["name"] == "laplace" and loaded.spec["model"]["representation"] == representation
     assert all(isinstance(s, str) for s in loaded.model.reconstruct(loaded.data.test[:4]))
 
 
