@@ -11,8 +11,9 @@ from 0 to 1 over all of training; word dropout is ``model.word_dropout``; free b
 per-token NLL from the IWAE bound with K = 100 (each sentence's words, punctuation marks and end token), its
 perplexity, the ELBO's KL and active units (Burda et al. 2016), and each setting's NLL over the language model's.
 
-Runs already in --out are reused (the benchmark resumes). CPU budget: 2 cores; about 40 s per epoch at the
-defaults, so about 4 minutes of training per setting and 25 minutes for the six.
+Runs already in --out are reused (the benchmark resumes). CPU budget: 2 cores; measured at the defaults, 1 to 2
+minutes of training per setting (5 minutes where other work shared the cores) and about a minute of IWAE
+evaluation each: about 16 minutes for the six.
 """
 
 from __future__ import annotations

@@ -62,10 +62,10 @@ def homotopy(model, start: str | torch.Tensor, end: str | torch.Tensor, steps: i
 
 def ratio_table(rows: dict[str, dict], reference: str, keys=("nll_per_token", "perplexity", "kl", "active_units")) -> str:
     """A table of settings x figures with each setting's per-token NLL over the reference's (the language model)."""
-    head = f"{'setting':<28}" + "".join(f"{k:>15}" for k in keys) + f"{'NLL / ' + reference:>22}"
+    head = f"{'setting':<28}" + "".join(f"{k:>15}" for k in keys) + f"   NLL / {reference}"
     lines = [head]
     base = rows[reference]["nll_per_token"]
     for name, r in rows.items():
         cells = "".join(f"{r[k]:>15.3f}" if isinstance(r[k], float) else f"{r[k]:>15}" for k in keys)
-        lines.append(f"{name:<28}{cells}{r['nll_per_token'] / base if base else math.nan:>22.3f}")
+        lines.append(f"{name:<28}{cells}{r['nll_per_token'] / base if base else math.nan:>11.3f}")
     return "\n".join(lines)
