@@ -63,12 +63,7 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
                 plots.plot_interpolation(strips, path=out / f"interpolation_{method}.png",
                                          title=f"{method.capitalize()} interpolation between posterior means{within}")
                 written.append(f"interpolation_{method}.png")
-        if metrics:
-            plots.plot_training_curve(metrics, path=out / "training_curve.png")
-            written.append("training_curve.png")
-            if metrics[-1].get("test_tc") is not None:
-                plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
-                written.append("kl_decomposition.png")
+        written += _curve_figures(metrics, out)
     for stale in set(TRAIN_FIGURES) - set(written):  # from an earlier model in this directory
         (out / stale).unlink(missing_ok=True)
     return written
@@ -87,13 +82,18 @@ def _write_string_figures(model, batch, metrics, out: Path, seed: int, n: int) -
             pairs = [f"{a}\t{b}" for a, b in zip(inputs, model.reconstruct(batch["x"][:n]))]
             (out / "reconstructions.txt").write_text("input\treconstruction\n" + "\n".join(pairs) + "\n")
             written.append("reconstructions.txt")
-    if metrics:
-        plots.plot_training_curve(metrics, path=out / "training_curve.png")
-        written.append("training_curve.png")
-        if metrics[-1].get("test_tc") is not None:
-            plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
-            written.append("kl_decomposition.png")
-    return written
+    return written + _curve_figures(metrics, out)
+
+
+def _curve_figures(metrics: list[dict], out: Path) -> list[str]:
+    """The training curve, and the KL decomposition where the metrics have one; the names written."""
+    if not metrics:
+        return []
+    plots.plot_training_curve(metrics, path=out / "training_curve.png")
+    if metrics[-1].get("test_tc") is None:
+        return ["training_curve.png"]
+    plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
+    return ["training_curve.png", "kl_decomposition.png"]
 
 
 @torch.no_grad()
