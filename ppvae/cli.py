@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where to write the run (default: runs/<time>-<data>-<prior>-<likelihood>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes (torchrun with DistributedDataParallel; train.batch_size is per "
+                        "process); at most the machine's CPU cores, or its GPUs on CUDA")
 
     p = sub.add_parser("sample", help="decode draws from the prior")
     _add_run(p)
@@ -196,9 +199,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     try:
-        return _COMMANDS[args.command](args)
+        return _run_command(args)
     except (ValueError, OSError, RuntimeError, ArithmeticError, ImportError) as e:  # NaN losses are FloatingPointErrors
         print(f"ppvae {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -215,10 +220,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _run_command(args) -> int:
+    from .inference.distributed import leave
+
+    try:
+        status = _COMMANDS[args.command](args)
+    except BaseException:
+        leave()
+        raise
+    leave(together=True)  # under torchrun: all ranks leave the process group together
+    return status
+
+
 def _train(args) -> int:
-    from .inference.run import default_run_dir, resume, train_spec
+    from .inference.run import default_run_dir, resume, spec_world, train_spec
     from .spec import load_spec
 
+    if args.nproc is not None and args.nproc != 1:
+        return _launch(args)
     start, before = time.perf_counter(), 0
     if args.resume:
         if args.spec:
@@ -234,15 +253,50 @@ def _train(args) -> int:
             return 0
     else:
         spec = load_spec(args.spec, args.overrides)
-        args.started_run = Path(args.run_dir) if args.run_dir else default_run_dir(spec)
-        if args.quiet:  # the progress display names it otherwise
+        args.started_run = run_dir = spec_world(spec).broadcast(Path(args.run_dir) if args.run_dir else
+                                                                default_run_dir(spec))  # one name for all ranks
+        if args.quiet and spec_world(spec).is_main:  # the progress display names it otherwise
             print(f"run directory: {args.started_run}", flush=True)
-        run = train_spec(spec, run_dir=args.started_run, progress=not args.quiet)
+        run = train_spec(spec, run_dir=run_dir, progress=not args.quiet)
+    if not spec_world(run.spec).is_main:
+        return 0
     last = run.metrics[-1] if run.metrics else {}
     print(f"trained {len(run.metrics) - before} epochs (to epoch {len(run.metrics)}) in {time.perf_counter() - start:.1f}s; "
           f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats/example")
     print(f"run directory: {run.run_dir}  (spec.toml, checkpoint.pt, metrics.csv, figures/)")
     return 0
+
+
+def _launch(args) -> int:
+    """``ppvae train --nproc N ...``: the same command under torchrun, on N processes of this machine."""
+    from .inference.distributed import check_backend, check_nproc, launch, torchrun_env
+    from .inference.run import default_run_dir, run_spec
+    from .inference.train import resolve_device
+    from .spec import load_spec
+
+    if torchrun_env() is not None:
+        raise ValueError("--nproc starts torchrun itself; under torchrun, leave --nproc out (torchrun's "
+                         "--nproc_per_node says how many processes)")
+    spec = run_spec(args.resume, args.overrides) if args.resume else load_spec(args.spec, args.overrides)
+    device = resolve_device(spec["device"])
+    check_backend(spec["train"].get("backend", "auto"), device)
+    check_nproc(args.nproc, device)
+    argv = _without_option(args.argv, "--nproc")
+    if not args.resume and not args.run_dir:  # named here, so that every process writes to the same place
+        argv += ["--run-dir", str(default_run_dir(spec))]
+    return launch(args.nproc, argv)
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
 
 
 def _load(args):

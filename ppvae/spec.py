@@ -50,7 +50,7 @@ DEFAULT_SPEC: dict[str, Any] = {
 _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "": {"seed": (int,), "device": (str,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
-              "validate": (bool,), "labeled_per_batch": (int,)},
+              "validate": (bool,), "labeled_per_batch": (int,), "backend": (str,)},
 }
 
 

@@ -50,8 +50,8 @@ def trained_ppca():
     x = torch.randn(3000, 2) @ w_true.T + b_true + 0.3 * torch.randn(3000, D)
     data = ppvae.dataset_from_array(x)
     vae = _linear_vae(2)
-    ppvae.train(vae, data, epochs=60, batch_size=100, objective="TraceMeanField_ELBO",
-                optimizer={"name": "adam", "lr": 2e-2}, device="cpu", progress=False, figures=False)
+    ppvae.train(vae, data, epochs=100, batch_size=100, objective="TraceMeanField_ELBO",
+                optimizer={"name": "adam", "lr": 1e-2}, device="cpu", progress=False, figures=False)
     return vae, data
 
 

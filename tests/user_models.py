@@ -264,3 +264,36 @@ class GlobalLatent(GaussianGrid):
 
     def guide(self, batch):
         pyro.sample("shift", dist.Normal(0.0, 1.0))
+
+
+class FixedNoiseVAE(ppvae.Model):
+    """A VAE whose reparameterization noise is a fixed function of the example (not drawn at random), so that
+    its gradient on a batch is deterministic: used to check that several processes take one process's steps.
+
+    The guide's sample is ``loc + scale * eps(x)`` with ``eps(x)`` a fixed pseudo-random map of x; its density is
+    the Normal's (``Delta(..., log_density)``), so the ELBO estimator is the usual reparameterized one.
+    """
+
+    def __init__(self, event_shape, latent_dim: int = 4, hidden: int = 32):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        d = int(torch.tensor(self.event_shape).prod())
+        self.latent_dim = latent_dim
+        self.enc = _mlp(d, hidden, 2 * latent_dim)
+        self.dec = _mlp(latent_dim, hidden, d)
+        self.register_buffer("mix", torch.randn(d, latent_dim, generator=torch.Generator().manual_seed(0)))
+
+    def model(self, batch):
+        x = batch["x"].flatten(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 0.5).to_event(1), obs=x)
+
+    def guide(self, batch):
+        x = batch["x"].flatten(1)
+        loc, raw = self.enc(x).chunk(2, -1)
+        scale = F.softplus(raw) + 1e-4
+        eps = torch.sin(1000.0 * (x @ self.mix))  # fixed "noise", in [-1, 1]
+        z = loc + scale * eps
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Delta(z, log_density=dist.Normal(loc, scale).log_prob(z).sum(-1), event_dim=1))

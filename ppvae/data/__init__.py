@@ -62,6 +62,7 @@ class Dataset:
     :param representation: what the tokens spell (``smiles``, ``selfies``, ``chars``).
     :param render: ``render(factors) -> x`` where any factor combination can be drawn (procedural dSprites), so
         disentanglement metrics can sample observations for chosen factors.
+    :param memory_mapped: the splits are memory-mapped files, read as batches touch them (training streams them).
     """
 
     name: str
@@ -79,6 +80,7 @@ class Dataset:
     render: Callable | None = None
     vocabulary: list[str] | None = None
     representation: str | None = None
+    memory_mapped: bool = False
 
     def __post_init__(self):
         # Catch mismatched splits here rather than as a shape error deep inside a model.

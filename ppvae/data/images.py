@@ -96,15 +96,58 @@ def digits(*, test_fraction: float, split_seed: int) -> Dataset:
 
 @DATASETS.register("file")
 def data_file(*, path: str | None = None, test_fraction: float, split_seed: int) -> Dataset:
-    """A .npy array (split by a seeded permutation) or a .npz archive ('x' [+ 'y'], or 'train' / 'test' [+
-    'train_labels' / 'test_labels'])."""
+    """A .npy array (split by a seeded permutation), a .npz archive ('x' [+ 'y'], or 'train' / 'test' [+
+    'train_labels' / 'test_labels']), or a directory of .npy files (``train.npy``, ``test.npy`` [+
+    ``train_labels.npy``, ``test_labels.npy``]) that is memory-mapped: rows are read from disk as batches need
+    them, so the data may be larger than memory (training streams it)."""
     if path is None:
-        raise ValueError("dataset 'file' needs path=<.npy or .npz file> (CLI: --set data.path=FILE)")
+        raise ValueError("dataset 'file' needs path=<.npy or .npz file, or a directory with train.npy and "
+                         "test.npy> (CLI: --set data.path=FILE)")
     # absolute, so that the run's spec finds the file from any directory
     path = str(Path(path).expanduser().resolve())
+    if os.path.isdir(path):
+        _check_no_split_options(f"{path} (a directory with train.npy and test.npy)",
+                                {"test_fraction": test_fraction, "split_seed": split_seed})
+        data = _mapped_directory(path)
+        data.spec = {"path": path}
+        return data
     data = _load_file(path, test_fraction=test_fraction, split_seed=split_seed)
     data.spec = {"path": path}
     return data
+
+
+def _mapped_directory(path: str) -> Dataset:
+    """train.npy / test.npy (float32 in [0, 1], or uint8 / other dtypes, which are read into memory) and optional
+    labels, memory-mapped copy-on-write: nothing is read until a batch touches it."""
+    arrays = {}
+    for key in ("train", "test", "train_labels", "test_labels"):
+        file = os.path.join(path, f"{key}.npy")
+        if os.path.isfile(file):
+            arrays[key] = np.load(file, mmap_mode="c", allow_pickle=False)
+        elif key in ("train", "test"):
+            raise FileNotFoundError(f"data directory {path!r} has no {key}.npy (it needs train.npy and test.npy, "
+                                    f"optionally train_labels.npy and test_labels.npy)")
+    mapped = {k: _mapped_tensor(arrays[k], os.path.join(path, f"{k}.npy")) for k in ("train", "test")}
+    labels = {k: as_labels(np.asarray(arrays[k]), len(mapped[k.split("_")[0]]), os.path.join(path, f"{k}.npy"))
+              for k in ("train_labels", "test_labels") if k in arrays}
+    return Dataset("file", mapped["train"], mapped["test"], labels.get("train_labels"), labels.get("test_labels"),
+                   source=path, memory_mapped=all(arrays[k].dtype == np.float32 for k in ("train", "test")))
+
+
+def _mapped_tensor(a: np.ndarray, what: str) -> torch.Tensor:
+    """A float32 memory-mapped array as a tensor on the same memory (checked for NaN part by part, so that the
+    check does not hold the whole array); other dtypes through :func:`as_float_tensor`, in memory."""
+    if a.dtype != np.float32:
+        return as_float_tensor(a, what)
+    if a.ndim not in (2, 3, 4):
+        raise ValueError(f"{what}: array has shape {a.shape}; accepted shapes are (N, D) vectors, (N, H, W) "
+                         f"single-channel images or (N, C, H, W) images")
+    for start in range(0, len(a), 4096):
+        bad = int((~np.isfinite(a[start:start + 4096])).sum())
+        if bad:
+            raise ValueError(f"{what}: array contains NaN or inf values (rows {start} to {start + 4095})")
+    t = torch.from_numpy(a)
+    return t.unsqueeze(1) if t.ndim == 3 else t
 
 
 def _load_file(path: str, **split) -> Dataset:

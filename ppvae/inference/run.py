@@ -21,6 +21,7 @@ from ..data import Dataset, load_dataset
 from ..registry import MODELS
 from ..spec import DEFAULT_SPEC, default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint
+from .distributed import world
 from .objectives import make_objective
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
 from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
@@ -50,9 +51,15 @@ class Run:
         return self._data
 
 
+#: data options read by the trainer (streaming), not by the dataset's loader
+TRAINER_DATA_OPTIONS = ("stream", "workers")
+
+
 def load_data(spec: dict) -> Dataset:
     options = dict(spec["data"])
     name = options.pop("name")
+    for key in TRAINER_DATA_OPTIONS:  # how the trainer feeds the data, not which data
+        options.pop(key, None)
     if options.pop("in_memory", False):
         raise ValueError(f"this run was trained on in-memory data ({name!r}), which a run directory cannot load "
                          f"again; evaluate it in Python (ppvae.report.evaluate_model(run.model, data.test))")
@@ -99,9 +106,20 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     spec = with_data_options(spec, data)
     model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
     spec, why_not = _resolved(spec, model)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    # under torchrun, rank 0 names the run directory for all ranks
+    run_dir = spec_world(spec).broadcast(Path(run_dir) if run_dir is not None else default_run_dir(spec))
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
     return Run(model, trainer.spec, trainer.fit(), run_dir, data)
+
+
+def spec_world(spec: dict):
+    """This process's place among torchrun's processes for a run of ``spec`` (rank 0 of 1 outside torchrun)."""
+    return world(spec["train"].get("backend", "auto"), resolve_device(spec["device"]))
+
+
+def run_spec(run_dir: str | Path, overrides: list[str] = ()) -> dict:
+    """The resolved spec of a run directory, with ``overrides`` applied."""
+    return _read_run_spec(Path(run_dir), overrides)
 
 
 def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, beta=1.0,

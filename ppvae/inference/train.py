@@ -24,17 +24,22 @@ from typing import Callable
 
 import pyro
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
+from ..registry import int_option
 from ..evaluate.decomposition import decomposition_means, kl_decomposition
 from ..evaluate.elbo import _sampled_enumeration, elbo_terms, evaluate_elbo, particles_vectorize, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
-from .contract import (check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
+from .contract import (Batch, check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
+from .distributed import LossModule, available_slots, rank_device, world
+from .lock import RunLock
 from .objectives import ELBO_OBJECTIVES, KLScale, forked_rng, make_objective
 from .rebuild import program_record, still_matches
 
@@ -72,20 +77,44 @@ class Trainer:
                  program: dict | None = None, why_not: str | None = None):
         self.spec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        device = resolve_device(spec["device"])
+        #: this process among those training the run (rank 0 of 1 outside torchrun)
+        self.world = world(spec["train"].get("backend", "auto"), device)
+        self.device = rank_device(device, self.world)
+        # rank 0 writes the run directory; a second process training into it is refused (naming the first)
+        self._lock = RunLock(self.run_dir) if self.run_dir is not None and self.world.is_main else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._setup(model, data, spec, callbacks, progress, resuming, program, why_not)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give up the run directory's lock (done when ``fit`` ends)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _setup(self, model, data, spec, callbacks, progress, resuming, program, why_not) -> None:
         if self.run_dir is not None and not resuming and (self.run_dir / CHECKPOINT).exists():
             raise ValueError(f"{str(self.run_dir)!r} already holds a trained run; continue it with "
                              f"`ppvae train --resume {self.run_dir}` (in Python: ppvae.resume), or train into "
                              f"another directory (--run-dir; run_dir= in Python)")
         check_program(model)
-        self.device = resolve_device(spec["device"])
         self.model = model.to(self.device)
         self.data = data
         check_batch_keys(model, data.keys)
         if has(model, "check_data"):
             model.check_data(data.batch("train"))
             model.check_data(data.batch("test"))
-        self.train_batch = to_device(data.batch("train"), self.device)
-        self.test_batch = to_device(data.batch("test"), self.device)
+        # Streaming keeps the splits in host memory (or on disk, memory-mapped) and moves one batch at a time.
+        self.stream = streams(spec["data"].get("stream", "auto"), data, self.device)
+        self.workers = int_option(spec["data"].get("workers", min(2, available_slots(torch.device("cpu"))[0])), 0,
+                                  "data.workers")
+        home = torch.device("cpu") if self.stream else self.device
+        self.train_batch = to_device(data.batch("train"), home)
+        self.test_batch = to_device(data.batch("test"), home)
         self.batch_size = spec["train"]["batch_size"]
         self.labeled_rows, self.unlabeled_rows, self.labeled_per_batch = self._labeled_split(spec["train"])
         self.callbacks = list(callbacks)
@@ -112,30 +141,44 @@ class Trainer:
         # Everything that runs the programs before training (checks; the objective's choices: plate nesting,
         # estimator) runs here, where the random state and the module's buffers are put back afterwards, so a
         # fresh run and a resumed one train from the same state.
+        self.epochs = spec["train"]["epochs"]
         with untouched(model):
-            first = take(self.train_batch, slice(0, 2))
-            self.sites = check_first_batch(model, first, objective["name"])
-            self.decomposable = self._check_decomposition(first)
+            first = to_device(take(self.train_batch, slice(0, 3)), self.device)
+            self.sites = check_first_batch(model, take(first, slice(0, 2)), objective["name"])
+            self.decomposable = self._check_decomposition(take(first, slice(0, 2)))
             if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
-                    and not particles_vectorize(model, self.train_batch):
+                    and not particles_vectorize(model, first):
                 self.objective = make_objective({**objective, "vectorize_particles": False}, model)
+            first = take(first, slice(0, 2))
             if self.beta.scaling and not self.direct:
                 with pyro.validation_enabled(spec["train"]["validate"]):
                     self.objective.differentiable_loss(self._model_fn, self._guide_fn, first)
+            # The loss as a module's forward; with several processes, DDP's gradient hooks run on it.
+            self.loss_module = LossModule(self.model, self._loss, scale=self.world.size)
+            self._forward = self._loss
+            if self.world.distributed:
+                self._forward = DistributedDataParallel(
+                    self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=bool(self._unused_parameters(first)))
         self.optimizer = make_optimizer(spec["optimizer"], self.model.parameters())
-        self.epochs = spec["train"]["epochs"]
         n_train = self.n_train
-        per_step = self.batch_size - self.labeled_per_batch
-        self.steps_per_epoch = math.ceil((n_train if self.labeled_rows is None else len(self.unlabeled_rows)) / per_step)
+        # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
+        w = self.world.size
+        if self.labeled_rows is None:
+            self.steps_per_epoch = math.ceil(math.ceil(n_train / w) / self.batch_size)
+        else:
+            self.steps_per_epoch = math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
         self.epoch = 0  # completed epochs
         self.step = 0
         self.metrics: list[dict] = []
-        # Shuffling has its own generator so that its stream is saved and restored with the checkpoint.
+        # Shuffling labelled and unlabelled rows has its own generator, the same on every rank, so that its stream
+        # is saved and restored with the checkpoint; other data are shuffled by the epoch's DistributedSampler.
         self.shuffle_rng = torch.Generator().manual_seed(spec["seed"])
-        pyro.set_rng_seed(spec["seed"])
+        pyro.set_rng_seed(spec["seed"] + self.world.rank)  # each rank its own noise
         # A fixed training subset of the test set's size, for the train-side ELBO curve.
         n_eval = min(n_train, self.test_batch["x"].shape[0])
         self.train_eval_batch = take(self.train_batch, slice(0, n_eval))
+        self.progress = self.progress and self.world.is_main
         self.program = program
         if self.run_dir is not None and self.program is None:
             self.program = program_record(model, spec, why_not)
@@ -162,17 +205,44 @@ class Trainer:
         """Each step's rows for one epoch: a shuffle of the training set, or, where only some rows are labelled
         and batches draw some of them, a shuffle of the unlabelled rows joined by labelled rows cycled in
         shuffled passes (so every labelled row is seen equally often)."""
-        g = self.shuffle_rng
+        home = self.train_batch["x"].device
+        w, r = self.world.size, self.world.rank
         if self.labeled_rows is None:
-            order = torch.randperm(self.train_batch["x"].shape[0], generator=g).to(self.device)
+            sampler = DistributedSampler(range(self.n_train), num_replicas=w, rank=r, shuffle=True,
+                                         seed=self.spec["seed"])
+            sampler.set_epoch(self.epoch)
+            order = torch.tensor(list(sampler), dtype=torch.long, device=home)
             return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
-        per_step, k = self.batch_size - self.labeled_per_batch, self.labeled_per_batch
-        rest = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g).to(self.device)]
+        # The run's steps, drawn alike on every rank from the shared generator; each rank takes every w-th row.
+        g = self.shuffle_rng
+        per_step, k = (self.batch_size - self.labeled_per_batch) * w, self.labeled_per_batch * w
+        rest = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)]
         passes = math.ceil(self.steps_per_epoch * k / len(self.labeled_rows))
-        cycled = torch.cat([self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g).to(self.device)]
+        cycled = torch.cat([self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g)]
                             for _ in range(passes)])
-        return [torch.cat([cycled[i * k:(i + 1) * k], rest[i * per_step:(i + 1) * per_step]])
+        return [torch.cat([cycled[i * k:(i + 1) * k][r::w], rest[i * per_step:(i + 1) * per_step][r::w]]).to(home)
                 for i in range(self.steps_per_epoch)]
+
+    def _batches(self, steps):
+        """Each step's batch on the device: sliced from the resident split, or streamed by a DataLoader (with
+        workers, and pinned memory on CUDA) from host memory or a memory-mapped file."""
+        if not self.stream:
+            for rows in steps:
+                yield take(self.train_batch, rows)
+            return
+        cuda = self.device.type == "cuda"
+        # its own generator: a DataLoader seeds its workers from the global stream otherwise, which would change
+        # the training noise (streamed and resident data train alike)
+        loader = DataLoader(_Rows(self.train_batch), sampler=steps, batch_size=None, num_workers=self.workers,
+                            pin_memory=cuda, generator=torch.Generator().manual_seed(self.spec["seed"] + self.epoch))
+        for batch in loader:
+            yield Batch({k: v.to(self.device, non_blocking=cuda) for k, v in batch.items()})
+
+    def _unused_parameters(self, first) -> list[str]:
+        """Parameters the loss does not reach (DDP must then look for them every step)."""
+        named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(self._loss(first, 0.0), [p for _, p in named], allow_unused=True)
+        return [k for (k, _), g in zip(named, grads) if g is None]
 
     @property
     def vae(self):
@@ -233,6 +303,8 @@ class Trainer:
             "shuffle_rng": self.shuffle_rng.get_state(),
             "spec": self.spec,
             "program": self.program,
+            "world_size": self.world.size,
+            **({"rank_rng": self._rank_rng} if getattr(self, "_rank_rng", None) else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -252,6 +324,12 @@ class Trainer:
             group.update({k: v for k, v in options.items() if k in group})
         self.epoch, self.step, self.metrics = state["epoch"], state["step"], list(state["metrics"])
         set_rng_state(state["rng"])
+        if self.world.rank:
+            ranks = state.get("rank_rng") or []
+            if self.world.rank < len(ranks):
+                set_rng_state(ranks[self.world.rank])
+            else:  # a rank the interrupted run did not have: its own stream, from the seed, rank and epoch
+                pyro.set_rng_seed(self.spec["seed"] + self.world.rank + 100_003 * self.epoch)
         self.shuffle_rng.set_state(state["shuffle_rng"])
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -267,11 +345,16 @@ class Trainer:
             with pyro.validation_enabled(self.spec["train"]["validate"]):
                 while self.epoch < self.epochs:
                     self._train_epoch(bar)
+            bar.close()
+            if self.run_dir is not None and self.spec["train"]["figures"] and self.world.is_main:
+                test = self.test_batch if not self.stream else \
+                    to_device(take(self.test_batch, slice(0, 2000)), self.device)
+                write_figures(self.model, test, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
+                              classes=self.data.classes)
         finally:
             bar.close()
-        if self.run_dir is not None and self.spec["train"]["figures"]:
-            write_figures(self.model, self.test_batch, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
-                          classes=self.data.classes)
+            self.release()
+            self._forward = self._loss  # DDP's reducer and its threads go before the process group does
         return self.metrics
 
     def _train_epoch(self, bar) -> None:
@@ -282,12 +365,11 @@ class Trainer:
         rows_done = 0
         every = self.spec["train"]["progress_every"]
         self.model.train()
-        for i, rows in enumerate(steps):
-            batch = take(self.train_batch, rows)
+        for i, (rows, batch) in enumerate(zip(steps, self._batches(steps))):
             rows_done += len(rows)
             t = self.epoch + i / self.steps_per_epoch
             try:
-                loss = self._loss(batch, t)
+                loss = self._forward(batch, t)
             except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
                 if "invalid values" not in str(e):
                     raise
@@ -298,13 +380,17 @@ class Trainer:
             total += loss.detach()
             self.step += 1
             if (i + 1) % every == 0 or i + 1 == len(steps):
-                running = total.item() / rows_done
+                # summed over the ranks (so that all of them stop together on a non-finite loss)
+                summed = self.world.sum(torch.stack([total / self.world.size, torch.tensor(
+                    float(rows_done), device=self.device)]))
+                running = summed[0].item() / summed[1].item()
                 if not math.isfinite(running):
                     self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
                 bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
                 bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
-        row = self._epoch_metrics(total.item() / n, self.beta.log_values(t, self.epochs),
-                                  time.perf_counter() - start)
+        n = self.world.sum(torch.tensor(float(n), device=self.device)).item()
+        total = self.world.sum(total / self.world.size).item()
+        row = self._epoch_metrics(total / n, self.beta.log_values(t, self.epochs), time.perf_counter() - start)
         if not all(math.isfinite(p.detach().sum().item()) for p in self.model.parameters()):
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
         for key in ("train_loss", "train_elbo", "test_elbo"):  # weights can be finite and still give NaN
@@ -318,7 +404,9 @@ class Trainer:
             bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
                       f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
                       f"KL {row['test_kl']:.2f}{tc})  {row['seconds']:.1f}s")
-        if self.run_dir is not None:
+        # each rank's random state, so that a resume with as many processes continues every rank's stream
+        self._rank_rng = self.world.gather(rng_state()) if self.world.distributed else None
+        if self.run_dir is not None and self.world.is_main:
             if not self._spec_written:
                 dump_spec(self.spec, self.run_dir / SPEC_FILE)
                 self._spec_written = True
@@ -328,13 +416,39 @@ class Trainer:
         for callback in self.callbacks:
             callback(self, row)
 
+    def _evaluate(self, batch) -> dict:
+        """evaluate_elbo over ``batch``; with several processes or streamed data, each rank evaluates its share
+        (every size-th row) in device-sized parts and the sums are added over the ranks."""
+        seed = self.spec["seed"]
+        if not (self.world.distributed or self.stream):
+            return evaluate_elbo(self.model, batch, seed=seed)
+        w, r = self.world.size, self.world.rank
+        n = batch["x"].shape[0]
+        mine = torch.arange(r, n, w)
+        sums: dict[str, torch.Tensor] = {}
+        for j, start in enumerate(range(0, len(mine), 1000)):
+            part = to_device(take(batch, mine[start:start + 1000]), self.device)
+            out = evaluate_elbo(self.model, part, seed=seed + r + w * j)
+            m = out["num_examples"]
+            for kind in ("recon_sites", "kl_sites"):
+                for k, v in out[kind].items():
+                    sums[f"{kind}/{k}"] = sums.get(f"{kind}/{k}", 0.0) + v * m
+        keys = sorted(sums)
+        total = self.world.sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device))
+        sites = {kind: {k.split("/", 1)[1]: float(v) / n for k, v in zip(keys, total) if k.startswith(kind)}
+                 for kind in ("recon_sites", "kl_sites")}
+        recon, kl = sum(sites["recon_sites"].values()), sum(sites["kl_sites"].values())
+        return {"elbo": recon - kl, "recon": recon, "kl": kl, "num_examples": n, **sites}
+
     def _epoch_metrics(self, train_loss: float, kl_weighting: dict, seconds: float) -> dict:
         seed = self.spec["seed"]
-        tr = evaluate_elbo(self.model, self.train_eval_batch, seed=seed)
-        te = evaluate_elbo(self.model, self.test_batch, seed=seed)
+        tr = self._evaluate(self.train_eval_batch)
+        te = self._evaluate(self.test_batch)
         parts = {}
         if self.decomposable:  # on up to 1,000 test examples, with the consistent (stratified) estimator
-            rows = take(self.test_batch, slice(0, min(1000, self.test_batch["x"].shape[0])))
+            # (no more rows than the training set has: q(z) averages over it)
+            rows = to_device(take(self.test_batch, slice(0, min(1000, self.test_batch["x"].shape[0], self.n_train))),
+                             self.device)
             with seeded_eval(seed, self.device, self.model):
                 parts = {f"test_{k}": v for k, v in decomposition_means(self.model, rows, self.n_train).items()}
         return {"epoch": self.epoch + 1, "step": self.step, **kl_weighting, "train_loss": train_loss,
@@ -347,6 +461,35 @@ class Trainer:
         where = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
                  if self.run_dir is not None and self.epoch else "no checkpoint was written")
         raise NonFiniteLossError(f"{what}; {where}. Try a lower optimizer.lr or a smaller beta.")
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A split as a map-style dataset whose item is a whole step: ``rows`` (an index tensor) -> that batch."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return self.batch["x"].shape[0]
+
+    def __getitem__(self, rows):
+        return {k: v[rows] for k, v in self.batch.items()}
+
+
+def streams(choice, data: Dataset, device: torch.device) -> bool:
+    """Whether training streams batches (``data.stream``: true, false or "auto"). Auto streams data that is
+    memory-mapped from disk, and data that would take more than half of a GPU's free memory."""
+    if choice not in (True, False, "auto"):
+        raise ValueError(f"data.stream must be true, false or \"auto\", got {choice!r}")
+    if choice != "auto":
+        return choice
+    if getattr(data, "memory_mapped", False):
+        return True
+    if device.type == "cuda":
+        nbytes = sum(v.numel() * v.element_size() for v in data.batch("train").values())
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes > free / 2
+    return False
 
 
 def write_metrics(metrics: list[dict], path: Path) -> None:
