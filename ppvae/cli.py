@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where to write the run (default: runs/<time>-<data>-<prior>-<likelihood>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--deterministic", action="store_true",
+                   help="use only torch's deterministic algorithms (for GPUs; CPU training is deterministic "
+                        "already); recorded as train.deterministic = true")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes (torchrun with DistributedDataParallel; train.batch_size is per "
                         "process); at most the machine's CPU cores, or its GPUs on CUDA")
@@ -238,6 +241,8 @@ def _train(args) -> int:
 
     if args.nproc is not None and args.nproc != 1:
         return _launch(args)
+    if args.deterministic:
+        args.overrides = [*args.overrides, "train.deterministic=true"]
     start, before = time.perf_counter(), 0
     if args.resume:
         if args.spec:
@@ -270,6 +275,8 @@ def _train(args) -> int:
 def _launch(args) -> int:
     """``ppvae train --nproc N ...``: the same command under torchrun, on N processes of this machine."""
     from .inference.distributed import check_backend, check_nproc, launch, torchrun_env
+    from .inference.lock import RunLock
+    from .inference.train import check_fresh
     from .inference.run import default_run_dir, run_spec
     from .inference.train import resolve_device
     from .spec import load_spec
@@ -284,6 +291,12 @@ def _launch(args) -> int:
     argv = _without_option(args.argv, "--nproc")
     if not args.resume and not args.run_dir:  # named here, so that every process writes to the same place
         argv += ["--run-dir", str(default_run_dir(spec))]
+    target = args.resume or args.run_dir
+    if target:  # refused here in one line, before torchrun starts processes that would each say it
+        if not args.resume:
+            check_fresh(Path(target))
+        if Path(target).is_dir():
+            RunLock(target).acquire().release()
     return launch(args.nproc, argv)
 
 

@@ -50,7 +50,8 @@ DEFAULT_SPEC: dict[str, Any] = {
 _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "": {"seed": (int,), "device": (str,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
-              "validate": (bool,), "labeled_per_batch": (int,), "backend": (str,)},
+              "validate": (bool,), "labeled_per_batch": (int,), "backend": (str,),
+              "keep_checkpoints": (int,), "deterministic": (bool,)},
 }
 
 
@@ -127,6 +128,9 @@ def validate(spec: dict) -> dict:
     for key in ("epochs", "batch_size", "progress_every"):
         if spec["train"][key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
+    if spec["train"].get("keep_checkpoints", 1) < 1:
+        raise ValueError(f"train.keep_checkpoints must be >= 1 (1: only the latest), got "
+                         f"{spec['train']['keep_checkpoints']}")
     if spec["train"].get("labeled_per_batch", 0) < 0:
         raise ValueError(f"train.labeled_per_batch must be >= 0, got {spec['train']['labeled_per_batch']}")
     if spec["model"]["name"] == "vae" and "latent_dim" in spec["model"]:  # the stock model, checked early

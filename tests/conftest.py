@@ -1,5 +1,12 @@
 import pyro
 import pytest
+from hypothesis import settings
+
+# Fuzzing profiles: "ci" is the default (derandomized: the same examples every run, 100 per property);
+# `--hypothesis-profile thorough` draws ten times as many, at random.
+settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 from ppvae.data import load_dataset
 

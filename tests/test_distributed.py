@@ -50,9 +50,10 @@ def _ok(proc):
 def test_two_processes_take_the_steps_of_one_with_twice_the_batch(tmp_path):
     """2 processes x batch 64 and 1 process x batch 128 over the same examples reach the same weights (a program
     whose noise is a fixed function of the example, so the gradients are deterministic)."""
-    model = {"name": f"{USER}:FixedNoiseVAE"}
-    _ok(_ppvae("train", _spec(tmp_path, model=model), "--nproc", "2", "--run-dir", tmp_path / "two", "--quiet"))
-    one = ppvae.train_spec(load_spec(_spec(tmp_path, model=model, train={"batch_size": 128})),
+    model, data = {"name": f"{USER}:FixedNoiseVAE"}, {"limit_train": 250}  # 250 = 128 + 122: the last step is short
+    _ok(_ppvae("train", _spec(tmp_path, model=model, data=data), "--nproc", "2", "--run-dir", tmp_path / "two",
+               "--quiet"))
+    one = ppvae.train_spec(load_spec(_spec(tmp_path, model=model, data=data, train={"batch_size": 128})),
                            run_dir=tmp_path / "one", progress=False)
     two, ref = _weights(tmp_path / "two"), _weights(tmp_path / "one")
     assert [m["step"] for m in one.metrics] == [2, 4]
@@ -60,7 +61,7 @@ def test_two_processes_take_the_steps_of_one_with_twice_the_batch(tmp_path):
     for k in ref:
         torch.testing.assert_close(two[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
     # and the comparison can fail: one process with batch 64 takes other steps
-    ppvae.train_spec(load_spec(_spec(tmp_path, model=model)), run_dir=tmp_path / "small", progress=False)
+    ppvae.train_spec(load_spec(_spec(tmp_path, model=model, data=data)), run_dir=tmp_path / "small", progress=False)
     small = _weights(tmp_path / "small")
     assert max((small[k] - ref[k]).abs().max().item() for k in ref) > 1e-3
 
@@ -76,7 +77,10 @@ def test_a_two_process_run_resumes_exactly_under_two_and_goes_on_under_one(tmp_p
         assert torch.equal(whole[k], part[k]), k
     assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["world_size"] == 2
     # ... and continues under one process, evaluates and samples like any run
-    run = ppvae.resume(tmp_path / "part", ["train.epochs=4"], progress=False)
+    with pytest.warns(UserWarning, match=r"this run trained on 2 process\(es\) with train.batch_size = 64 each \(steps "
+                                         r"of 128 examples\); on 1 it now takes steps of 64; train.batch_size = 128 "
+                                         r"keeps the step"):
+        run = ppvae.resume(tmp_path / "part", ["train.epochs=4"], progress=False)
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3, 4]
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
     report = ppvae.evaluate_run(tmp_path / "part", num_samples=5, figures=False)
@@ -159,20 +163,31 @@ def test_bad_streaming_options_are_refused(tmp_path, capsys, option, value, mess
     assert message in capsys.readouterr().err
 
 
+def _holder(run: Path) -> subprocess.Popen:
+    """A process that holds RUN's lock, as a training process does."""
+    p = subprocess.Popen([sys.executable, "-c", f"import time; from ppvae.inference.lock import RunLock; "
+                          f"lock = RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(120)"],
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 def test_a_run_directory_held_by_a_live_process_is_refused_naming_it(tmp_path, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = _holder(run)
     try:
-        run = tmp_path / "run"
-        run.mkdir()
-        (run / LOCK_FILE).write_text(f"{holder.pid} {os.uname().nodename}\n")
         assert main(["train", "--set", "data.name=digits", "--set", "train.epochs=1", "--run-dir", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"is being written by another ppvae process (pid {holder.pid} on " in err, err
+        assert main(["train", "--nproc", "2", "--set", "data.name=digits", "--run-dir", str(run)]) == 2  # before torchrun
+        assert f"(pid {holder.pid} on " in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing written, the lock left alone
     finally:
         holder.kill()
         holder.wait()
-    # its process is gone now: the stale lock is taken over and the run trains
+    # killed: the kernel dropped its lock, and the lock file it left is taken over
+    assert (run / LOCK_FILE).read_text().split()[0] == str(holder.pid)
     assert main(["train", "--set", "data.name=digits", "--set", "data.limit_train=128", "--set", "train.epochs=1",
                  "--set", "train.figures=false", "--run-dir", str(run), "--quiet"]) == 0
     assert (run / "checkpoint.pt").is_file() and not (run / LOCK_FILE).exists()
@@ -199,9 +214,11 @@ def test_a_concurrent_trainer_is_refused_while_the_first_trains(tmp_path):
         first.wait()
 
 
-def test_the_lock_is_reentrant_and_leaves_no_empty_directory(tmp_path):
+def test_a_second_lock_in_one_process_is_refused_and_no_empty_directory_is_left(tmp_path):
     lock = RunLock(tmp_path / "new").acquire()
     assert (tmp_path / "new" / LOCK_FILE).read_text().split()[0] == str(os.getpid())
-    RunLock(tmp_path / "new").acquire()  # the same process: taken over, not refused
+    with pytest.raises(ValueError, match=rf"pid {os.getpid()} on "):
+        RunLock(tmp_path / "new").acquire()
     lock.release()
     assert not (tmp_path / "new").exists()
+    RunLock(tmp_path / "new").acquire().release()  # free again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.contract import as_batch, conditional, require
+from ..registry import int_option
 
 METHODS = ("linear", "spherical")
 
@@ -43,8 +44,7 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
     """
     if method not in METHODS:
         raise ValueError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
-    if steps < 2:
-        raise ValueError(f"interpolation needs steps >= 2, got {steps}")
+    steps = int_option(steps, 2, "interpolation steps")
     encode, decode = require(model, "encode", "interpolation"), require(model, "decode", "interpolation")
     path = (lerp if method == "linear" else slerp)(encode(x0), encode(x1), steps)  # (steps, pairs, D)
     decoded = decode(path.flatten(0, 1))

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..registry import OPTIMIZERS, check_options
@@ -24,7 +26,10 @@ def make_optimizer(spec: dict, params) -> torch.optim.Optimizer:
         # about 1 ms less per step than the per-tensor loop for a small VAE on 2 CPU cores.
         options.setdefault("fused", True)
     check_options(cls, options, f"optimizer {name!r}", keyword_only=False)
+    lr = options.get("lr", 1e-3)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"optimizer.lr must be a positive finite number, got {lr!r}")
     try:
         return cls(params, **options)
-    except TypeError as e:  # torch's message names the bad keyword; add what is allowed
+    except (TypeError, ValueError) as e:  # torch's message names the bad keyword or value; add what is allowed
         raise ValueError(f"optimizer {name!r}: {e}; see torch.optim.{cls.__name__}") from None

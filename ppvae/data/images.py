@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,8 @@ def _mapped_tensor(a: np.ndarray, what: str) -> torch.Tensor:
     """A float32 memory-mapped array as a tensor on the same memory (checked for NaN part by part, so that the
     check does not hold the whole array); other dtypes through :func:`as_float_tensor`, in memory."""
     if a.dtype != np.float32:
+        warnings.warn(f"{what} is {a.dtype}, so it is read into memory as float32 ({a.size * 4 / 2**20:.0f} MiB); "
+                      f"save it as float32 in [0, 1] to have it memory-mapped instead", stacklevel=3)
         return as_float_tensor(a, what)
     if a.ndim not in (2, 3, 4):
         raise ValueError(f"{what}: array has shape {a.shape}; accepted shapes are (N, D) vectors, (N, H, W) "

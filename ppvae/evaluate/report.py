@@ -20,6 +20,7 @@ from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
 from ..inference.contract import as_batch, batches, has, take, to_device
 from ..inference.run import load_run
+from ..registry import int_option
 from . import diagnostics as diag
 from .elbo import evaluate_elbo, iwae_log_likelihood, particles_vectorize
 from .figures import latent_manifold, latent_traversals, write_figures  # noqa: F401  (ppvae.report's names)
@@ -35,6 +36,8 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     """(report, arrays): the numbers of the report, and the per-example arrays the figures need, for any
     ppvae model; ``x`` is a tensor or a batch mapping (with labels, masks, ... where the model reads them)."""
     start = time.perf_counter()
+    num_samples = int_option(num_samples, 1, "num_samples (importance samples per example)")
+    posterior_draws = int_option(posterior_draws, 1, "posterior_draws")
     batch = as_batch(x)
     xs = batch["x"]
     n, dims = xs.shape[0], math.prod(xs.shape[1:])

@@ -8,7 +8,9 @@ starts N copies of the same training. torchrun's environment (``RANK``, ``WORLD_
 broadcasts rank 0's weights. What changes with N processes:
 
 - ``train.batch_size`` is the batch of *one* process: N processes with batch B take the steps one process with
-  batch N*B takes, over the same examples (a DistributedSampler seeded by the run's seed and the epoch);
+  batch N*B takes, over the same examples (one order per epoch, from a DistributedSampler seeded by the run's
+  seed and the epoch; each rank takes every N-th row of each step), except where the loss depends on the whole
+  batch (beta-TCVAE's minibatch estimators see B rows per rank; batch norm's statistics are per rank);
 - the loss is the Pyro objective computed inside a module's ``forward`` (:class:`LossModule`), so DDP's gradient
   hooks run; it is scaled by N, so that DDP's average of the N gradients is the gradient of the summed loss of
   the N*B examples, as in one process;
@@ -24,6 +26,7 @@ directory on a filesystem every node sees; only global rank 0 writes to it).
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import subprocess
 import sys
@@ -116,6 +119,10 @@ def world(backend: str = "auto", device: torch.device | None = None) -> World:
     chosen = check_backend(backend, device)
     if not dist.is_initialized():
         if device.type == "cuda":
+            if env["local_rank"] >= torch.cuda.device_count():
+                raise ValueError(f"local rank {env['local_rank']} has no GPU: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s); start at most that many processes per "
+                                 f"node (--nproc_per_node)")
             torch.cuda.set_device(env["local_rank"])
         dist.init_process_group(chosen)
         atexit.register(leave)
@@ -129,6 +136,7 @@ def leave(together: bool = False) -> None:
     others, where waiting for them could wait forever."""
     global _WORLD
     if dist.is_initialized():
+        gc.collect()  # DDP's reducer (its threads) goes before the process group does
         try:
             if together:
                 dist.barrier()

@@ -1,17 +1,21 @@
 """One writer per run directory.
 
-A training process holds ``RUN/.lock`` (its pid and host, created with ``O_EXCL``, so only one process can
-create it) from the moment it is set up until it finishes. A second process that tries to train into the same
-directory is refused with the holder's pid. A lock left by a process that died (kill -9, power loss) is taken
-over: its pid no longer runs on this host.
+A training process holds an exclusive ``flock`` on ``RUN/.lock`` (which also records its pid and host, for the
+message) from the moment it is set up until it finishes. A second process that tries to train into the same
+directory is refused with the holder's pid. The kernel drops the lock when its holder dies (kill -9, a crash,
+an OOM kill), so a lock file left behind by a dead process is simply taken over; there is no pid guessing.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking
+    fcntl = None
 
 LOCK_FILE = ".lock"
 
@@ -20,74 +24,72 @@ class RunLockedError(ValueError):
     pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    return True
-
-
-def _holder(path: Path) -> tuple[int, str] | None:
-    try:
-        pid, _, host = path.read_text().strip().partition(" ")
-        return int(pid), host
-    except (OSError, ValueError):
-        return None  # half-written by a process that died mid-write, or removed meanwhile
-
-
 class RunLock:
-    """``RunLock(run_dir).acquire()`` ... ``release()``; re-entrant within one process."""
+    """``RunLock(run_dir).acquire()`` ... ``release()``. Within one process a second ``RunLock`` on the same
+    directory is refused too (each holds its own open file); ``acquire`` on a held lock is a no-op."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
-        self.held = False
+        self._fd: int | None = None
         self._made_dir = False
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def acquire(self) -> "RunLock":
-        if self.held:
+        if self.held or fcntl is None:
             return self
         if not self.run_dir.exists():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._made_dir = True
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(3):
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _holder(self.path)
-                if holder is not None:
-                    pid, host = holder
-                    mine = pid == os.getpid() and host == socket.gethostname()
-                    if not mine and (host != socket.gethostname() or _alive(pid)):
-                        raise RunLockedError(
-                            f"{str(self.run_dir)!r} is being written by another ppvae process (pid {pid} on {host}); "
-                            f"wait for it to finish, or train into another directory (--run-dir)") from None
-                try:  # stale (its process is gone), half-written, or this process's own: take it over
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self.held = True
-            return self
-        raise OSError(errno.EBUSY, f"could not take the lock {self.path} (another process keeps taking it)")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").split()
+                os.close(fd)
+                pid, host = (holder + ["?", "?"])[:2]
+                self._forget_dir()
+                raise RunLockedError(
+                    f"{str(self.run_dir)!r} is being written by another ppvae process (pid {pid} on {host}); wait "
+                    f"for it to finish, or train into another directory (--run-dir)") from None
+            # the file may have been removed (a holder releasing) between our open and our lock: lock the one
+            # that is there now
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
 
     def release(self) -> None:
-        if not self.held:
+        if self._fd is None:
             return
-        self.held = False
-        holder = _holder(self.path)
-        if holder is not None and holder[0] == os.getpid():
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(self.path)  # while still holding it, so no one locks a file that is about to go
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        self._forget_dir()
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # at interpreter exit os may be half torn down; the kernel drops the lock anyway
+            pass
+
+    def _forget_dir(self) -> None:
         if self._made_dir:  # a run that wrote nothing leaves no empty directory behind
+            self._made_dir = False
             try:
                 self.run_dir.rmdir()
             except OSError:

@@ -253,6 +253,12 @@ class _TraceEnumELBO(_RNGNeutralGuess, TraceEnum_ELBO):
 class _TraceGraphELBO(_RNGNeutralGuess, TraceGraph_ELBO):
     __doc__ = TraceGraph_ELBO.__doc__
 
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The surrogate loss's gradient (score-function terms, Rao-Blackwellized) with the value of the negative
+        ELBO: Pyro's TraceGraph_ELBO gives only ``loss_and_grads``, whose surrogate has another value."""
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        return surrogate - surrogate.detach() + (-elbo).detach()
+
 
 _register("TraceEnum_ELBO", _TraceEnumELBO)  # discrete latents summed out exactly (infer={"enumerate": "parallel"})
 _register("TraceGraph_ELBO", _TraceGraphELBO)  # score-function gradients with Rao-Blackwellization

@@ -20,7 +20,7 @@ from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
 from ..registry import MODELS
 from ..spec import DEFAULT_SPEC, default_spec, load_spec, merge, validate
-from .checkpoint import CHECKPOINT, load_checkpoint
+from .checkpoint import CHECKPOINT, load_latest
 from .distributed import world
 from .objectives import make_objective
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
@@ -154,18 +154,22 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir, overrides)
     # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    state = load_latest(run_dir, map_location="cpu")
     check_record(state.get("program"), run_dir)
     data = check_same_vocabulary(spec, load_data(spec))
     model = build_model(spec, data.event_shape)
     check_rebuilt(state.get("program"), run_dir, model)
-    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
-                      program=state.get("program"))
     if state["epoch"] > spec["train"]["epochs"]:
         raise ValueError(f"{str(run_dir)!r} has already trained {state['epoch']} epochs, more than "
                          f"train.epochs = {spec['train']['epochs']}; set train.epochs above {state['epoch']} "
                          f"to train on")
-    trainer.load_state_dict(state)
+    trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
+                      program=state.get("program"))
+    try:
+        trainer.load_state_dict(state)
+    except BaseException:
+        trainer.release()
+        raise
     return Run(model, spec, trainer.fit(), run_dir, data, resumed_from=state["epoch"])
 
 
@@ -174,7 +178,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     where the run cannot be rebuilt exactly)."""
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    state = load_latest(run_dir, map_location="cpu")
     check_record(state.get("program"), run_dir)
     model = build_model(spec)
     check_rebuilt(state.get("program"), run_dir, model)

@@ -18,7 +18,9 @@ import contextlib
 import csv
 import io
 import math
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +41,7 @@ from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 from .contract import (Batch, check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
 from .distributed import LossModule, available_slots, rank_device, world
-from .lock import RunLock
+from .lock import RunLock, RunLockedError
 from .objectives import ELBO_OBJECTIVES, KLScale, forked_rng, make_objective
 from .rebuild import program_record, still_matches
 
@@ -83,13 +85,28 @@ class Trainer:
         self.device = rank_device(device, self.world)
         # rank 0 writes the run directory; a second process training into it is refused (naming the first)
         self._lock = RunLock(self.run_dir) if self.run_dir is not None and self.world.is_main else None
-        if self._lock is not None:
-            self._lock.acquire()
+        self._take_lock()
         try:
             self._setup(model, data, spec, callbacks, progress, resuming, program, why_not)
         except BaseException:
             self.release()
             raise
+
+    def _take_lock(self) -> None:
+        """Rank 0 takes the run directory's lock; every rank learns whether it could (so all of them stop with
+        its message rather than waiting for it in the next collective)."""
+        refused = None
+        if self._lock is not None and not self._lock.held:
+            try:
+                self._lock.acquire()
+            except RunLockedError as e:
+                refused = str(e)
+            else:
+                for stale in self.run_dir.glob(".*.tmp"):  # temporary files of a writer killed mid-write
+                    stale.unlink(missing_ok=True)
+        refused = self.world.broadcast(refused)
+        if refused:
+            raise RunLockedError(refused)
 
     def release(self) -> None:
         """Give up the run directory's lock (done when ``fit`` ends)."""
@@ -97,10 +114,10 @@ class Trainer:
             self._lock.release()
 
     def _setup(self, model, data, spec, callbacks, progress, resuming, program, why_not) -> None:
-        if self.run_dir is not None and not resuming and (self.run_dir / CHECKPOINT).exists():
-            raise ValueError(f"{str(self.run_dir)!r} already holds a trained run; continue it with "
-                             f"`ppvae train --resume {self.run_dir}` (in Python: ppvae.resume), or train into "
-                             f"another directory (--run-dir; run_dir= in Python)")
+        if self.run_dir is not None and not resuming:
+            check_fresh(self.run_dir)
+        if spec["train"].get("deterministic", False):
+            deterministic()
         check_program(model)
         self.model = model.to(self.device)
         self.data = data
@@ -164,8 +181,9 @@ class Trainer:
         n_train = self.n_train
         # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
         w = self.world.size
-        if self.labeled_rows is None:
-            self.steps_per_epoch = math.ceil(math.ceil(n_train / w) / self.batch_size)
+        if self.labeled_rows is None:  # a last step with fewer rows than processes is left out (w > 1 only)
+            full, rest = divmod(n_train, self.batch_size * w)
+            self.steps_per_epoch = full + (rest >= w)
         else:
             self.steps_per_epoch = math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
         self.epoch = 0  # completed epochs
@@ -208,11 +226,15 @@ class Trainer:
         home = self.train_batch["x"].device
         w, r = self.world.size, self.world.rank
         if self.labeled_rows is None:
-            sampler = DistributedSampler(range(self.n_train), num_replicas=w, rank=r, shuffle=True,
+            # One order for the epoch, the same on every rank (a DistributedSampler of one replica: a permutation
+            # seeded by the run's seed and the epoch); each step is batch_size * w rows of it and each rank takes
+            # every w-th of those, so w processes take one process's steps for any number of examples.
+            sampler = DistributedSampler(range(self.n_train), num_replicas=1, rank=0, shuffle=True,
                                          seed=self.spec["seed"])
             sampler.set_epoch(self.epoch)
             order = torch.tensor(list(sampler), dtype=torch.long, device=home)
-            return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
+            step = self.batch_size * w
+            return [order[i * step:(i + 1) * step][r::w] for i in range(self.steps_per_epoch)]
         # The run's steps, drawn alike on every rank from the shared generator; each rank takes every w-th row.
         g = self.shuffle_rng
         per_step, k = (self.batch_size - self.labeled_per_batch) * w, self.labeled_per_batch * w
@@ -323,6 +345,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.update({k: v for k, v in options.items() if k in group})
         self.epoch, self.step, self.metrics = state["epoch"], state["step"], list(state["metrics"])
+        trained_on = state.get("world_size", 1)
+        if trained_on != self.world.size and self.world.is_main:
+            b = self.spec["train"]["batch_size"]
+            keep = trained_on * b / self.world.size
+            hint = f"; train.batch_size = {int(keep)} keeps the step" if keep == int(keep) else ""
+            warnings.warn(f"this run trained on {trained_on} process(es) with train.batch_size = {b} each (steps of "
+                          f"{trained_on * b} examples); on {self.world.size} it now takes steps of "
+                          f"{self.world.size * b}{hint}", stacklevel=2)
         set_rng_state(state["rng"])
         if self.world.rank:
             ranks = state.get("rank_rng") or []
@@ -334,6 +364,7 @@ class Trainer:
 
     # ---- training ------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
+        self._take_lock()  # held since construction; taken again by a second fit
         bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc="train")
         if self.run_dir is not None and self.progress:
@@ -354,7 +385,6 @@ class Trainer:
         finally:
             bar.close()
             self.release()
-            self._forward = self._loss  # DDP's reducer and its threads go before the process group does
         return self.metrics
 
     def _train_epoch(self, bar) -> None:
@@ -411,8 +441,21 @@ class Trainer:
                 dump_spec(self.spec, self.run_dir / SPEC_FILE)
                 self._spec_written = True
             self.program = still_matches(self.program, self.model)
-            save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT)
-            write_metrics(self.metrics, self.run_dir / METRICS_FILE)
+            try:
+                save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT,
+                                keep=self.spec["train"].get("keep_checkpoints", 1))
+            except OSError as e:  # a full disk, a quota, a vanished mount: the old files are untouched
+                kept = f"the last good checkpoint (epoch {self.epoch - 1}) is kept" if self.epoch > 1 else \
+                    "no checkpoint was written"
+                raise OSError(e.errno, f"could not write the checkpoint of epoch {self.epoch} to {self.run_dir} "
+                                       f"({e.strerror or e}); {kept}; free space and resume with "
+                                       f"`ppvae train --resume {self.run_dir}`") from None
+            try:
+                write_metrics(self.metrics, self.run_dir / METRICS_FILE)
+            except OSError as e:
+                raise OSError(e.errno, f"could not write {METRICS_FILE} of epoch {self.epoch} to {self.run_dir} "
+                                       f"({e.strerror or e}); the checkpoint of epoch {self.epoch} is saved and "
+                                       f"holds the metrics; resume with `ppvae train --resume {self.run_dir}`") from None
         for callback in self.callbacks:
             callback(self, row)
 
@@ -433,7 +476,8 @@ class Trainer:
             for kind in ("recon_sites", "kl_sites"):
                 for k, v in out[kind].items():
                     sums[f"{kind}/{k}"] = sums.get(f"{kind}/{k}", 0.0) + v * m
-        keys = sorted(sums)
+        keys = sorted(set().union(*self.world.gather(sorted(sums))))  # a rank with no rows has no sites
+        sums = {k: sums.get(k, 0.0) for k in keys}
         total = self.world.sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device))
         sites = {kind: {k.split("/", 1)[1]: float(v) / n for k, v in zip(keys, total) if k.startswith(kind)}
                  for kind in ("recon_sites", "kl_sites")}
@@ -490,6 +534,22 @@ def streams(choice, data: Dataset, device: torch.device) -> bool:
         free, _ = torch.cuda.mem_get_info(device)
         return nbytes > free / 2
     return False
+
+
+def check_fresh(run_dir: Path) -> None:
+    """A new run may not train into a directory that holds one already."""
+    if (Path(run_dir) / CHECKPOINT).exists():
+        raise ValueError(f"{str(run_dir)!r} already holds a trained run; continue it with "
+                         f"`ppvae train --resume {run_dir}` (in Python: ppvae.resume), or train into "
+                         f"another directory (--run-dir; run_dir= in Python)")
+
+
+def deterministic() -> None:
+    """torch's deterministic algorithms only (an error where an operation has none), cuDNN without autotuning,
+    and the cuBLAS workspace setting those need on CUDA."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def write_metrics(metrics: list[dict], path: Path) -> None:
