@@ -262,3 +262,64 @@ def test_evaluate_model_serves_or_refuses_in_one_line(num_samples, posterior_dra
         evaluate_model(vae, data.test, num_samples=num_samples, posterior_draws=posterior_draws)
     message = _one_line(info.value)
     assert "num_samples" in message or "posterior_draws" in message, message
+
+
+# ---- the command line ----------------------------------------------------------------------------------------
+BAD_CLI = {  # option -> bad values (each verb below takes the option)
+    "-n": ["0", "-3", "x", "1.5"], "--seed": ["x", "1.5"], "--device": ["gpu", "cuda:x"],
+    "--steps": ["1", "-2", "many"], "--temperature": ["0", "-1", "nan", "inf", "hot"], "--factor": ["3", "x"],
+    "--mask": ["bogus"], "--label": ["99", "x"], "-k": ["0", "x"], "--method": ["cubic"], "--pairs": ["0"],
+    "--max-examples": ["0"],
+}
+VERBS = {"sample": ["-n", "--seed", "--device", "--temperature", "--label"],
+         "reconstruct": ["-n", "--seed", "--device"],
+         "interpolate": ["--steps", "--method", "--pairs", "--seed", "--device"],
+         "inpaint": ["--mask", "-k", "-n", "--max-examples", "--steps"],
+         "upscale": ["--factor", "-k", "-n", "--max-examples"],
+         "evaluate": ["--device", "--seed"]}
+_RUN = {}
+
+
+def _cli_run():
+    if not _RUN:
+        run_dir = Path(tempfile.mkdtemp(prefix="fuzz-cli-")) / "run"
+        ppvae.train_spec({"device": "cpu", "data": dict(DATA), "model": {"latent_dim": 2}, **TINY_NETS,
+                          "train": {"epochs": 1, "figures": False}}, run_dir=run_dir, progress=False)
+        _RUN["dir"] = run_dir
+    return _RUN["dir"]
+
+
+@st.composite
+def bad_command_lines(draw):
+    verb = draw(st.sampled_from(sorted(VERBS)))
+    where = draw(st.sampled_from(["run", "missing", "not-a-run"]))
+    option = draw(st.sampled_from(VERBS[verb])) if where == "run" else None
+    value = draw(st.sampled_from(BAD_CLI[option])) if option else None
+    return verb, where, option, value
+
+
+@settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(bad_command_lines())
+def test_a_bad_command_line_exits_2_with_one_line_naming_it(capsys, line):  # capsys is read (emptied) every example
+    from ppvae.cli import main
+
+    verb, where, option, value = line
+    run = {"run": _cli_run(), "missing": Path("/nonexistent/run"), "not-a-run": Path(tempfile.gettempdir())}[where]
+    argv = [verb, str(run), *([option, value] if option else []), "--out", str(Path(tempfile.mkdtemp()) / "o.png")] \
+        if verb not in ("evaluate",) else [verb, str(run), *([option, value] if option else [])]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own refusal: usage, then one error line
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    event(f"{where} {option}")
+    assert code == 2, (argv, code, err)
+    assert err and "Traceback" not in "\n".join(err), err
+    last = err[-1]
+    assert last.startswith(("ppvae", "usage")) and "error:" in last, err
+    if option:
+        names = {option, option.lstrip("-"), option.lstrip("-").replace("-", "_"), value,
+                 {"--label": "label", "--device": "device", "-k": "num-samples"}.get(option, option)}
+        assert any(n in last for n in names), (argv, last)
+    else:
+        assert str(run) in last or "run directory" in last or "spec.toml" in last, (argv, last)
