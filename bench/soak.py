@@ -14,7 +14,7 @@ starts the next one. At the end the final weights are compared with an uninterru
 - resident memory of each process, sampled after its first 10 epochs and just before it is killed: the growth
   within a process is what would leak.
 
-CPU budget: 2 cores, about 4 minutes at the defaults.
+CPU budget: 2 cores, about 2.5 minutes at the defaults.
 """
 
 from __future__ import annotations
