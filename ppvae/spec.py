@@ -51,7 +51,8 @@ _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "": {"seed": (int,), "device": (str,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
               "validate": (bool,), "labeled_per_batch": (int,), "backend": (str,),
-              "keep_checkpoints": (int,), "deterministic": (bool,)},
+              "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,),
+              "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,)},
 }
 
 
@@ -128,6 +129,11 @@ def validate(spec: dict) -> dict:
     for key in ("epochs", "batch_size", "progress_every"):
         if spec["train"][key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
+    if "loggers" in spec["train"]:
+        from .inference.loggers import check_loggers
+        check_loggers(spec["train"]["loggers"])
+    if spec["train"].get("log_images_every", 1) < 1:
+        raise ValueError(f"train.log_images_every must be >= 1, got {spec['train']['log_images_every']}")
     if spec["train"].get("keep_checkpoints", 1) < 1:
         raise ValueError(f"train.keep_checkpoints must be >= 1 (1: only the latest), got "
                          f"{spec['train']['keep_checkpoints']}")
@@ -176,7 +182,12 @@ def load_spec(source: str | os.PathLike | dict | None = None, overrides: list[st
 
 
 def dump_spec(spec: dict, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, tomli_w.dumps(_without_none(spec)).encode())
+    atomic_write_bytes(path, dump_spec_text(spec).encode())
+
+
+def dump_spec_text(spec: dict) -> str:
+    """The spec as TOML text (what spec.toml holds)."""
+    return tomli_w.dumps(_without_none(spec))
 
 
 def _without_none(d: dict) -> dict:

@@ -42,6 +42,7 @@ from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoi
 from .contract import (Batch, check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
 from .distributed import LossModule, available_slots, rank_device, world
 from .lock import RunLock, RunLockedError
+from .loggers import make_loggers, require_loggers
 from .objectives import ELBO_OBJECTIVES, KLScale, forked_rng, make_objective
 from .rebuild import program_record, still_matches
 
@@ -197,6 +198,9 @@ class Trainer:
         n_eval = min(n_train, self.test_batch["x"].shape[0])
         self.train_eval_batch = take(self.train_batch, slice(0, n_eval))
         self.progress = self.progress and self.world.is_main
+        # TensorBoard / MLflow, started by the first epoch's end (so a run refused before it logs nothing)
+        require_loggers(spec)
+        self.loggers = None
         self.program = program
         if self.run_dir is not None and self.program is None:
             self.program = program_record(model, spec, why_not)
@@ -365,6 +369,7 @@ class Trainer:
     # ---- training ------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
         self._take_lock()  # held since construction; taken again by a second fit
+        ok = False
         bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc="train")
         if self.run_dir is not None and self.progress:
@@ -382,8 +387,11 @@ class Trainer:
                     to_device(take(self.test_batch, slice(0, 2000)), self.device)
                 write_figures(self.model, test, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
                               classes=self.data.classes)
+            ok = True
         finally:
             bar.close()
+            for logger in self.loggers or ():
+                logger.close(self, ok)
             self.release()
         return self.metrics
 
@@ -456,6 +464,11 @@ class Trainer:
                 raise OSError(e.errno, f"could not write {METRICS_FILE} of epoch {self.epoch} to {self.run_dir} "
                                        f"({e.strerror or e}); the checkpoint of epoch {self.epoch} is saved and "
                                        f"holds the metrics; resume with `ppvae train --resume {self.run_dir}`") from None
+        if self.world.is_main:
+            if self.loggers is None:
+                self.loggers = make_loggers(self.spec, self.run_dir)
+            for logger in self.loggers:
+                logger.epoch(self, row)
         for callback in self.callbacks:
             callback(self, row)
 
