@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="generate this class (conditional models: cvae, m2)")
     p.add_argument("--decoding", choices=["sample", "greedy", "beam"], default="sample",
                    help="sequence models: token by token at random, the likeliest token, or beam search (default: sample)")
+    p.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                   help="draw codes from the prior, or from a Gaussian mixture fitted to the training set's posterior "
+                        "means (ex-post density estimation, Ghosh et al. 2020) (default: prior)")
+    p.add_argument("--components", type=_at_least(1), default=10,
+                   help="mixture components of --sampler gmm (default: 10)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sequence models: divides the logits when sampling; below 1 is more conservative (default: 1)")
 
@@ -202,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="importance samples per example for the IWAE estimate and PSIS (default: 1000)")
     p.add_argument("--max-examples", type=_at_least(2), help="evaluate only the first N test examples (N >= 2)")
     p.add_argument("--tsne", action="store_true", help="also draw a t-SNE of the latent codes (slower)")
+    p.add_argument("--sample-quality", action="store_true",
+                   help="also the Frechet distance (in a classifier trained once per dataset) and sharpness of prior "
+                        "samples, reconstructions and gmm samples (labelled image data)")
     p.add_argument("--no-figures", action="store_true")
     return parser
 
@@ -351,6 +359,17 @@ def _sample(args) -> int:
     if not strings and (args.decoding != "sample" or args.temperature != 1.0):
         raise ValueError("--decoding and --temperature apply to sequence models (sequence_vae); this run's model "
                          f"{run.spec['model']['name']!r} decodes images")
+    if args.sampler == "gmm":
+        from .evaluate.quality import fit_gmm, sample_gmm
+
+        if strings or args.label is not None:
+            raise ValueError("--sampler gmm decodes images of an unconditional model; leave out --label, and for "
+                             "sequence models use the prior")
+        gmm = fit_gmm(run.model, run.data.train, args.components, seed=args.seed)
+        path = _out(args, f"samples_gmm{args.components}.png")
+        plot_samples(sample_gmm(run.model, gmm, args.n, seed=args.seed).cpu(), nrow=8, path=path)
+        print(f"wrote {path}")
+        return 0
     if strings:
         if args.label is not None:
             require_class(run.model, args.label, "ppvae sample --label")
@@ -668,7 +687,8 @@ def _evaluate(args) -> int:
 
     torch.manual_seed(args.seed)
     report = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, seed=args.seed,
-                          device=args.device, figures=not args.no_figures, tsne=args.tsne)
+                          device=args.device, figures=not args.no_figures, tsne=args.tsne,
+                          quality=args.sample_quality)
     print(summary(report))
     print(f"wrote {Path(args.run) / REPORT_FILE}, {Path(args.run) / 'posterior.nc'}"
           + (f" and {len(report['figures'])} figures in {Path(args.run) / 'figures'}" if "figures" in report else "")

@@ -172,9 +172,10 @@ def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
 
 
 def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: int | None = None, seed: int = 0,
-                 device: str = "cpu", figures: bool = True, tsne: bool = False) -> dict:
+                 device: str = "cpu", figures: bool = True, tsne: bool = False, quality: bool = False) -> dict:
     """Evaluate a run directory on its test split: write ``report.json``, ``posterior.nc`` (ArviZ) and the
-    figures, and return the report."""
+    figures, and return the report. ``quality``: also the Frechet distance and sharpness of prior samples,
+    reconstructions and ex-post mixture samples (:mod:`ppvae.evaluate.quality`; labelled image data)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
     data = run.data
@@ -189,6 +190,9 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
                                                      run_dir / "figures", seed=seed, tsne=tsne,
                                                      classes=data.classes)
             report["figures_skipped"] = skipped_figures(run.model)
+        if quality:
+            from .quality import sample_quality
+            report["sample_quality"] = sample_quality(run.model, data, n=min(1000, batch["x"].shape[0]), seed=seed)
     x = batch["x"]
     # The posterior draws go to netCDF (written to a temporary name, then renamed: never half-written).
     tmp = run_dir / ".posterior.nc.tmp"
@@ -229,6 +233,14 @@ def summary(report: dict) -> str:
     mi = report["mutual_information"]
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
+    if "sample_quality" in report:
+        q = report["sample_quality"]
+        lines.append(f"  sample quality      Frechet distance in a classifier's features (its test accuracy "
+                     f"{100 * q['classifier_test_accuracy']:.1f}%), sharpness (real {q['sharpness_real']:.4f}):")
+        for name, v in q.items():
+            if isinstance(v, dict) and "frechet_distance" in v:
+                lines.append(f"    {name:<30} FD {v['frechet_distance']:9.2f}   sharpness {v['sharpness']:.4f} "
+                             f"({v['sharpness_to_real']:.2f} of real)")
     if "classification" in report:
         c = report["classification"]
         lines.append(f"  q(y|x) accuracy     {100 * c['accuracy']:9.2f}%  (test error {100 * c['error']:.2f}%, "
