@@ -149,7 +149,8 @@ def test_net_options_are_checked_and_shape_errors_name_what_has_the_shape():
         ppvae.VAE((6,), 2, encoder={"name": "mlp", "hidden": [], "activation": "relux"})  # no layer uses it
     with pytest.raises(ValueError, match=r"the conv decoder needs images .* but its output \(the data's shape, the "
                                          r"likelihood's parameters per pixel stacked on the channels\) has shape "
-                                         r"\(256, 30, 30\); use decoder 'mlp'"):
-        ppvae.VAE((1, 30, 30), 4, decoder="conv", likelihood="categorical")
-    with pytest.raises(ValueError, match=r"but the data has event shape \(1, 30, 30\); use encoder 'mlp'"):
-        ppvae.VAE((1, 30, 30), 4, encoder="conv")
+                                         r"\(256, 3, 30\); use decoder 'mlp'"):
+        ppvae.VAE((1, 3, 30), 4, decoder="conv", likelihood="categorical")
+    with pytest.raises(ValueError, match=r"but the data has event shape \(1, 3, 30\); use encoder 'mlp'"):
+        ppvae.VAE((1, 3, 30), 4, encoder="conv")
+    assert ppvae.VAE((1, 30, 30), 4, encoder="conv", decoder="conv")  # any size from 4 x 4
