@@ -11,7 +11,8 @@ from .components import beta, likelihoods, nets, optimizers, priors  # noqa: F40
 from .inference import objectives  # noqa: F401
 from .registry import (BETAS, DATASETS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, OPTIMIZERS,
                        PRIORS)
-from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions, require
+from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions
+from .inference.program import Program, program, require
 from .guides import IAFGuide, MeanFieldGaussianGuide
 from .models import CVAE, M2, VAE
 

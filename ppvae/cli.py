@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .inference.checkpoint import CHECKPOINT
-from .inference.contract import require, require_class
+from .inference.program import require, require_class
 
 
 def _version() -> str:
@@ -58,6 +60,9 @@ def _metric_sizes(args) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="let an error raise with its full traceback (an error in your own program is otherwise "
+                             "one line naming its file and line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a TOML spec (defaults: a VAE on 5,000 real MNIST digits, offline)")
@@ -218,10 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    if args.traceback:
+        with _traceback_env():
+            return _run_command(args)
     try:
         return _run_command(args)
     except (ValueError, OSError, RuntimeError, ArithmeticError, ImportError) as e:  # NaN losses are FloatingPointErrors
-        print(f"ppvae {args.command}: error: {e}", file=sys.stderr)
+        # Pyro's trace appends the sites' shapes to an error raised inside a traced program
+        print(f"ppvae {args.command}: error: {str(e).split(chr(10) + 'Trace Shapes:')[0].rstrip()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run_dir = getattr(args, "started_run", None)
@@ -234,6 +243,22 @@ def main(argv: list[str] | None = None) -> int:
             message = "interrupted"
         print(f"\n{message}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _traceback_env():
+    """``--traceback``: errors in a user's program raise as they are (PPVAE_TRACEBACK=1 for this command)."""
+    from .inference.program import TRACEBACK_ENV
+
+    before = os.environ.get(TRACEBACK_ENV)
+    os.environ[TRACEBACK_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRACEBACK_ENV, None)
+        else:
+            os.environ[TRACEBACK_ENV] = before
 
 
 def _run_command(args) -> int:
@@ -334,10 +359,14 @@ def _export(args) -> int:
 
 
 def _load(args):
+    from .inference.program import DERIVABLE
     from .inference.run import load_run
 
     torch.manual_seed(args.seed)
-    return load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device)
+    if not all(run.program.declares(c) for c in DERIVABLE[:4]):
+        run.data  # a capability derived from the traces shapes the program's arguments with rows of the data
+    return run
 
 
 def _out(args, default: str) -> Path:
@@ -437,7 +466,7 @@ def _reconstruct(args) -> int:
 
 def _interpolate(args) -> int:
     from .evaluate.figures import interpolation_strips
-    from .inference.contract import conditional
+    from .inference.program import conditional
     from .plots import plot_interpolation
 
     run = _load(args)

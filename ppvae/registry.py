@@ -114,7 +114,7 @@ def load_object(path: str, kind: str = "object") -> Any:
         module = _import_file(file.resolve(), kind, path)
     else:
         try:
-            module = importlib.import_module(target)
+            module = _import_module(target)
         except ImportError as e:
             raise ValueError(f"{kind} {path!r}: cannot import module {target!r} ({e}); is it on PYTHONPATH, or "
                              f"give its file as 'path/to/{target.replace('.', '/')}.py:{qualname}'") from None
@@ -135,16 +135,61 @@ def absolute_path(name: str) -> str:
     return name
 
 
+def _import_module(target: str):
+    """``importlib.import_module``, and where that fails, again with the working directory on the path (as
+    ``python -m`` has it; the ``ppvae`` command does not)."""
+    try:
+        return importlib.import_module(target)
+    except ImportError:
+        cwd = str(Path.cwd())
+        if cwd in sys.path:
+            raise
+        with _on_path(Path.cwd()):
+            return importlib.import_module(target)
+
+
+class _on_path:
+    """A folder first on ``sys.path`` for a block (as Python puts a script's folder there while it runs)."""
+
+    def __init__(self, folder: Path):
+        self.folder = str(folder)
+
+    def __enter__(self):
+        sys.path.insert(0, self.folder)
+
+    def __exit__(self, *exc):
+        try:
+            sys.path.remove(self.folder)
+        except ValueError:
+            pass
+
+
+def _file_module(file: Path) -> str:
+    """The module name a file imported by path gets: one per file, named after its path."""
+    return "ppvae_user_" + hashlib.sha1(str(file).encode()).hexdigest()[:12] + "_" + file.stem
+
+
+def class_id(cls) -> str:
+    """A class's identity across imports: ``module.Qualname``, where a module of the user's own folder counts as
+    its file (imported by name from the working directory, or by path, it is the same class)."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if "." not in cls.__module__ and not cls.__module__.startswith("ppvae_user_") and file and _user_file(file):
+        return f"{_file_module(Path(file).resolve())}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _import_file(file: Path, kind: str, path: str):
     # One module per file, named after its path, so that a class loaded twice is the same class.
-    name = "ppvae_user_" + hashlib.sha1(str(file).encode()).hexdigest()[:12] + "_" + file.stem
+    name = _file_module(file)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _on_path(file.parent):  # its sibling modules import as they would from a script in that folder
+            spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[name]
         raise ValueError(f"{kind} {path!r}: importing {str(file)!r} failed ({type(e).__name__}: {e})") from None
@@ -165,7 +210,21 @@ def import_path(cls) -> str:
     if cls.__module__ == "__main__":
         raise ValueError(f"{qualname} is defined in the script being run (__main__), which cannot be imported "
                          f"again without running it; move it into a module (my_models.py) and import it from there")
+    file = getattr(module, "__file__", None)
+    if "." not in cls.__module__ and file is not None and _user_file(file):
+        # a module of the user's own folder (imported from the working directory or a notebook's): by its file,
+        # so that the run directory finds it from any folder
+        return f"{Path(file).resolve()}:{qualname}"
     return f"{cls.__module__}:{qualname}"
+
+
+def _user_file(file: str) -> bool:
+    """A source file that is not part of an installed package or the standard library."""
+    import sysconfig
+
+    resolved = str(Path(file).resolve())
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    return resolved.endswith(".py") and not any(resolved.startswith(str(Path(r).resolve())) for r in roots)
 
 
 _VERSIONED = ("ppvae", "torch", "pyro", "builtins")  # packages whose code is pinned by their version, not hashed

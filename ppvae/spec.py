@@ -27,6 +27,9 @@ COMPONENT_SECTIONS = ("data", "model", "encoder", "decoder", "guide", "prior", "
                       "optimizer")
 #: the sections that describe the stock VAE's parts; a model that does not take one leaves it at its default
 VAE_PARTS = ("encoder", "decoder", "guide", "prior", "likelihood")
+#: keys of [model] that say how ppvae calls the program, not how to construct it
+#: (:class:`~ppvae.inference.program.Program`): renames of arguments, the data plate, the output sites
+PROGRAM_OPTIONS = ("inputs", "data_plate", "output_sites")
 
 DEFAULT_SPEC: dict[str, Any] = {
     "seed": 0,
@@ -48,9 +51,9 @@ DEFAULT_SPEC: dict[str, Any] = {
 
 # Keys allowed in the closed sections, with the types a value may have (None: optional, may be absent).
 _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
-    "": {"seed": (int,), "device": (str,)},
+    "": {"seed": (int,), "device": (str,), "losses": (list,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
-              "validate": (bool,), "labeled_per_batch": (int,), "backend": (str,),
+              "validate": (bool,), "labeled_per_batch": (int,), "labeled_batches": (str,), "backend": (str,),
               "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,),
               "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,)},
 }

@@ -279,8 +279,8 @@ def test_augmenting_or_sampling_a_class_from_an_unconditional_model_is_refused(t
     ppvae.train_spec({"data": {"limit_train": 100, "limit_test": 50}, "train": {"epochs": 1, "figures": False},
                       "device": "cpu"}, run_dir=tmp_path / "vae", progress=False)
     assert main(["augment", str(tmp_path / "vae"), "--per-class", "2", "--out", str(tmp_path / "s.npz")]) == 2
-    assert ("augmentation needs a model that generates a given class (model.name = cvae or m2); VAE does not "
-            "condition on a label") in capsys.readouterr().err
+    assert ("augmentation needs a model that generates a given class (a cvae, an m2, or a program with an argument "
+            "bound to the labels y); VAE does not condition on a label") in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "vae"), "--label", "1"]) == 2
     assert "ppvae sample --label needs a model that generates a given class" in capsys.readouterr().err
 

@@ -18,7 +18,8 @@ import ppvae
 from ppvae.cli import main
 from ppvae.evaluate import elbo_terms, evaluate_elbo, iwae_log_likelihood
 from ppvae.inference.checkpoint import CHECKPOINT, load_checkpoint
-from ppvae.inference.contract import MissingCapability, require
+from ppvae.inference.contract import MissingCapability
+from ppvae.inference.program import require
 from ppvae.inference.objectives import KLScale
 from ppvae.inference.run import load_run, resume, train_spec
 from ppvae.registry import load_object
@@ -111,34 +112,40 @@ def test_two_plain_functions_and_a_module_train_and_rebuild(tmp_path):
     model = ppvae.from_functions(mod.function_model, mod.function_guide, mod.nets)
     run = ppvae.train(model, data, epochs=3, batch_size=50, progress=False, figures=False, device="cpu")
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
-    assert run.spec["model"] == {"name": "functions", "model": "user_models:function_model",
-                                 "guide": "user_models:function_guide", "modules": "user_models:nets"}
+    # a module of the user's own folder is recorded by its file, so the run directory finds it from anywhere
+    assert run.spec["model"] == {"name": "functions", "model": f"{USER}:function_model",
+                                 "guide": f"{USER}:function_guide", "modules": f"{USER}:nets"}
     rebuilt = ppvae.build_model(run.spec)
-    assert rebuilt.modules_ is mod.nets  # the functions' own module, so a checkpoint loads into what they use
+    # the functions' own module, so a checkpoint loads into what they use
+    assert rebuilt.modules_ is rebuilt._model_fn.__globals__["nets"]
 
 
 # ---- capabilities ----------------------------------------------------------------------------------------
-def test_a_missing_capability_is_one_line_and_other_verbs_still_work(tmp_path, capsys):
+def test_a_program_without_capability_methods_gets_every_verb_from_its_traces(tmp_path, capsys):
     args = ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model.name={USER}:BareVAE",
             "--set", "train.epochs=1"]
     for o in SMALL:
         args += ["--set", o]
     assert main(args) == 0
     run = str(tmp_path / "run")
+    for verb in (["sample", run], ["reconstruct", run], ["interpolate", run]):
+        assert main(verb) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "figures" / "samples.png").is_file()
     capsys.readouterr()
-    assert main(["sample", run]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == ("ppvae sample: error: ppvae sample needs the model's generate() method, which BareVAE does "
-                           "not have; give it a generate(n) method returning n samples E[x | z], z ~ p(z)")
-    assert main(["reconstruct", run]) == 2 and "reconstruct()" in capsys.readouterr().err
-    assert main(["interpolate", run]) == 2 and "encode()" in capsys.readouterr().err
-    assert main(["evaluate", run, "-k", "25", "--max-examples", "30"]) == 0
-    out = capsys.readouterr().out
-    assert "skipped samples.png: needs the model's generate()" in out
+    assert main(["sample", run, "--label", "3"]) == 2  # labels are in the data, but the program reads none
+    assert capsys.readouterr().err.strip() == (
+        "ppvae sample: error: ppvae sample --label needs a model that generates a given class (a cvae, an m2, or a "
+        "program with an argument bound to the labels y); BareVAE does not condition on a label")
     report = ppvae.evaluate_run(run, num_samples=25, max_examples=30)
-    assert "training_curve.png" in report["figures"] and "samples.png" in report["figures_skipped"]
-    with pytest.raises(MissingCapability, match=r"^interpolation needs the model's encode\(\) method"):
-        ppvae.interpolate(load_run(run).model, torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28))
+    assert report["figures_skipped"] == {} and {"samples.png", "traversals.png"} <= set(report["figures"])
+
+
+def test_a_capability_that_cannot_be_derived_is_one_line(data):
+    model = user("DiscreteLatentVAE")(data.event_shape)  # its only latent is discrete: no code to move along
+    with pytest.raises(MissingCapability, match=r"^interpolation needs the model's encode\(\) method, which "
+                                                r"DiscreteLatentVAE does not have, and it cannot be derived from its "
+                                                r"traces: DiscreteLatentVAE.guide has no continuous latent site"):
+        ppvae.interpolate(ppvae.program(model).attach_data(data), data.test[:2], data.test[2:4])
 
 
 # ---- the subclass that overrides only model ----------------------------------------------------------------
@@ -459,7 +466,8 @@ def _module_file(directory, scale):
         "            pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")
 
 
-def test_a_class_imported_by_name_from_another_file_is_refused(tmp_path, monkeypatch):
+def test_a_module_of_the_users_folder_is_recorded_by_file_and_a_package_shadowed_on_the_path_is_refused(
+        tmp_path, monkeypatch):
     import sys
 
     _module_file(tmp_path / "a", 1.0)
@@ -468,13 +476,33 @@ def test_a_class_imported_by_name_from_another_file_is_refused(tmp_path, monkeyp
     import mymod
 
     data = ppvae.dataset_from_array(torch.randn(40, 4))
-    ppvae.train(mymod.Tiny(), data, epochs=1, progress=False, figures=False, device="cpu", run_dir=tmp_path / "run")
-    assert load_run(tmp_path / "run")  # the same file: fine
+    run = ppvae.train(mymod.Tiny(), data, epochs=1, progress=False, figures=False, device="cpu",
+                      run_dir=tmp_path / "run")
+    assert run.spec["model"]["name"] == f"{tmp_path / 'a' / 'mymod.py'}:Tiny"
+    before = evaluate_elbo(load_run(tmp_path / "run").model, data.test)["elbo"]
     del sys.modules["mymod"]
     monkeypatch.syspath_prepend(str(tmp_path / "b"))  # now another mymod.py comes first on the path
-    with pytest.raises(ValueError, match=r"trained with code from .*a/mymod.py, but its spec now imports .*b/mymod.py"):
-        load_run(tmp_path / "run")
-    del sys.modules["mymod"]
+    assert evaluate_elbo(load_run(tmp_path / "run").model, data.test)["elbo"] == before  # still a's program
+
+    # a module inside a package is recorded by name; another package of that name first on the path is refused
+    for d in ("a", "b"):
+        (tmp_path / d / "pkg").mkdir()
+        (tmp_path / d / "pkg" / "__init__.py").write_text("")
+        (tmp_path / d / "mymod.py").rename(tmp_path / d / "pkg" / "mymod.py")
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    import pkg.mymod
+
+    ppvae.train(pkg.mymod.Tiny(), data, epochs=1, progress=False, figures=False, device="cpu",
+                run_dir=tmp_path / "run2")
+    assert load_run(tmp_path / "run2")
+    for name in ("pkg", "pkg.mymod"):
+        del sys.modules[name]
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    with pytest.raises(ValueError, match=r"trained with code from .*a/pkg/mymod.py, but its spec now imports "
+                                         r".*b/pkg/mymod.py"):
+        load_run(tmp_path / "run2")
+    for name in ("pkg", "pkg.mymod"):
+        sys.modules.pop(name, None)
 
 
 def test_a_setting_changed_after_construction_makes_the_run_unrebuildable(tmp_path, data):

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from ..evaluate.elbo import elbo_terms, iwae_log_likelihood, seeded_eval
-from ..inference.contract import as_batch, batches, check_batch_keys, require
+from ..inference.contract import as_batch, batches, check_batch_keys
+from ..inference.program import program, require
 
 SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity", "complexity_zlib")
 DEFAULT_SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity")
@@ -89,11 +90,14 @@ def anomaly_scores(model, data, *, scores=None, num_samples: int = 100, seed: in
                       for part in batches(batch, batch_size)]
         out["reconstruction"] = torch.cat(errors).cpu().numpy()
     if "neg_elbo" in scores:
-        with seeded_eval(seed, x.device, model):
+        p = program(model)
+        plate = p.sites(batch).plate
+        with seeded_eval(seed, x.device, p.module):
             parts = []
             for part in batches(batch, batch_size):
-                recon, kl = elbo_terms(model.model, model.guide, part)
-                parts.append(kl - recon)
+                args = p.prepare(part)
+                recon, kl = elbo_terms(p.model, p.guide, args, plate=plate)
+                parts.append(args.restore(kl - recon))
         out["neg_elbo"] = torch.cat(parts).cpu().numpy()
     if any(s in scores for s in ("neg_iwae", "complexity", "complexity_zlib")):
         nll = -iwae_log_likelihood(model, batch, num_samples, seed=seed).cpu().numpy()

@@ -10,7 +10,7 @@ import torch
 
 from ..evaluate.elbo import seeded_eval
 from ..inference.checkpoint import atomic_write_bytes
-from ..inference.contract import require, require_class
+from ..inference.program import require, require_class
 from ..registry import int_option
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..inference.contract import conditional, require
+from ..inference.program import conditional, require
 
 
 def _group(labels: torch.Tensor, value: int, what: str) -> torch.Tensor:

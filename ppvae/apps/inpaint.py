@@ -10,9 +10,11 @@ p(x_m | x_o) = \int p(x_m | z) p(z | x_o) dz. Two ways to reach p(z | x_o):
     for ``steps`` steps, starting from the mean image; the fill is the average of the last half of the chain's
     E[x_m | z] and the held-out log-likelihood log mean_t p(x_m | z_t) over the same states.
 
-The observed pixels are never changed. p(x_o | z) is the likelihood's log-density summed over the observed pixels
-only, which needs a likelihood that factorizes over pixels (all of ppvae's do). Baselines on the same masks:
-the mean training image, and the nearest training image on the observed pixels.
+The observed pixels are never changed. p(x_o | z) is the observed site's log-density summed over the observed pixels
+only, read off the model's trace (:meth:`~ppvae.inference.program.Program.proposals`), which needs a distribution
+that factorizes over pixels (all of ppvae's likelihoods do); so any program whose model observes x works, not only
+the stock VAE. Baselines on the same masks: the mean training image, and the nearest training image on the observed
+pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import math
 import torch
 
 from ..evaluate.elbo import seeded_eval
-from ..inference.contract import conditional
+from ..inference.contract import as_batch
+from ..inference.program import conditional, module_of, program
 
 MASKS = ("center", "left", "top", "quadrant", "random:P")
 METHODS = ("importance", "gibbs")
@@ -69,59 +72,47 @@ def check_mask(mask: torch.Tensor, event_shape) -> torch.Tensor:
     return mask
 
 
-def pixel_log_prob(model, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x_i | z) per pixel, shape (..., *event), from the decoder output ``out``."""
-    likelihood = getattr(model, "likelihood", None)
-    if likelihood is None:
-        raise ValueError(f"{type(model).__name__} has no ppvae likelihood, so it cannot give a masked log-probability")
-    d = likelihood(out)
-    base = getattr(d, "base_dist", None)
-    if base is None or d.event_shape != x.shape[-len(d.event_shape):]:
-        raise ValueError(f"likelihood {type(likelihood).__name__} does not factorize over pixels, so it cannot give a "
-                         f"masked log-probability")
-    return base.log_prob(x)
-
-
 def _masked(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (lp * mask).flatten(-len(mask.shape)).sum(-1)
+    """Sums over the elements of x where ``mask`` (of x's event shape) holds; ``lp`` has them flattened last."""
+    return (lp * mask.flatten().to(lp.dtype)).sum(-1)
+
+
+def _images(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return value.reshape(*value.shape[:-1], *x.shape[1:])
 
 
 @torch.no_grad()
-def inpaint(model, x: torch.Tensor, mask: torch.Tensor, *, fill: torch.Tensor, method: str = "importance",
+def inpaint(model, x, mask: torch.Tensor, *, fill: torch.Tensor, method: str = "importance",
             num_samples: int = 100, steps: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(filled images, held-out log-likelihood per example in nats): ``x`` with its unobserved pixels (``mask``
-    False) filled by the model conditioned on the observed ones; ``fill`` (an image, e.g. the mean training
-    image) starts the guide. The observed pixels are returned unchanged."""
+    """(filled images, held-out log-likelihood per example in nats): ``x`` (a tensor, or a batch with the other
+    arguments a program reads) with its unobserved pixels (``mask`` False) filled by the model conditioned on the
+    observed ones; ``fill`` (an image, e.g. the mean training image) starts the guide. The observed pixels are
+    returned unchanged. Any program whose model observes x at one site (its traces give the rest)."""
     if conditional(model):
-        raise ValueError(f"{type(model).__name__} conditions on a label; inpainting is for models of x alone")
+        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; inpainting is for models of x alone")
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; choose one of: {', '.join(METHODS)}")
+    batch = as_batch(x)
+    x = batch["x"]
     mask = check_mask(mask, x.shape[1:]).to(x.device)
-    q = getattr(model, "q", None)
-    if q is None or not callable(getattr(q, "posterior", None)) or not callable(getattr(model, "prior", None)):
-        raise ValueError(f"inpainting needs the stock VAE's parts (a guide with posterior(x) and a prior); "
-                         f"{type(model).__name__} has not")
+    p = program(model)
     start = torch.where(mask, x, fill.to(x.device))
-    with seeded_eval(seed, x.device, model):
+    with seeded_eval(seed, x.device, p.module):
         if method == "importance":
-            post = q.posterior(start)
-            z = post.sample((num_samples,))                                   # (K, N, D)
-            out = model.decoder(z)
-            lp = pixel_log_prob(model, out, x)                                # (K, N, *event)
-            log_w = _masked(lp, mask) + model.prior(x.shape[0]).log_prob(z) - post.log_prob(z)
+            prop = p.proposals({**batch, "x": start}, batch, num_samples)
+            log_w = prop.log_w + _masked(prop.lp, mask)                              # (K, N)
             w = log_w.softmax(0)
-            mean = (w.view(*w.shape, *[1] * mask.dim()) * model.likelihood.mean(out)).sum(0)
-            held_out = torch.logsumexp(log_w.log_softmax(0) + _masked(lp, ~mask), 0)
+            mean = _images((w.unsqueeze(-1) * prop.mean).sum(0), x)
+            held_out = torch.logsumexp(log_w.log_softmax(0) + _masked(prop.lp, ~mask), 0)
         else:
             current, means, lps = start, [], []
             for t in range(steps):
-                z = q.posterior(current).sample()
-                out = model.decoder(z)
-                m = model.likelihood.mean(out)
+                prop = p.proposals({**batch, "x": current}, batch, 1)
+                m = _images(prop.mean[0], x)
                 current = torch.where(mask, x, m)
                 if t >= steps // 2:
                     means.append(m)
-                    lps.append(_masked(pixel_log_prob(model, out, x), ~mask))
+                    lps.append(_masked(prop.lp[0], ~mask))
             mean = torch.stack(means).mean(0)
             held_out = torch.logsumexp(torch.stack(lps), 0) - math.log(len(lps))
     return torch.where(mask, x, mean), held_out
@@ -147,7 +138,7 @@ def nearest_fill(train: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, chunk
 def bernoulli_log_prob(p: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Held-out log-likelihood of a fixed fill read as Bernoulli means (the baselines' figure), per example."""
     p = p.clamp(eps, 1 - eps)
-    return _masked(x * p.log() + (1 - x) * (1 - p).log(), ~mask)
+    return _masked((x * p.log() + (1 - x) * (1 - p).log()).flatten(1), ~mask)
 
 
 @torch.no_grad()
@@ -185,34 +176,32 @@ def upscale(model, low: torch.Tensor, factor: int, *, num_samples: int = 100, se
 
     .. math:: y \mid z \sim \mathcal N\big(\mathrm{pool}(\mu(z)),\ \mathrm{pool}(v(z)) / f^2 + \sigma_0^2\big)
 
-    with mu, v the likelihood's per-pixel mean and variance (the pooled mean of f^2 independent pixels, moment
+    with mu, v the observed site's per-pixel mean and variance (the pooled mean of f^2 independent pixels, moment
     matched), sigma_0 = ``noise`` for quantization. z_k ~ q(z | upsampled y), weighted by p(y | z) p(z) / q(z | .);
     returns the weighted E[x | z] and, given the high-resolution ``truth``, its log-likelihood
-    log sum_k w_k p(x | z_k) per example (nats)."""
+    log sum_k w_k p(x | z_k) per example (nats). Any program whose model observes x at one site."""
     if conditional(model):
-        raise ValueError(f"{type(model).__name__} conditions on a label; super-resolution is for models of x alone")
+        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; super-resolution is for models of "
+                         f"x alone")
     if factor not in (2, 4):
         raise ValueError(f"--factor must be 2 or 4, got {factor}")
-    shape = getattr(model, "event_shape", None)
-    if shape is None or len(shape) != 3 or shape[1] % factor or shape[2] % factor:
-        raise ValueError(f"super-resolution by {factor} needs images whose height and width divide by {factor}; the "
-                         f"model's event shape is {shape}")
+    shape = tuple(low.shape[1:-2]) + (low.shape[-2] * factor, low.shape[-1] * factor)
+    if len(shape) != 3:
+        raise ValueError(f"super-resolution is for images (channels, height, width); the low-resolution data have "
+                         f"shape {tuple(low.shape[1:])}")
     start = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")
-    with seeded_eval(seed, low.device, model):
-        post = model.q.posterior(start)
-        z = post.sample((num_samples,))
-        out = model.decoder(z)
-        d = model.likelihood(out)
-        mean = model.likelihood.mean(out)
-        var = d.base_dist.variance if hasattr(d, "base_dist") else torch.zeros_like(mean)
+    p = program(model)
+    with seeded_eval(seed, low.device, p.module):
+        prop = p.proposals(start, truth if truth is not None else start, num_samples)
+        k, n = prop.log_w.shape
+        mean = prop.mean.reshape(k * n, *shape)
+        var = prop.var.reshape(k * n, *shape)
         scale = (pool(var, factor) / factor ** 2 + noise ** 2).sqrt()
-        log_y = torch.distributions.Normal(pool(mean, factor), scale).log_prob(low).flatten(2).sum(-1)
-        log_w = log_y + model.prior(low.shape[0]).log_prob(z) - post.log_prob(z)
+        log_y = torch.distributions.Normal(pool(mean, factor), scale).log_prob(low.repeat(k, 1, 1, 1))
+        log_w = log_y.reshape(k, n, -1).sum(-1) + prop.log_w
         w = log_w.softmax(0)
-        image = (w.view(*w.shape, 1, 1, 1) * mean).sum(0)
-        ll = None
-        if truth is not None:
-            ll = torch.logsumexp(log_w.log_softmax(0) + pixel_log_prob(model, out, truth).flatten(2).sum(-1), 0)
+        image = (w.view(k, n, 1, 1, 1) * mean.view(k, n, *shape)).sum(0)
+        ll = torch.logsumexp(log_w.log_softmax(0) + prop.lp.sum(-1), 0) if truth is not None else None
     return image, ll
 
 

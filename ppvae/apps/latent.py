@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..inference.contract import as_batch, conditional, require
+from ..inference.contract import as_batch, take
+from ..inference.program import Program, conditional, program, require
 from ..registry import int_option
 
 METHODS = ("linear", "spherical")
@@ -46,21 +47,33 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
         raise ValueError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
     steps = int_option(steps, 2, "interpolation steps")
     encode, decode = require(model, "encode", "interpolation"), require(model, "decode", "interpolation")
-    path = (lerp if method == "linear" else slerp)(encode(x0), encode(x1), steps)  # (steps, pairs, D)
-    decoded = decode(path.flatten(0, 1))
-    return decoded.view(steps, x0.shape[0], *decoded.shape[1:]).transpose(0, 1)
+    z0, z1 = encode(x0), encode(x1)
+    if z0.shape != z1.shape:
+        raise ValueError(f"the two ends' codes have shapes {tuple(z0.shape)} and {tuple(z1.shape)}; a program whose "
+                         f"latent sites depend on the rows (a sequence model's on their lengths) has no one code space "
+                         f"to interpolate in")
+    path = (lerp if method == "linear" else slerp)(z0, z1, steps)  # (steps, pairs, D)
+    pairs = path.shape[1]
+    if isinstance(model, (torch.nn.Module, Program)) and not program(model).declares("decode"):
+        # a decode derived from the traces takes each path's arguments from its first end (a CVAE's input half)
+        decoded = decode(path.flatten(0, 1), context=take(as_batch(x0), torch.arange(pairs).repeat(steps)))
+    else:
+        decoded = decode(path.flatten(0, 1))
+    return decoded.view(steps, pairs, *decoded.shape[1:]).transpose(0, 1)
 
 
 class Conditioned:
-    """A conditional model (CVAE, M2) seen as an unconditional one with its label fixed to ``label``:
-    ``encode(x)`` and ``decode(z)`` as for a VAE, so interpolations and traversals run within one class."""
+    """A conditional model (CVAE, M2, a program with label arguments) seen as an unconditional one with its label
+    fixed to ``label``: ``encode(x)`` and ``decode(z)`` as for a VAE, so interpolations and traversals run within
+    one class."""
 
     def __init__(self, model, label: int):
-        self.model, self.label = model, int(label)
+        self.model, self.label = program(model), int(label)
 
     def encode(self, x) -> torch.Tensor:
-        x = as_batch(x)["x"]
-        return self.model.encode({"x": x, "y": torch.full((x.shape[0],), self.label, device=x.device)})
+        batch = as_batch(x)
+        x = batch["x"]
+        return self.model.encode({**batch, "y": torch.full((x.shape[0],), self.label, device=x.device)})
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.decode(z, self.label)

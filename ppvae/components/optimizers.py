@@ -19,6 +19,7 @@ for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd":
 
 def make_optimizer(spec: dict, params) -> torch.optim.Optimizer:
     options = dict(spec)
+    options.pop("groups", None)  # other parameter groups' optimisers (ppvae.inference.train.group_optimizer)
     name = options.pop("name")
     cls = OPTIMIZERS.get(name)
     if name in ("adam", "adamw"):

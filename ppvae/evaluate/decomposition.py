@@ -34,7 +34,8 @@ import math
 import torch
 import pyro
 
-from ..inference.contract import as_batch, sample_sites
+from ..inference.contract import DATA_PLATE, as_batch, sample_sites
+from ..inference.program import program
 from .elbo import _factors, _weigh, per_example
 
 ESTIMATORS = ("mws", "mss")
@@ -73,7 +74,7 @@ def aggregate_log_densities(log_q: torch.Tensor, dataset_size: int, estimator: s
 
 
 def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "mws", *args,
-                     **kwargs) -> dict[str, torch.Tensor]:
+                     plate: str | None = DATA_PLATE, **kwargs) -> dict[str, torch.Tensor]:
     """Per-example terms (shape (M,), with gradients) from one joint draw of the guide and the model:
     ``recon`` (all observed sites), ``mi``, ``tc``, ``dim_kl`` and ``kl`` (= mi + tc + dim_kl, the sampled KL).
 
@@ -100,7 +101,7 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
     recon = torch.zeros(m, device=z.device)
     for site in sites.values():
         if site["is_observed"]:
-            recon = recon + per_example(_weigh(site["fn"].log_prob(site["value"]), site, False), site, m)
+            recon = recon + per_example(_weigh(site["fn"].log_prob(site["value"]), site, False), site, m, plate)
     log_qzx = q.log_prob(z).sum(-1)
     log_pz = p.log_prob(z).sum(-1)
     try:  # every draw z_i under every example's posterior: [i, k, j] = log q(z_ij | x_k)
@@ -120,7 +121,8 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
 @torch.no_grad()
 def decomposition_means(model, batch, dataset_size: int, estimator: str = "mss") -> dict[str, float]:
     """Batch means of MI, TC and dimension-wise KL (nats per example) for a model's programs."""
-    terms = kl_decomposition(model.model, model.guide, batch, dataset_size, estimator)
+    p = program(model)
+    terms = kl_decomposition(p.model, p.guide, p.prepare(batch), dataset_size, estimator, plate=p.sites(batch).plate)
     return {k: float(terms[k].mean()) for k in TERMS}
 
 

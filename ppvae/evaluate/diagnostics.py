@@ -23,6 +23,7 @@ from pyro import poutine
 
 from ..inference.contract import as_batch, batches, sample_sites, take
 from ..inference.contract import batch_size as num_examples
+from ..inference.program import program
 from .elbo import _device, particles_vectorize, seeded_eval, site_terms
 
 KHAT_THRESHOLD = 0.7
@@ -41,9 +42,11 @@ def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site
     """
     totals: dict[str, torch.Tensor] = {}
     data = as_batch(x)
-    with seeded_eval(seed, _device(data), model):
+    p = program(model)
+    plate = p.sites(data).plate
+    with seeded_eval(seed, _device(data), p.module):
         for part in batches(data, batch_size):
-            _, kls = site_terms(model.model, model.guide, part, per_dim=True)
+            _, kls = site_terms(p.model, p.guide, p.prepare(part), per_dim=True, plate=plate)
             for name, kl in kls.items():
                 totals[name] = kl.sum(0) if name not in totals else totals[name] + kl.sum(0)
     n = num_examples(data)
@@ -53,32 +56,37 @@ def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site
 
 def continuous_latents(model, x) -> list[str]:
     """The guide's continuous latent sites (discrete ones have no posterior mean to vary)."""
+    p = program(model)
     with torch.no_grad():
-        tr = poutine.trace(model.guide).get_trace(take(as_batch(x), slice(0, 2)))
+        tr = poutine.trace(p.guide).get_trace(p.prepare(take(as_batch(x), slice(0, 2))))
     return [n for n, s in sample_sites(tr).items() if not s["fn"].support.is_discrete]
 
 
 @torch.no_grad()
-def posterior_means(model, x, *, num_draws: int = 1000, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{site: (E_q[z | x] per example, its Monte Carlo variance)}, each (N, dims of the site).
+def posterior_means(model, x, *, num_draws: int = 1000, seed: int = 0,
+                    sites: list[str] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{site: (E_q[z | x] per example, its Monte Carlo variance)}, each (N, dims of the site), in the data's
+    order, for the guide's continuous latent sites (or ``sites``).
 
     Where the guide gives a site's mean in closed form and that mean depends on x alone (the same in two
     draws), it is exact and its variance is zero. Otherwise (flows; sites that depend on other latents, as in a
     hierarchical guide) the mean is the average of ``num_draws`` seeded draws of the site's conditional mean
     (or of its value, where there is no closed form), with the variance of that average.
     """
+    p = program(model)
     data = as_batch(x)
-    with seeded_eval(seed, _device(data), model):
-        sites = continuous_latents(model, data)
-        traces = [poutine.trace(model.guide).get_trace(data) for _ in range(2)]
+    args = p.prepare(data)
+    with seeded_eval(seed, _device(data), p.module):
+        sites = sites if sites is not None else continuous_latents(p, getattr(args, "source", data))
+        traces = [poutine.trace(p.guide).get_trace(args) for _ in range(2)]
         out = {}
         for name in sites:
             first, second = (_site_mean(t.nodes[name]) for t in traces)
             if first is not None and torch.equal(first, second):
-                out[name] = (first.flatten(1), torch.zeros_like(first.flatten(1)))
+                out[name] = (args.restore(first.flatten(1)), torch.zeros_like(first.flatten(1)))
         rest = [n for n in sites if n not in out]
         if rest:
-            draws = guide_draws(model, data, num_draws, rest, means=True)
+            draws = guide_draws(p, args, num_draws, rest, means=True)
             for n in rest:
                 out[n] = (draws[n].mean(0), draws[n].var(0) / num_draws)
     return {n: out[n] for n in sites}
@@ -126,10 +134,11 @@ def mutual_information(model, x, *, seed: int = 0) -> float:
     broadcast over a batch of z, as the mean-field Gaussian guide does.
     """
     data = as_batch(x)
-    means = posterior_means(model, take(data, slice(0, 2)), num_draws=2, seed=seed)
+    p = program(model)
+    means = posterior_means(p, take(data, slice(0, 2)), num_draws=2, seed=seed)
     dependent = [n for n, (_, var) in means.items() if bool((var > 0).any())]
-    with seeded_eval(seed, _device(data), model):
-        tr = poutine.trace(model.guide).get_trace(data)
+    with seeded_eval(seed, _device(data), p.module):
+        tr = poutine.trace(p.guide).get_trace(p.prepare(data))
     n = num_examples(data)
     cross = own = 0.0
     for name, site in sample_sites(tr).items():
@@ -148,7 +157,7 @@ def mutual_information(model, x, *, seed: int = 0) -> float:
         cross = cross + c
         own = own + q.log_prob(z)
     if isinstance(cross, float):
-        raise ValueError(f"{type(model).__name__} has no latent variable, so there is no I(x; z) to estimate")
+        raise ValueError(f"{p.name} has no latent variable, so there is no I(x; z) to estimate")
     log_qz = torch.logsumexp(cross, 1) - math.log(n)
     return float((own - log_qz).mean())
 
@@ -173,8 +182,9 @@ def posterior_inference_data(model, x, *, num_draws: int = 500, seed: int = 0):
     import arviz as az
 
     data = as_batch(x)
-    with seeded_eval(seed, _device(data), model):
-        values = guide_draws(model, data, num_draws)
+    p = program(model)
+    with seeded_eval(seed, _device(data), p.module):
+        values = guide_draws(p, p.prepare(data), num_draws)
     n = num_examples(data)
     posterior = {name: v.cpu().numpy()[None] for name, v in values.items()}
     coords = {"example": np.arange(n), **{f"{k}_dim": np.arange(v.shape[-1]) for k, v in values.items()}}
@@ -183,30 +193,33 @@ def posterior_inference_data(model, x, *, num_draws: int = 500, seed: int = 0):
 
 def guide_draws(model, data, num_draws: int, sites=None, means: bool = False) -> dict[str, torch.Tensor]:
     """{site: (num_draws, N, dims of the site)} draws of the guide's sites (with ``means``, each draw's
-    conditional mean where the site has one in closed form, else its value). One guide run under a plate of
-    draws where the program broadcasts (the encoder runs once), else one run per draw."""
-    n = num_examples(data)
+    conditional mean where the site has one in closed form, else its value), in the data's order. One guide run
+    under a plate of draws where the program broadcasts (the encoder runs once), else one run per draw."""
+    p = program(model)
+    args = p.prepare(data)
+    n = num_examples(args)
 
     def read(site):
         m = _site_mean(site) if means else None
         return (m if m is not None else site["value"])
 
-    if particles_vectorize(model, data):
-        with pyro.plate("_num_draws", num_draws, dim=-(_nesting(model, data) + 1)):
-            tr = poutine.trace(model.guide).get_trace(data)
+    if particles_vectorize(p, args.source):
+        with pyro.plate("_num_draws", num_draws, dim=-(_nesting(p, args) + 1)):
+            tr = poutine.trace(p.guide).get_trace(args)
         chosen = sites if sites is not None else list(sample_sites(tr))
-        return {k: read(tr.nodes[k]).expand(num_draws, *read(tr.nodes[k]).shape[1:]).reshape(num_draws, n, -1)
-                for k in chosen}
-    trs = [poutine.trace(model.guide).get_trace(data) for _ in range(num_draws)]
+        return {k: args.restore(read(tr.nodes[k]).expand(num_draws, *read(tr.nodes[k]).shape[1:])
+                                .reshape(num_draws, n, -1), dim=1) for k in chosen}
+    trs = [poutine.trace(p.guide).get_trace(args) for _ in range(num_draws)]
     chosen = sites if sites is not None else list(sample_sites(trs[0]))
-    return {k: torch.stack([read(t.nodes[k]).reshape(n, -1) for t in trs]) for k in chosen}
+    return {k: args.restore(torch.stack([read(t.nodes[k]).reshape(n, -1) for t in trs]), dim=1) for k in chosen}
 
 
 def _nesting(model, data) -> int:
-    declared = getattr(model, "max_plate_nesting", None)
+    p = program(model)
+    declared = p.max_plate_nesting
     if declared is not None:
         return int(declared)
-    tr = poutine.trace(model.guide).get_trace(data)
+    tr = poutine.trace(p.guide).get_trace(p.prepare(data))
     return max([-f.dim for s in tr.nodes.values() if s["type"] == "sample" for f in s["cond_indep_stack"]
                 if f.vectorized] or [0])
 

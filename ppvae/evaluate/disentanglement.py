@@ -136,7 +136,7 @@ def factor_source(data, split: str = "test") -> FactorSource:
 def representation(model, device=None, batch_size: int = 512):
     """``represent(x) -> (n, D) numpy``: the model's point code ``encode(x)`` (the posterior mean for a Gaussian
     guide, as disentanglement_lib scores), in eval mode, in batches."""
-    from ..inference.contract import conditional, require
+    from ..inference.program import conditional, require
     encode = require(model, "encode", "disentanglement metrics")
     if conditional(model):
         raise ValueError(f"{type(model).__name__} is conditional (its code is read together with a label); "

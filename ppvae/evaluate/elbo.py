@@ -27,6 +27,7 @@ from ..components.likelihoods import bits_per_dim
 from ..inference.contract import DATA_PLATE, as_batch, batches, sample_sites, warn_once
 from ..inference.contract import batch_size as num_examples
 from ..inference.objectives import IWAE, NotPerExample, forked_rng
+from ..inference.program import module_of, program
 
 
 @contextlib.contextmanager
@@ -39,6 +40,7 @@ def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.
     model mid-training does not change the training run.
     """
     device = torch.device(device)
+    module = module_of(module) if module is not None else None
     was_training = module.training if module is not None else None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -51,20 +53,21 @@ def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.
                 module.train(was_training)
 
 
-def _data_frame(site: dict):
-    return next((f for f in site["cond_indep_stack"] if f.name == DATA_PLATE and f.dim is not None), None)
+def _data_frame(site: dict, plate: str | None = DATA_PLATE):
+    return next((f for f in site["cond_indep_stack"] if f.name == plate and f.dim is not None), None)
 
 
-def _data_rows(value: torch.Tensor, site: dict) -> int | None:
+def _data_rows(value: torch.Tensor, site: dict, plate: str | None = DATA_PLATE) -> int | None:
     """How many examples a site's tensor holds along the data plate (the subsample, where there is one)."""
-    frame = _data_frame(site)
+    frame = _data_frame(site, plate)
     return value.shape[frame.dim] if frame is not None and value.dim() >= -frame.dim else None
 
 
-def per_example(value: torch.Tensor, site: dict, rows: int) -> torch.Tensor:
-    """A site's log-density (or KL) tensor as one number per example of the data plate: shape (rows,). A site
-    outside the data plate is shared equally by the rows, so the rows still sum to the whole term."""
-    frame = _data_frame(site)
+def per_example(value: torch.Tensor, site: dict, rows: int, plate: str | None = DATA_PLATE) -> torch.Tensor:
+    """A site's log-density (or KL) tensor as one number per example of the data plate (``plate``): shape
+    (rows,). A site outside the data plate is shared equally by the rows, so the rows still sum to the whole
+    term."""
+    frame = _data_frame(site, plate)
     if frame is None:
         return (value.sum() / rows).expand(rows)
     if value.dim() < -frame.dim:
@@ -83,14 +86,15 @@ def _weigh(value: torch.Tensor, site: dict, per_dim: bool) -> torch.Tensor:
 
 
 def site_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool = False,
-               **kwargs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+               plate: str | None = DATA_PLATE, **kwargs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """({observed site: log-likelihood}, {latent site: KL}) per example from one joint draw, with gradients.
 
     Each tensor has shape (rows,), one per example of the data plate (its subsample, where the program
     subsamples); with ``per_dim`` each KL has shape (rows, dims of the site), which needs a prior and guide that
     factorize over the site's dimensions. ``analytic`` uses a closed-form KL where Pyro has one registered
     (weighted by the guide site's scale and mask, as TraceMeanField_ELBO does), else log q(z) - log p(z) at the
-    sampled z, each weighted by its own site's scale and mask, as Trace_ELBO does.
+    sampled z, each weighted by its own site's scale and mask, as Trace_ELBO does. ``plate`` names the data
+    plate (the program's, :class:`~ppvae.inference.program.Sites`).
     """
     guide_tr = pyro.poutine.trace(guide).get_trace(batch, *args, **kwargs)
     model_tr = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_tr)).get_trace(batch, *args, **kwargs)
@@ -118,30 +122,31 @@ def site_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool 
         terms.append(("kl", name, kl, g))
     rows = None  # the examples along the data plate: the batch, or the program's subsample of it
     for kind, _, value, site in terms:
-        rows = _data_rows(value[..., 0] if per_dim and kind == "kl" else value, site)
+        rows = _data_rows(value[..., 0] if per_dim and kind == "kl" else value, site, plate)
         if rows is not None:
             break
     rows = rows if rows is not None else num_examples(batch)
     observed, kls = {}, {}
     for kind, name, value, site in terms:
         if kind == "observed":
-            observed[name] = per_example(value, site, rows)
+            observed[name] = per_example(value, site, rows, plate)
         elif per_dim:
-            kls[name] = torch.stack([per_example(value[..., j], site, rows) for j in range(value.shape[-1])], -1)
+            kls[name] = torch.stack([per_example(value[..., j], site, rows, plate) for j in range(value.shape[-1])], -1)
         else:
-            kls[name] = per_example(value, site, rows)
+            kls[name] = per_example(value, site, rows, plate)
     return observed, kls
 
 
 def elbo_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool = False,
-               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+               plate: str | None = DATA_PLATE, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction, kl) from one joint draw of the guide and model traces, with gradients.
 
     ``reconstruction`` (all observed sites) has shape (batch,). ``kl`` (all latent sites) has shape (batch,),
     or with ``per_dim`` (batch, the latent dimensions of every site side by side), which needs a prior and
     guide that factorize over dimensions at every site.
     """
-    observed, kls = site_terms(model, guide, as_batch(batch), *args, analytic=analytic, per_dim=per_dim, **kwargs)
+    observed, kls = site_terms(model, guide, as_batch(batch), *args, analytic=analytic, per_dim=per_dim, plate=plate,
+                               **kwargs)
     rows = next(iter({**observed, **kls}.values())).shape[0] if observed or kls else num_examples(batch)
     zero = torch.zeros(rows, device=_device(batch))
     recon = sum(observed.values(), zero)
@@ -163,6 +168,7 @@ def _factors(d, name: str):
 
 
 def _device(batch) -> torch.device:
+    batch = getattr(batch, "source", batch)  # a program's arguments: the batch they came from
     return next(iter(as_batch(batch).values())).device
 
 
@@ -172,11 +178,13 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0) -> dict
     the terms of each observed site (``recon_sites``) and latent site (``kl_sites``); deterministic for a given
     ``seed`` and leaves the global random state untouched, so evaluating does not change a training run."""
     data = as_batch(data)
+    p = program(model)
+    plate = p.sites(data).plate
     sums_obs: dict[str, float] = {}
     sums_kl: dict[str, float] = {}
-    with seeded_eval(seed, _device(data), model):
+    with seeded_eval(seed, _device(data), p.module):
         for part in batches(data, batch_size):
-            observed, kls = site_terms(model.model, model.guide, part)
+            observed, kls = site_terms(p.model, p.guide, p.prepare(part), plate=plate)
             for name, v in observed.items():
                 sums_obs[name] = sums_obs.get(name, 0.0) + v.sum()
             for name, v in kls.items():
@@ -187,7 +195,7 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0) -> dict
     recon_mean, kl_mean = sum(recon_sites.values()), sum(kl_sites.values())
     out = {"elbo": recon_mean - kl_mean, "recon": recon_mean, "kl": kl_mean, "num_examples": n,
            "recon_sites": recon_sites, "kl_sites": kl_sites}
-    likelihood = getattr(model, "likelihood", None)
+    likelihood = getattr(p.module, "likelihood", None)
     if callable(getattr(likelihood, "gives_code_length", None)) and likelihood.gives_code_length(data["x"]):
         out["bits_per_dim"] = bits_per_dim(-out["elbo"], math.prod(data["x"].shape[1:]))
     return out
@@ -196,23 +204,24 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0) -> dict
 def particles_vectorize(model, batch) -> bool:
     """Whether ``model``'s programs broadcast over a leading particle dimension (checked once on a few examples,
     then remembered); a program that does not is evaluated with a loop over particles, with a warning."""
-    known = model.__dict__.get("_ppvae_vectorizes")
+    p = program(model)
+    known = p.module.__dict__.get("_ppvae_vectorizes")
     if known is not None:
         return known
     small = as_batch({k: v[:3] for k, v in as_batch(batch).items()})
-    n = num_examples(small)
+    args = p.prepare(small)
     ok = True
     try:
         with torch.no_grad(), forked_rng(), _sampled_enumeration():
-            lw = _iwae(model, 2, True).log_weights(model.model, model.guide, small, pathwise=False)
-        ok = tuple(lw.shape) == (2, n)
+            lw = _iwae(p, 2, True).log_weights(p.model, p.guide, args, pathwise=False)
+        ok = tuple(lw.shape) == (2, args.rows)
     except NotPerExample:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError):
         ok = False
-    model.__dict__["_ppvae_vectorizes"] = ok
+    p.module.__dict__["_ppvae_vectorizes"] = ok
     if not ok:
-        warn_once(model, "vectorize", f"{type(model).__name__}'s programs do not broadcast over a leading particle "
+        warn_once(p.module, "vectorize", f"{p.name}'s programs do not broadcast over a leading particle "
                                       f"dimension, so K-sample estimates loop over the particles (slower); see "
                                       f"ppvae.Model's docstring, 'Vectorized particles'")
     return ok
@@ -228,8 +237,10 @@ def _sampled_enumeration():
 
 
 def _iwae(model, k: int, vectorize: bool) -> IWAE:
-    return IWAE(num_particles=k, vectorize_particles=vectorize,
-                max_plate_nesting=getattr(model, "max_plate_nesting", None))
+    p = program(model)
+    iwae = IWAE(num_particles=k, vectorize_particles=vectorize, max_plate_nesting=p.max_plate_nesting)
+    iwae.data_plate = p.sites().plate
+    return iwae
 
 
 @torch.no_grad()
@@ -242,15 +253,17 @@ def log_importance_weights(model, x, num_samples: int, *, max_rows: int = 20000)
     if int(num_samples) < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
     batch = as_batch(x)
-    vectorize = particles_vectorize(model, batch)
-    n = num_examples(batch)
-    chunk = max(1, min(int(num_samples), max_rows // max(1, n)))
+    p = program(model)
+    p.sites(batch)
+    vectorize = particles_vectorize(p, batch)
+    args = p.prepare(batch)
+    chunk = max(1, min(int(num_samples), max_rows // max(1, args.rows)))
     out = []
     for start in range(0, int(num_samples), chunk):
         k = min(chunk, int(num_samples) - start)
         with _sampled_enumeration():
-            out.append(_iwae(model, k, vectorize).log_weights(model.model, model.guide, batch, pathwise=False))
-    return torch.cat(out)
+            out.append(_iwae(p, k, vectorize).log_weights(p.model, p.guide, args, pathwise=False))
+    return args.restore(torch.cat(out), dim=1)  # the data's order, where a transform reordered the rows
 
 
 @torch.no_grad()

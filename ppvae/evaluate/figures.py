@@ -7,6 +7,7 @@ manifold, t-SNE). ``skipped_figures`` says which a model's missing capabilities 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import torch
 from .. import plots
 from ..apps.latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
-from ..inference.contract import as_batch, conditional, has, require, take
+from ..inference.contract import as_batch, batch_size, take
+from ..inference.program import Program, conditional, program, require
 from .elbo import seeded_eval
 
 #: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
@@ -24,10 +26,33 @@ REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", 
 
 
 def model_inputs(model, batch):
-    """What a model's ``encode`` / ``reconstruct`` take: the batch for a conditional model (it reads the labels),
-    the tensor x otherwise (the contract's ``encode(x)``)."""
+    """What a model's ``encode`` / ``reconstruct`` take: the batch for a conditional model (it reads the labels)
+    or a program whose capabilities are derived from its traces, the tensor x otherwise (the contract's
+    ``encode(x)``)."""
     batch = as_batch(batch)
-    return batch if conditional(model) else batch["x"]
+    p = program(model)
+    return batch if conditional(model) or not p.declares("encode") else batch["x"]
+
+
+@contextlib.contextmanager
+def _derived_figure(p: Program, figure: str):
+    """A figure drawn with capabilities derived from the traces: where this program's traces cannot give it (a
+    sequence model's code depends on the rows), it is skipped and the reason kept for the report."""
+    try:
+        yield
+    except ValueError as e:
+        if p.declares("encode") and p.declares("decode"):
+            raise
+        p.notes[figure] = str(e)
+
+
+def _drawable(images, like=None) -> bool:
+    """Whether a tensor can be drawn as an image grid (and, with ``like``, beside those images)."""
+    if not isinstance(images, torch.Tensor) or images.dim() not in (2, 3, 4):
+        return False
+    if images.dim() == 4 and images.shape[1] not in (1, 3):
+        return False
+    return like is None or images.shape[1:] == like.shape[1:]
 
 
 @torch.no_grad()
@@ -42,21 +67,28 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     if getattr(model, "output", None) == "strings":
         return _write_string_figures(model, batch, metrics, out, seed, n)
     x = batch["x"][: 2 * n]
-    cond = conditional(model)
-    with seeded_eval(seed, x.device, model):
-        if has(model, "reconstruct"):
-            plots.plot_reconstructions(x[:n], model.reconstruct(model_inputs(model, take(batch, slice(0, n)))),
-                                       path=out / "reconstructions.png", n=n)
-            written.append("reconstructions.png")
-        if has(model, "generate"):
-            plots.plot_samples(model.generate(64), nrow=8, path=out / "samples.png")
-            written.append("samples.png")
+    p = program(model)
+    p.sites(batch)
+    cond = p.conditional
+    with seeded_eval(seed, x.device, p.module):
+        if p.can("reconstruct"):
+            recon = p.reconstruct(model_inputs(p, take(batch, slice(0, n))))
+            if _drawable(recon, x):
+                plots.plot_reconstructions(x[:n], recon, path=out / "reconstructions.png", n=n)
+                written.append("reconstructions.png")
+        if p.can("generate"):
+            samples = p.generate(64, context=batch) if not p.declares("generate") else p.generate(64)
+            if _drawable(samples):
+                plots.plot_samples(samples, nrow=8, path=out / "samples.png")
+                written.append("samples.png")
             if cond:
-                plots.plot_class_grid(class_grid(model, 8), classes, path=out / "class_grid.png")
+                plots.plot_class_grid(class_grid(p, 8), classes, path=out / "class_grid.png")
                 written.append("class_grid.png")
-        if has(model, "encode") and has(model, "decode"):
+        if p.can("encode") and p.can("decode"):
             for method in ("linear", "spherical"):
-                strips = interpolation_strips(model, batch if cond else take(batch, slice(0, 2 * n)), method=method)
+                with _derived_figure(p, f"interpolation_{method}.png"):
+                    strips = None
+                    strips = interpolation_strips(p, batch if cond else take(batch, slice(0, 2 * n)), method=method)
                 if strips is None:
                     break
                 within = " of one class (the label held fixed)" if cond else ""
@@ -77,7 +109,7 @@ def _write_string_figures(model, batch, metrics, out: Path, seed: int, n: int) -
     with seeded_eval(seed, batch["x"].device, model):
         (out / "samples.txt").write_text("\n".join(model.generate(4 * n)) + "\n")
         written.append("samples.txt")
-        if has(model, "reconstruct"):  # a language model has no code to reconstruct from
+        if program(model).declares("reconstruct"):  # a language model has no code to reconstruct from
             inputs = model.strings(batch["x"][:n])
             pairs = [f"{a}\t{b}" for a, b in zip(inputs, model.reconstruct(batch["x"][:n]))]
             (out / "reconstructions.txt").write_text("input\treconstruction\n" + "\n".join(pairs) + "\n")
@@ -106,21 +138,23 @@ def interpolation_strips(model, batch, pairs: int = 4, steps: int = 10, method: 
         ends = _pairs_within_classes(batch, pairs)
         return torch.cat([interpolate(Conditioned(model, c), a, b, steps=steps, method=method)
                           for c, a, b in ends]) if ends else None
-    x = batch["x"]
-    p = min(pairs, x.shape[0] // 2)
-    return interpolate(model, x[:p], x[x.shape[0] - p:], steps=steps, method=method) if p else None
+    k = min(pairs, batch_size(batch) // 2)
+    n = batch_size(batch)
+    return interpolate(model, take(batch, slice(0, k)), take(batch, slice(n - k, n)), steps=steps,
+                       method=method) if k else None
 
 
 def _pairs_within_classes(batch, pairs: int = 4) -> list:
-    """[(class, x_a, x_b)]: the first two test examples of each of the first ``pairs`` classes that have two."""
-    x, y = batch["x"], batch.get("y")
+    """[(class, a, b)]: the first two test examples (as batches) of each of the first ``pairs`` classes that
+    have two."""
+    y = batch.get("y")
     if y is None or y.ndim != 1:
         return []
     out = []
     for c in torch.unique(y).tolist():
         rows = (y == c).nonzero().squeeze(1)[:2]
         if len(rows) == 2 and len(out) < pairs:
-            out.append((c, x[rows[:1]], x[rows[1:]]))
+            out.append((c, take(batch, rows[:1]), take(batch, rows[1:])))
     return out
 
 
@@ -134,17 +168,21 @@ TRAIN_FIGURES = ("reconstructions.png", "samples.png", "interpolation_linear.png
 
 
 def skipped_figures(model) -> dict[str, str]:
-    """{figure: why it is not drawn} for the figures a model's capabilities rule out."""
+    """{figure: why it is not drawn} for the figures a model's capabilities (declared, or derived from its
+    traces) rule out."""
     out = {}
+    p = program(model)
     for figure, needs in FIGURE_NEEDS.items():
-        missing = [c for c in needs if not (has(model, c) or (c == "prior" and callable(getattr(model, "prior", None))))]
+        missing = [c for c in needs if not (p.can(c) or (c == "prior" and (callable(getattr(p.module, "prior", None))
+                                                                           or p.can("generate"))))]
         if missing:
-            out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {type(model).__name__} " \
-                          f"does not have"
+            out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {p.name} does not " \
+                          f"have and which its traces do not give"
     if getattr(model, "output", None) == "strings":  # text files instead of image grids (samples.txt, ...)
         for figure in ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
                        "traversals.png", "manifold.png"):
             out.pop(figure, None)
+    out.update(p.notes)
     if conditional(model) and "manifold.png" not in out:
         out["manifold.png"] = "the decoder needs a class; class_grid.png shows the samples of each class"
     return out
@@ -157,16 +195,22 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     written = write_figures(model, x, metrics, out, seed=seed, n=n, classes=classes)
     batch = as_batch(x)
     x = batch["x"]
-    cond = conditional(model)
-    can_encode, can_decode = has(model, "encode"), has(model, "decode")
-    can_decode = can_decode and getattr(model, "output", None) != "strings"  # decoded strings are no image grid
-    codes = torch.cat([model.encode(model_inputs(model, take(batch, slice(s, s + 1000))))
-                       for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
+    p = program(model)
+    cond = p.conditional
+    can_encode, can_decode = p.can("encode"), p.can("decode")
+    can_decode = can_decode and getattr(p.module, "output", None) != "strings"  # decoded strings are no image grid
+    with seeded_eval(seed, x.device, p.module):
+        codes = torch.cat([p.encode(model_inputs(p, take(batch, slice(s, s + 1000))))
+                           for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None
     if can_decode and codes is not None:
         order, kls = _traversal_order(arrays, codes)
-        seen_as = Conditioned(model, int(batch["y"][0])) if cond else model
-        plots.plot_traversals(latent_traversals(seen_as, x[:1], order), order, kls, path=out / "traversals.png")
-        written.append("traversals.png")
+        seen_as = Conditioned(p, int(batch["y"][0])) if cond else p
+        grid = None
+        with _derived_figure(p, "traversals.png"):
+            grid = latent_traversals(seen_as, take(batch, slice(0, 1)) if not cond else x[:1], order)
+        if grid is not None and _drawable(grid.flatten(0, 1)):
+            plots.plot_traversals(grid, order, kls, path=out / "traversals.png")
+            written.append("traversals.png")
     if arrays.get("confusion") is not None:
         accuracy = np.trace(arrays["confusion"]) / max(1, arrays["confusion"].sum())
         plots.plot_confusion_matrix(arrays["confusion"], classes, path=out / "confusion_matrix.png",
@@ -194,9 +238,11 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     elif code_dim == 2:
         plots.plot_latent_scatter(codes, lab, "Posterior means (2-D latent)", path=out / "latent_scatter.png")
         written.append("latent_scatter.png")
-        if can_decode and callable(getattr(model, "prior", None)) and not cond:
-            plots.plot_manifold(latent_manifold(model, 15, seed=seed), 15, path=out / "manifold.png")
-            written.append("manifold.png")
+        if can_decode and (callable(getattr(p.module, "prior", None)) or p.can("generate")) and not cond:
+            grid = latent_manifold(p, 15, seed=seed)
+            if _drawable(grid):
+                plots.plot_manifold(grid, 15, path=out / "manifold.png")
+                written.append("manifold.png")
     else:
         from sklearn.decomposition import PCA
 
@@ -230,15 +276,19 @@ def _traversal_order(arrays: dict, codes: torch.Tensor) -> tuple[list[int], list
 
 
 @torch.no_grad()
-def latent_traversals(vae, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
-    """(len(dims), steps, *event): decode the code of ``x[0]`` with each listed dimension swept over ±span."""
-    z = require(vae, "encode", "latent traversals")(x[:1])[0]
+def latent_traversals(vae, x, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
+    """(len(dims), steps, *event): decode the code of the first example of ``x`` (a tensor or a batch) with each
+    listed dimension swept over ±span."""
+    first = take(as_batch(x), slice(0, 1)) if not torch.is_tensor(x) else x[:1]
+    z = require(vae, "encode", "latent traversals")(first)[0]
     values = torch.linspace(-span, span, steps, device=z.device)
+    decode = require(vae, "decode", "latent traversals")
     rows = []
     for d in dims:
         zs = z.repeat(steps, 1)
         zs[:, d] = values
-        rows.append(require(vae, "decode", "latent traversals")(zs))
+        rows.append(decode(zs, context=first) if isinstance(vae, Program) and not vae.declares("decode") else
+                    decode(zs))
     return torch.stack(rows)
 
 
@@ -247,13 +297,15 @@ def latent_manifold(vae, n: int = 15, *, seed: int = 0, num_draws: int = 20000) 
     """Decodings over an n x n grid of the prior's marginal quantiles (5% to 95%) in a 2-D latent space
     (Kingma & Welling 2014, fig. 4). The quantiles are exact for the standard normal prior and read off
     ``num_draws`` seeded prior draws for any other (mixture, VampPrior, flow, ...)."""
-    device = next(vae.parameters()).device
+    p = program(vae)
+    device = p.device
     levels = torch.linspace(0.05, 0.95, n, device=device)
-    if isinstance(vae.prior, StandardNormal):
+    prior = getattr(p.module, "prior", None)
+    if isinstance(prior, StandardNormal):
         q = torch.distributions.Normal(0.0, 1.0).icdf(levels).unsqueeze(1).expand(n, 2)
     else:
-        with seeded_eval(seed, device, vae):
-            z = vae.prior(num_draws).sample()
+        with seeded_eval(seed, device, p.module):
+            z = prior(num_draws).sample() if callable(prior) else p.prior_codes(num_draws)
         q = torch.quantile(z, levels, dim=0)  # (n, 2): column d holds z_d's quantiles
     grid = torch.cartesian_prod(q[:, 1].flip(0), q[:, 0]).flip(-1)  # rows: z1 from high to low; columns: z0
-    return vae.decode(grid)
+    return p.decode(grid)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference.contract import batches, require
+from ..inference.contract import batches
+from ..inference.program import require
 from ..registry import int_option
 
 CLASSIFIER_STEPS = 2000

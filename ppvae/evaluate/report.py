@@ -18,7 +18,8 @@ import torch
 from ..components.likelihoods import bits_per_dim
 from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
-from ..inference.contract import as_batch, batches, has, take, to_device
+from ..inference.contract import as_batch, batches, take, to_device
+from ..inference.program import program
 from ..inference.run import load_run
 from ..registry import int_option
 from . import diagnostics as diag
@@ -44,6 +45,8 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     if n < 2:
         raise ValueError(f"evaluation needs at least 2 examples (active units and the mutual information are "
                          f"taken across examples), got {n}")
+    p = program(model)
+    evidence = p.sites(batch).evidence  # what the log-likelihood is of, by the program's site names
     elbo = evaluate_elbo(model, batch, seed=seed)
     vectorized = particles_vectorize(model, batch)
     psis = num_samples >= diag.MIN_PSIS_SAMPLES
@@ -53,24 +56,24 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         del log_w
     else:
         ll, khat = iwae_log_likelihood(model, batch, num_samples, seed=seed), None
-    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)),
+    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)), "of": evidence,
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
                    f"(Burda et al. 2016); a lower bound in expectation; particles "
                    f"{'vectorized' if vectorized else 'drawn one at a time (the program does not broadcast)'}"}
-    likelihood = getattr(model, "likelihood", None)
-    if getattr(model, "output", None) == "strings":
+    likelihood = getattr(p.module, "likelihood", None)
+    if getattr(p.module, "output", None) == "strings":
         pass  # token data: the per-token figures above, not bits per (pixel) dimension
     elif "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
     elif likelihood is None or not callable(getattr(likelihood, "gives_code_length", None)):
-        iwae["bits_per_dim_note"] = (f"not given: {type(model).__name__} has no ppvae likelihood to say whether "
-                                     f"-log p(x) is a code length (a mass function on data in its support)")
+        iwae["bits_per_dim_note"] = (f"not given: {p.name} has no ppvae likelihood to say whether "
+                                     f"-log p is a code length (a mass function on data in its support)")
     elif getattr(likelihood, "discrete", False):
         name = getattr(likelihood, "registry_name", type(likelihood).__name__)
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
-    if getattr(model, "output", None) == "strings":  # token data: per-word figures, as language models report them
+    if getattr(p.module, "output", None) == "strings":  # token data: per-word figures, as language models report them
         iwae["per_token"] = {**per_token(ll, xs), "how": "-(sum of the IWAE log-likelihoods) / (tokens predicted: "
                                                          "each sentence's tokens and its end token); perplexity = "
                                                          "exp(nll), an upper bound in expectation"}
@@ -99,7 +102,7 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         "num_examples": n,
         "seed": seed,
         "units": "nats per example",
-        "model": type(model).__name__,
+        "model": p.name,
         "elbo": {**elbo, "how": "one joint draw of guide and model per example, beta = 1; analytic KL where "
                                 "registered; recon_sites per observed site and kl_sites per latent site sum to the "
                                 "reconstruction and KL terms"},
@@ -119,7 +122,7 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         report["classification"] = classification
     report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
     if share is not None and share > 0.5:
-        guide = getattr(model, "q", None)
+        guide = getattr(p.module, "q", None)
         remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
             if getattr(guide, "registry_name", "") == "iaf" else \
             "a flow guide (guide.name = \"iaf\") or more importance samples can help" \
@@ -135,13 +138,15 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
 
 
 def _classification(model, batch) -> tuple[dict | None, np.ndarray | None]:
-    """Test accuracy and confusion matrix of a model's classifier q(y | x) (``classify``) against class labels."""
+    """Test accuracy and confusion matrix of a model's classifier q(y | x) against class labels: its
+    ``classify`` (or Pyro's ``classifier``), else the guide's discrete site q(y | x) the labels are given to."""
     y = batch.get("y")
-    if not has(model, "classify") or y is None or y.ndim != 1:
+    p = program(model)
+    if y is None or y.ndim != 1 or not p.can("classify"):
         return None, None
     from sklearn.metrics import confusion_matrix
 
-    probs = torch.cat([model.classify(part) for part in batches(batch, 1000)])
+    probs = torch.cat([p.classify(part) for part in batches(batch, 1000)])
     predicted = probs.argmax(-1).cpu().numpy()
     truth = y.cpu().numpy()
     c = probs.shape[-1]
@@ -211,7 +216,7 @@ def summary(report: dict) -> str:
     lines = [
         f"evaluated {report['num_examples']} test examples (seed {report['seed']}), nats per example",
         f"  ELBO                {e['elbo']:10.2f}   (reconstruction {e['recon']:.2f}, KL {e['kl']:.2f})",
-        f"  log p(x), IWAE K={iw['num_samples']:<5} {iw['value']:7.2f}   (standard error "
+        f"  {iw.get('of', 'log p(x)')}, IWAE K={iw['num_samples']:<5} {iw['value']:7.2f}   (standard error "
         f"{iw['std_error']:.2f})",
     ]
     if len(e.get("kl_sites", {})) > 1 or len(e.get("recon_sites", {})) > 1:

@@ -75,12 +75,6 @@ from ..registry import MODELS, import_path, load_object, registered_name
 from .objectives import DATA_PLATE, ELBO_OBJECTIVES, KLScale
 
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
-_HINTS = {
-    "generate": "give it a generate(n) method returning n samples E[x | z], z ~ p(z)",
-    "encode": "give it an encode(x) method returning a point code of q(z | x)",
-    "decode": "give it a decode(z) method returning E[x | z]",
-    "reconstruct": "give it a reconstruct(x) method (decode(encode(x)))",
-}
 
 
 class MissingCapability(ValueError):
@@ -113,7 +107,8 @@ def as_batch(data) -> Batch:
 
 
 def batch_size(batch) -> int:
-    return next(iter(as_batch(batch).values())).shape[0]
+    rows = getattr(batch, "rows", None)  # a program's arguments know their rows (their values may be packed)
+    return rows if rows else next(iter(as_batch(batch).values())).shape[0]
 
 
 def take(batch, index) -> Batch:
@@ -165,7 +160,7 @@ class Model(nn.Module):
 
     def spec(self) -> dict:
         """The spec sections that rebuild this model: ``{"model": {"name": import path, **arguments}}``."""
-        return {"model": {"name": registered_name(self), **init_arguments(self)}}
+        return {"model": recipe(self)[0]}
 
 
 def _recording(init: Callable) -> Callable:
@@ -204,7 +199,8 @@ def init_arguments(model) -> dict:
 
 
 def spec_value(value, what: str):
-    """A constructor argument as a TOML value: numbers, strings, booleans, lists and tables."""
+    """A constructor argument as a TOML value: numbers, strings, booleans, lists and tables; a module as the
+    table that rebuilds it (:func:`recipe`; its weights are in the checkpoint)."""
     if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -213,15 +209,57 @@ def spec_value(value, what: str):
         return {str(k): spec_value(v, what) for k, v in value.items() if v is not None}
     if isinstance(value, torch.Size):
         return list(value)
+    if isinstance(value, nn.Module):
+        return recipe(value)[0]
     raise ValueError(f"{what} is a {type(value).__name__}, which a spec file cannot hold; pass a number, a string, "
-                     f"a list or a table (a component by name or spec dict, e.g. {{'name': 'mlp', 'hidden': [400]}})")
+                     f"a list, a table (a component by name or spec dict, e.g. {{'name': 'mlp', 'hidden': [400]}}) "
+                     f"or a module")
+
+
+def recipe(module: nn.Module) -> tuple[dict, list[str]]:
+    """(``{"name": import path, **constructor arguments}``, the arguments assumed at their defaults) that rebuild
+    a module built in Python: the arguments a ``ppvae.Model`` recorded, or a component's ``spec()``, or (any other
+    class) the constructor's parameters read back from attributes of the same name, as scikit-learn's
+    ``get_params`` does, and their defaults where the object stores none. ``ValueError`` names a required
+    argument the object does not store."""
+    cls = type(module)
+    name = registered_name(module)
+    if "_ppvae_init" in module.__dict__:
+        return {"name": name, **init_arguments(module)}, []
+    own = getattr(module, "spec", None)
+    if callable(own) and not isinstance(module, Model):
+        described = own()
+        if isinstance(described, Mapping) and "name" in described:
+            return dict(described), []
+    out, assumed, missing = {"name": name}, [], []
+    stored = {**module.__dict__, **module._modules}
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name in stored and not p.name.startswith("_"):
+            value = stored[p.name]
+        elif p.default is not p.empty:
+            value = p.default
+            assumed.append(p.name)
+        else:
+            missing.append(p.name)
+            continue
+        if value is not None:
+            out[p.name] = spec_value(value, f"{cls.__name__} argument {p.name!r}")
+    if missing:
+        raise ValueError(f"{cls.__name__}'s constructor takes {', '.join(map(repr, missing))}, which the object does "
+                         f"not store under {'those names' if len(missing) > 1 else 'that name'}, so ppvae cannot record "
+                         f"how to rebuild it; store {'them' if len(missing) > 1 else 'it'} (self.{missing[0]} = "
+                         f"{missing[0]}), or give the class a spec() method")
+    return out, assumed
 
 
 # ---- two plain functions and a module ------------------------------------------------------------------------
 @MODELS.register("functions")
 class FunctionModel(Model):
-    """A model from two plain Pyro functions ``model(batch)``, ``guide(batch)`` and the ``nn.Module`` that holds
-    their parameters, as in Pyro's own examples (module-level networks the functions use). A run directory
+    """A model from two plain Pyro functions, ``model(x)`` and ``guide(x)`` as in Pyro's own examples (or of the
+    batch, ``model(batch)``; they are called the way their signatures ask), and the ``nn.Module`` that holds
+    their parameters (module-level networks the functions use). A run directory
     rebuilds it by import path: both functions, and the module as the module-level name the functions' file
     gives it, so the rebuilt functions use the very module the checkpoint is loaded into."""
 
@@ -237,10 +275,12 @@ class FunctionModel(Model):
         self.modules_ = modules
 
     def model(self, batch):
-        return self._model_fn(batch)
+        from .binding import Binder
+        return Binder().call(self._model_fn, Binder().prepare(batch))
 
     def guide(self, batch):
-        return self._guide_fn(batch)
+        from .binding import Binder
+        return Binder().call(self._guide_fn, Binder().prepare(batch))
 
     def spec(self) -> dict:
         return {"model": {"name": "functions", "model": _function_path(self._model_fn),
@@ -268,28 +308,17 @@ def from_functions(model: Callable, guide: Callable, modules: nn.Module) -> Func
     return FunctionModel(model, guide, modules)
 
 
-# ---- capabilities and checks ---------------------------------------------------------------------------------
-def has(model, capability: str) -> bool:
-    return callable(getattr(model, capability, None))
-
-
-def require(model, capability: str, what: str) -> Callable:
-    """The model's ``capability`` method, or a one-line :class:`MissingCapability` naming it."""
-    if not has(model, capability):
-        raise MissingCapability(f"{what} needs the model's {capability}() method, which {type(model).__name__} "
-                                f"does not have; {_HINTS.get(capability, 'add it to the class')}")
-    return getattr(model, capability)
-
-
+# ---- checks ----------------------------------------------------------------------------------------------------
 def check_program(model) -> None:
     """A model must have the two programs and be an nn.Module (its parameters are trained and saved)."""
     missing = [name for name in ("model", "guide") if not callable(getattr(model, name, None))]
     if missing:
         raise ValueError(f"{type(model).__name__} is not a ppvae model: it has no {' and no '.join(missing)} "
-                         f"method; a model needs model(batch) and guide(batch), Pyro programs over a batch")
+                         f"method; a model needs model(...) and guide(...), Pyro programs over a batch or its keys")
     if not isinstance(model, nn.Module):
         raise ValueError(f"{type(model).__name__} is not an nn.Module; a ppvae model holds its parameters in an "
-                         f"nn.Module (derive from ppvae.Model, or use ppvae.from_functions(model, guide, module))")
+                         f"nn.Module (derive from nn.Module or ppvae.Model, or use ppvae.from_functions(model, "
+                         f"guide, module))")
 
 
 def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
@@ -306,22 +335,6 @@ def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
                          f"(e.g. {int(bad[0])}); set model.num_classes or fix the labels")
 
 
-def conditional(model) -> bool:
-    """Whether the model generates a given class: ``conditional = True`` and ``num_classes``."""
-    return bool(getattr(model, "conditional", False)) and isinstance(getattr(model, "num_classes", None), int)
-
-
-def require_class(model, label, what: str) -> int:
-    """``label`` as a class of a conditional model, or one line saying why it cannot be."""
-    if not conditional(model):
-        raise MissingCapability(f"{what} needs a model that generates a given class (model.name = cvae or m2); "
-                                f"{type(model).__name__} does not condition on a label")
-    c = model.num_classes
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < c:
-        raise ValueError(f"{what}: {label!r} is not a class of this model; its classes are 0..{c - 1}")
-    return label
-
-
 def check_batch_keys(model, data_keys) -> None:
     """The keys the model declares it reads must be in the data."""
     needed = getattr(model, "batch_keys", ("x",)) or ()
@@ -329,13 +342,6 @@ def check_batch_keys(model, data_keys) -> None:
     if missing:
         raise ValueError(f"{type(model).__name__} reads batch key(s) {', '.join(map(repr, missing))}, but the data "
                          f"provide only {', '.join(map(repr, data_keys))}; choose a dataset with them (labels are 'y')")
-
-
-def trace_pair(model, batch):
-    """(guide trace, model trace replayed on the guide's draws) of one run of the two programs."""
-    guide_tr = poutine.trace(model.guide).get_trace(batch)
-    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(batch)
-    return guide_tr, model_tr
 
 
 def sample_sites(trace) -> dict:
@@ -351,45 +357,20 @@ def observed_sites(model_tr) -> list[str]:
     return [n for n, s in sample_sites(model_tr).items() if s["is_observed"]]
 
 
-def check_first_batch(model, batch, objective_name: str) -> dict:
-    """Run the programs once and check what a trace can tell before training: guide sites the model lacks,
-    latents an objective cannot differentiate, parameters outside the module. Returns a summary of sites."""
-    # As in training, module parameters bypass Pyro's parameter store, so a trace records only the pyro.param
-    # calls that are not parameters of the module.
-    with pyro.validation_enabled(False), KLScale(1.0, skip_param_store=True):
-        guide_tr, model_tr = trace_pair(model, batch)
-    model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
-    extra = [n for n in guide_sites if n not in model_sites]
-    if extra:
-        raise ValueError(f"the guide samples site(s) {', '.join(map(repr, extra))} that the model does not have "
-                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be latent sites of the model")
-    observed_in_guide = [n for n in guide_sites if model_sites[n]["is_observed"]]
-    if observed_in_guide:
-        raise ValueError(f"the guide samples {', '.join(map(repr, observed_in_guide))}, which the model observes; "
-                         f"a guide samples latent sites only")
-    latents = latent_sites(model_tr)
-    unguided = [n for n in latents if n not in guide_sites
-                and model_sites[n]["infer"].get("enumerate") is None]
-    if unguided and objective_name != "TraceEnum_ELBO":
-        raise ValueError(f"latent site(s) {', '.join(map(repr, unguided))} of the model have no site in the guide; "
-                         f"give the guide a pyro.sample for each (or enumerate them under TraceEnum_ELBO)")
-    if objective_name in (*ELBO_OBJECTIVES, "IWAE"):  # pathwise gradients only
-        for name, site in guide_sites.items():
-            if not site["fn"].has_rsample:
-                raise ValueError(f"latent site {name!r} ({type(site['fn']).__name__}) cannot be reparameterized, so "
-                                 f"{objective_name} has no pathwise gradient for it; use objective TraceEnum_ELBO "
-                                 f"(mark the site infer={{'enumerate': 'parallel'}}) or TraceGraph_ELBO "
-                                 f"(score-function gradient)")
-    known = {id(p) for p in model.parameters()}
-    for trace in (guide_tr, model_tr):
-        for name, site in trace.nodes.items():
-            # PyroModule parameters appear constrained in the trace; their unconstrained tensor is the module's
-            if site["type"] == "param" and id(site["value"]) not in known \
-                    and id(pyro.get_param_store()._params.get(name)) not in known:
-                raise ValueError(f"pyro.param {name!r} is not a parameter of {type(model).__name__}; ppvae trains and "
-                                 f"saves the module's parameters, so make it one (self.{name.split('$$$')[-1]} = "
-                                 f"nn.Parameter(...)) and use it directly")
-    return {"latent": latents, "observed": observed_sites(model_tr)}
+@contextlib.contextmanager
+def untouched(model):
+    """A block that may run the programs without changing the run: the random state (CPU and CUDA) and the
+    module's buffers (batch-norm statistics, ...) are what they were afterwards."""
+    from .objectives import forked_rng
+
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    try:
+        with forked_rng():
+            yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
 
 
 def warn_once(model, key: str, message: str) -> None:
@@ -399,6 +380,5 @@ def warn_once(model, key: str, message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-__all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "require", "has",
-           "conditional", "require_class", "check_labels",
-           "MissingCapability", "BatchKeyError", "CAPABILITIES"]
+__all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "check_labels",
+           "MissingCapability", "BatchKeyError", "CAPABILITIES", "untouched"]

@@ -77,7 +77,8 @@ def _grids(trainer) -> dict[str, torch.Tensor]:
     capabilities only)."""
     from torchvision.utils import make_grid
 
-    from .contract import has, take, to_device
+    from .contract import take, to_device
+    from .program import has
 
     model, test = trainer.model, trainer.test_batch
     x = test["x"]

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import (ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO,
+                        config_enumerate)
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 
@@ -229,12 +230,21 @@ class _SyncFreeTraceMeanFieldELBO(_SyncFree, TraceMeanField_ELBO):
 
 
 def _register(name: str, cls: type[ELBO]) -> None:
-    def build(*, num_particles: int = 1, vectorize_particles: bool = True, max_plate_nesting: int | None = None) -> ELBO:
+    def build(*, num_particles: int = 1, vectorize_particles: bool = True, max_plate_nesting: int | None = None,
+              **options) -> ELBO:
+        allowed = getattr(cls, "options", ())
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"objective {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
+                             f"num_particles, vectorize_particles, max_plate_nesting{''.join(', ' + a for a in allowed)}")
         elbo = cls(num_particles=_particles(num_particles), vectorize_particles=bool(vectorize_particles),
                    max_plate_nesting=_nesting(max_plate_nesting))
+        for key, value in options.items():
+            setattr(elbo, key, elbo.check_option(key, value))
 
         def spec():
-            out = {"name": name, "num_particles": int(num_particles), "vectorize_particles": bool(vectorize_particles)}
+            out = {"name": name, "num_particles": int(num_particles), "vectorize_particles": bool(vectorize_particles),
+                   **options}
             return out if max_plate_nesting is None else {**out, "max_plate_nesting": int(max_plate_nesting)}
 
         elbo.spec = spec
@@ -247,7 +257,33 @@ def _register(name: str, cls: type[ELBO]) -> None:
 _register("Trace_ELBO", _SyncFreeTraceELBO)  # E_q[log p(x,z) - log q(z|x)], Monte Carlo with reparameterized z
 _register("TraceMeanField_ELBO", _SyncFreeTraceMeanFieldELBO)  # the same with KL(q || p) in closed form
 class _TraceEnumELBO(_RNGNeutralGuess, TraceEnum_ELBO):
-    __doc__ = TraceEnum_ELBO.__doc__
+    __doc__ = TraceEnum_ELBO.__doc__ + """
+
+    ppvae's option ``enumerate = "parallel"`` (or ``"sequential"``) enumerates every discrete site of the guide
+    that does not say otherwise, as Pyro's examples do by wrapping the guide in ``config_enumerate(guide,
+    "parallel", expand=True)``; the program itself is not changed.
+    """
+
+    options = ("enumerate",)
+    enumerate = None
+
+    @staticmethod
+    def check_option(key: str, value):
+        if value not in ("parallel", "sequential"):
+            raise ValueError(f"objective.enumerate must be \"parallel\" or \"sequential\", got {value!r}")
+        return value
+
+    def _enumerated(self, guide):
+        return guide if self.enumerate is None else config_enumerate(guide, self.enumerate, expand=True)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(model, self._enumerated(guide), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, self._enumerated(guide), *args, **kwargs)
+
+    def _guess_max_plate_nesting(self, model, guide, args, kwargs):
+        return super()._guess_max_plate_nesting(model, self._enumerated(guide), args, kwargs)
 
 
 class _TraceGraphELBO(_RNGNeutralGuess, TraceGraph_ELBO):
@@ -276,6 +312,9 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
     plate is independent), with the K particles vectorised. ``RenyiELBO`` only gives ``loss_and_grads``;
     ``differentiable_loss`` here is the same estimate as a tensor, valid for reparameterized guides.
     """
+
+    #: the plate over examples along which the weights are per example (a program may name it otherwise)
+    data_plate: str | None = DATA_PLATE
 
     def __init__(self, *, num_particles: int = 5, vectorize_particles: bool = True, max_plate_nesting: int | None = None):
         self._max_plate_nesting_option = max_plate_nesting
@@ -307,7 +346,7 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
                         continue
                     if pathwise and sign < 0 and not site["fn"].has_rsample:
                         raise ValueError(f"IWAE needs a reparameterized guide, but site {name!r} is not")
-                    w = w + sign * _per_example_weight(site, vectorized)
+                    w = w + sign * _per_example_weight(site, vectorized, self.data_plate)
             weights.append(w)
         return weights[0] if vectorized else torch.stack(weights)
 
@@ -320,14 +359,18 @@ class NotPerExample(ValueError):
     """A K-sample estimate per example is not defined for this program (a latent site outside the data plate)."""
 
 
-def _per_example_weight(site: dict, vectorized: bool) -> torch.Tensor:
+def _per_example_weight(site: dict, vectorized: bool, plate: str | None = DATA_PLATE) -> torch.Tensor:
     # (K, examples) when the particles are a plate, else (examples,); 1 where a site broadcasts.
     dims = {f.name: f.dim for f in site["cond_indep_stack"] if f.vectorized}
-    if DATA_PLATE not in dims:
-        raise NotPerExample(f"site {site['name']!r} lies outside pyro.plate({DATA_PLATE!r}), so its log-density is "
+    if plate is None:
+        raise NotPerExample("no plate of the program has one entry per example, so an importance weight per example "
+                            "is not defined; open pyro.plate(\"data\", N) over the examples, or name the plate "
+                            "that does with model.data_plate")
+    if plate not in dims:
+        raise NotPerExample(f"site {site['name']!r} lies outside pyro.plate({plate!r}), so its log-density is "
                             f"shared by all examples and an importance weight per example is not defined; K-sample "
                             f"estimates (IWAE) need every site inside the data plate")
-    keep = [dims["num_particles_vectorized"], dims[DATA_PLATE]] if vectorized else [dims[DATA_PLATE]]
+    keep = [dims["num_particles_vectorized"], dims[plate]] if vectorized else [dims[plate]]
     lp = site["log_prob"]
     lp = lp.reshape((1,) * max(0, -min(keep) - lp.dim()) + tuple(lp.shape))
     lp = lp.movedim(keep, list(range(len(keep))))

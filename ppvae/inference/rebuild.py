@@ -19,9 +19,12 @@ import inspect
 
 import torch
 
-from ..registry import MODELS, check_options, file_fingerprint, registry_for, source_fingerprint
-from ..spec import DEFAULT_SPEC, VAE_PARTS
-from .contract import check_program
+from ..registry import (MODELS, check_options, class_id, file_fingerprint, load_object, registry_for,
+                        source_fingerprint)
+from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, VAE_PARTS
+from ..data.transforms import transform_functions
+from .contract import check_program, recipe
+from .program import program
 from .objectives import forked_rng
 
 
@@ -50,7 +53,7 @@ def build_model(spec: dict, event_shape=None, seed: int | None = None):
             raise ValueError("the spec has no model.event_shape and no data was given to take it from")
         model = cls.from_spec(spec, shape)
     else:
-        options = {k: v for k, v in section.items() if k != "name"}
+        options = {k: v for k, v in section.items() if k != "name" and k not in PROGRAM_OPTIONS}
         params = inspect.signature(cls).parameters
         if "event_shape" in params and "event_shape" not in options:
             if shape is None:
@@ -65,31 +68,75 @@ def build_model(spec: dict, event_shape=None, seed: int | None = None):
                 raise ValueError(f"the spec sets [{part}] ({spec[part]}) but model {section['name']!r} takes no "
                                  f"{part!r} argument; remove it, or give the class a {part} parameter")
         check_options(cls, options, f"model {section['name']!r}", keyword_only=False)
+        check_required(cls, options, f"model {section['name']!r}", "model")
+        if ":" in section["name"]:  # a user's class: its module arguments are tables naming their classes
+            options = {k: instantiate(v, f"model.{k}") for k, v in options.items()}
         model = cls(**options)
     check_program(model)
     return model
 
 
-def model_sections(model) -> dict:
-    """The spec sections that rebuild ``model``: its ``spec()``, or ``ValueError`` saying why there is none."""
-    if not callable(getattr(model, "spec", None)):
-        raise ValueError(f"{type(model).__name__} has no spec() method and does not derive from ppvae.Model, so "
-                         f"ppvae cannot record how to rebuild it")
-    sections = model.spec()
-    if "model" not in sections or "name" not in sections["model"]:
-        raise ValueError(f"{type(model).__name__}.spec() must return the spec sections, with [model] naming the "
-                         f"class, e.g. {{'model': {{'name': 'my_models:MyVAE', ...}}}}")
-    return sections
-
-
-def resolve_model_spec(spec: dict, model) -> tuple[dict, str | None]:
-    """(spec with the model's own sections, None) or (spec as it was, why it cannot describe the model)."""
-    spec = copy.deepcopy(spec)
+def check_required(cls, options: dict, who: str, section: str) -> None:
+    """Refuse, in one line, a constructor call that would miss required arguments, naming them."""
     try:
-        sections = model_sections(model)
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return
+    missing = [p.name for p in params if p.default is p.empty and p.name not in options
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        sets = " ".join(f"--set {section}.{m}=..." for m in missing)
+        raise ValueError(f"{who} needs constructor argument{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)}; give {'them' if len(missing) > 1 else 'it'}: {sets} (a module as "
+                         f"a table naming its class, e.g. {section}.{missing[-1]}={{name=\"file.py:Net\", ...}})")
+
+
+def instantiate(value, where: str):
+    """A spec value for a user's class: a table whose ``name`` is an import path (``"file.py:Net"``) is that class
+    built from the table's other keys, recursively (a pre-trained network passed to a model: its weights come
+    from the checkpoint); anything else as it is."""
+    if isinstance(value, list):
+        return [instantiate(v, where) for v in value]
+    if not (isinstance(value, dict) and isinstance(value.get("name"), str) and ":" in value["name"]):
+        return value
+    cls = load_object(value["name"], where)
+    options = {k: instantiate(v, f"{where}.{k}") for k, v in value.items() if k != "name"}
+    if inspect.isclass(cls):
+        check_options(cls, options, f"{where} ({value['name']})", keyword_only=False)
+        check_required(cls, options, f"{where} ({value['name']})", where)
+    return cls(**options)
+
+
+def model_sections(model, built_from: dict | None = None) -> dict:
+    """The spec sections that rebuild ``model``: its ``spec()``; else the ``[model]`` section it was built from
+    (``built_from``: its recipe exactly); else its constructor's arguments read back from the object
+    (:func:`~ppvae.inference.contract.recipe`); or ``ValueError`` saying why there are none."""
+    if callable(getattr(model, "spec", None)):
+        sections = model.spec()
+        if "model" not in sections or "name" not in sections["model"]:
+            raise ValueError(f"{type(model).__name__}.spec() must return the spec sections, with [model] naming the "
+                             f"class, e.g. {{'model': {{'name': 'my_models:MyVAE', ...}}}}")
+        return sections
+    if built_from is not None:
+        section = {k: v for k, v in built_from.items() if k not in PROGRAM_OPTIONS}
+        event_shape = getattr(model, "event_shape", None)
+        if "event_shape" in inspect.signature(type(model)).parameters and "event_shape" not in section:
+            section["event_shape"] = list(event_shape) if event_shape is not None else None
+        return {"model": {k: v for k, v in section.items() if v is not None}}
+    return {"model": recipe(model)[0]}
+
+
+def resolve_model_spec(spec: dict, model, built_from: dict | None = None) -> tuple[dict, str | None]:
+    """(spec with the model's own sections, None) or (spec as it was, why it cannot describe the model). The
+    program options of ``[model]`` (``inputs``, ``data_plate``, ``output_sites``) are kept."""
+    spec = copy.deepcopy(spec)
+    program_options = {k: v for k, v in spec["model"].items() if k in PROGRAM_OPTIONS}
+    try:
+        sections = model_sections(model, built_from)
     except ValueError as e:
         return spec, str(e)
     spec.update(copy.deepcopy(sections))
+    spec["model"].update(program_options)
     if not hasattr(type(model), "from_spec"):  # parts the model does not take would only mislead a reader
         params = inspect.signature(type(model)).parameters
         for part in VAE_PARTS:
@@ -101,7 +148,7 @@ def resolve_model_spec(spec: dict, model) -> tuple[dict, str | None]:
 def structure(model) -> list:
     """What must match between the trained model and its rebuild: module classes, parameter names and shapes,
     and each module's plain settings (numbers, strings, flags), which a change after construction would alter."""
-    modules = [(name, f"{type(m).__module__}.{type(m).__qualname__}") for name, m in model.named_modules()]
+    modules = [(name, class_id(type(m))) for name, m in model.named_modules()]
     tensors = [(k, list(v.shape)) for k, v in model.state_dict().items()]
     settings = [(name, k, _plain_setting(v)) for name, m in model.named_modules() for k, v in sorted(vars(m).items())
                 if not k.startswith("_") and k != "training" and _plain_setting(v) is not None]
@@ -117,12 +164,13 @@ def _plain_setting(value):
 
 
 def sources(model) -> dict[str, str]:
-    """{file: sha256} of the user code the model runs: the classes of its modules, and the functions of a
-    program written as plain functions."""
+    """{file: sha256} of the user code the model runs: the classes of its modules, the functions of a program
+    written as plain functions, and its per-batch transform."""
     out: dict[str, str] = {}
     for m in model.modules():
         out.update(source_fingerprint(type(m)))
-    for fn in (getattr(model, "_model_fn", None), getattr(model, "_guide_fn", None)):
+    for fn in (getattr(model, "_model_fn", None), getattr(model, "_guide_fn", None),
+               *transform_functions(program(model).binder.transform)):
         if fn is not None:
             out.update(file_fingerprint(inspect.getsourcefile(fn)))
     return out
@@ -138,7 +186,7 @@ def program_record(model, spec: dict, why_not: str | None = None) -> dict:
             with forked_rng():
                 rebuilt = build_model(spec, spec["model"].get("event_shape"))
             if structure(rebuilt) != record["structure"]:
-                record["why"] = _difference(record["structure"], structure(rebuilt))
+                record["why"] = _difference(record["structure"], structure(rebuilt)) + _assumed_hint(model)
             else:
                 record["rebuildable"] = True
         except Exception as e:  # whatever stops the rebuild is the reason a run directory cannot do it
@@ -146,6 +194,23 @@ def program_record(model, spec: dict, why_not: str | None = None) -> dict:
     if record["rebuildable"]:
         record["sources"] = sources(model)
     return record
+
+
+def _assumed_hint(model) -> str:
+    """Where a model built in Python was recorded with some constructor arguments at their defaults (it does not
+    store them), the ``--set`` that would record them."""
+    if callable(getattr(model, "spec", None)):
+        return ""
+    try:
+        _, assumed = recipe(model)
+    except ValueError:
+        return ""
+    if not assumed:
+        return ""
+    return (f"; {type(model).__name__} does not store {', '.join(map(repr, assumed))}, so "
+            f"{'their defaults were' if len(assumed) > 1 else 'its default was'} recorded: store "
+            f"{'them' if len(assumed) > 1 else 'it'} (self.{assumed[0]} = {assumed[0]}), or train from a spec "
+            f"giving {'them' if len(assumed) > 1 else 'it'} (" + " ".join(f"--set model.{a}=..." for a in assumed) + ")")
 
 
 def still_matches(record: dict | None, model) -> dict | None:

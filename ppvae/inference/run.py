@@ -18,11 +18,13 @@ import torch
 
 from ..components.beta import BetaSchedule, make_beta
 from ..data import Dataset, load_dataset
-from ..registry import MODELS
-from ..spec import DEFAULT_SPEC, default_spec, load_spec, merge, validate
+from ..data.transforms import make_transform
+from ..registry import MODELS, import_path
+from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, default_spec, load_spec, merge, validate
 from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, save_checkpoint
 from .distributed import world
 from .objectives import make_objective
+from .program import Program, program
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
 from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
 
@@ -48,11 +50,32 @@ class Run:
     def data(self) -> Dataset:
         if self._data is None:
             self._data = check_same_vocabulary(self.spec, load_data(self.spec))
+            self.program.attach_data(self._data)
         return self._data
 
+    @property
+    def program(self) -> Program:
+        """The trained program as ppvae calls it (:class:`~ppvae.inference.program.Program`): every verb's
+        capabilities, declared by the model or derived from its traces."""
+        return program(self.vae)
 
-#: data options read by the trainer (streaming), not by the dataset's loader
-TRAINER_DATA_OPTIONS = ("stream", "workers")
+
+#: data options read by the trainer (streaming) or the program (the per-batch transform), not by the loader
+TRAINER_DATA_OPTIONS = ("stream", "workers", "transform")
+
+
+def bind(model, spec: dict, data: Dataset | None = None) -> dict:
+    """Attach to ``model`` the program that calls it as ``spec`` says (``model.inputs``, ``model.data_plate``,
+    ``model.output_sites``, ``data.transform``); returns the spec with the transform's options as resolved (read
+    off the data, e.g. onehot's classes), so a run directory rebuilds the same arguments."""
+    transform, resolved = make_transform(spec["data"].get("transform"), data)
+    options = {k: spec["model"].get(k) for k in PROGRAM_OPTIONS}
+    p = program(model, transform=transform, **options)
+    if data is not None:
+        p.attach_data(data)
+    if resolved is None:
+        return spec
+    return {**spec, "data": {**spec["data"], "transform": resolved}}
 
 
 def load_data(spec: dict) -> Dataset:
@@ -105,7 +128,8 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     data = load_data(spec)
     spec = with_data_options(spec, data)
     model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
-    spec, why_not = _resolved(spec, model)
+    spec = bind(model, spec, data)
+    spec, why_not = _resolved(spec, model, built_from=spec["model"])
     # under torchrun, rank 0 names the run directory for all ranks
     run_dir = spec_world(spec).broadcast(Path(run_dir) if run_dir is not None else default_run_dir(spec))
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
@@ -125,11 +149,18 @@ def run_spec(run_dir: str | Path, overrides: list[str] = ()) -> dict:
 def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, beta=1.0,
           objective: str | dict = "Trace_ELBO", optimizer: dict | None = None, seed: int = 0,
           device: str = "auto", run_dir: str | Path | None = None, progress: bool = True,
-          figures: bool = True, callbacks: list[Callable] = ()) -> Run:
-    """Train a model built in Python (any ppvae model: the stock VAE, a subclass, a user's own program).
+          figures: bool = True, callbacks: list[Callable] = (), inputs: dict | None = None, transform=None,
+          data_plate: str | None = None, output_sites: list[str] | None = None, losses: list[dict] | None = None,
+          labeled_batches: str | None = None) -> Run:
+    """Train a model built in Python: the stock VAE, a subclass, or any Pyro program, ``model(x)`` /
+    ``guide(x)`` as Pyro's examples write it or ``model(batch)`` as ppvae's contract does.
 
     ``beta`` is a number, a schedule's name (``"cyclical"``), a schedule, or a spec dict such as
-    ``{"name": "linear", "warmup_epochs": 10}``. Options are checked as a spec's are.
+    ``{"name": "linear", "warmup_epochs": 10}``. ``inputs``, ``transform``, ``data_plate`` and ``output_sites``
+    say how the program is called (as ``model.inputs``, ``data.transform``, ... in a spec; a transform is a
+    name, an import path or a top-level function); ``losses`` adds terms (a spec's ``losses``) and
+    ``labeled_batches = "alternate"`` feeds semi-supervised data as whole labelled and unlabelled batches.
+    Options are checked as a spec's are.
     """
     spec = merge(default_spec(), {
         "seed": seed, "device": device,
@@ -141,8 +172,17 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
         "train": {"epochs": epochs, "batch_size": batch_size, "figures": figures},
     })
     # In-memory arrays cannot be reloaded by name; their name is kept for the record only.
-    spec["data"] = data.spec or {"name": data.name, "in_memory": True}
+    spec["data"] = dict(data.spec or {"name": data.name, "in_memory": True})
+    program_options = {"inputs": inputs, "data_plate": data_plate, "output_sites": output_sites}
+    spec["model"] = {**spec["model"], **{k: v for k, v in program_options.items() if v is not None}}
+    if transform is not None:
+        spec["data"]["transform"] = _transform_spec(transform)
+    if losses is not None:
+        spec["losses"] = list(losses)
+    if labeled_batches is not None:
+        spec["train"]["labeled_batches"] = labeled_batches
     validate(spec)
+    spec = bind(model, spec, data)
     spec, why_not = _resolved(spec, model)
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, why_not=why_not)
     return Run(model, trainer.spec, trainer.fit(), Path(run_dir) if run_dir is not None else None, data)
@@ -158,6 +198,7 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     check_record(state.get("program"), run_dir)
     data = check_same_vocabulary(spec, load_data(spec))
     model = build_model(spec, data.event_shape)
+    bind(model, spec, data)
     check_rebuilt(state.get("program"), run_dir, model)
     if state["epoch"] > spec["train"]["epochs"]:
         raise ValueError(f"{str(run_dir)!r} has already trained {state['epoch']} epochs, more than "
@@ -186,6 +227,7 @@ def _rebuild(spec: dict, state: dict, where: Path, device: str):
     """The trained model, rebuilt from its spec and weights, or ValueError where it would be another program."""
     check_record(state.get("program"), where)
     model = build_model(spec)
+    bind(model, spec)
     check_rebuilt(state.get("program"), where, model)
     try:
         model.load_state_dict(state_of_model(state))
@@ -244,7 +286,20 @@ def with_data_options(spec: dict, data: Dataset) -> dict:
     return {**spec, "model": {**spec["model"], **missing}}
 
 
-def _resolved(spec: dict, model) -> tuple[dict, str | None]:
+def _transform_spec(transform):
+    """A transform given in Python as the spec value that names it (a function by its import path)."""
+    if isinstance(transform, (str, dict, list)):
+        return transform
+    if callable(transform):
+        try:
+            return import_path(transform)
+        except ValueError as e:
+            raise ValueError(f"the transform {getattr(transform, '__qualname__', transform)!r} cannot be named in a "
+                             f"spec ({e}); define it with def at the top level of a module") from None
+    raise ValueError(f"transform must be a name, an import path, a list of them or a function, got {transform!r}")
+
+
+def _resolved(spec: dict, model, built_from: dict | None = None) -> tuple[dict, str | None]:
     """The spec with the model's own sections read back from the built model, so the run directory rebuilds
     it, and why not where it cannot; an objective left at the default becomes the one the model declares
     (``default_objective``: M2 sums its label out under TraceEnum_ELBO), and ``train.labeled_per_batch`` the share of
@@ -255,7 +310,11 @@ def _resolved(spec: dict, model) -> tuple[dict, str | None]:
     if "labeled_per_batch" not in spec["train"]:
         share = float(getattr(model, "labeled_fraction", 0.0))
         spec = {**spec, "train": {**spec["train"], "labeled_per_batch": round(share * spec["train"]["batch_size"])}}
-    spec, why_not = resolve_model_spec(copy.deepcopy(spec), model)
+    spec, why_not = resolve_model_spec(copy.deepcopy(spec), model, built_from)
+    declared = getattr(model, "group_optimizers", None) or {}  # other parameter groups' optimisers, recorded
+    groups = {**{g: dict(o) for g, o in declared.items()}, **(spec["optimizer"].get("groups") or {})}
+    if groups:
+        spec["optimizer"] = {**spec["optimizer"], "groups": groups}
     spec["beta"] = make_beta(spec["beta"]).spec()
     spec["objective"] = make_objective(spec["objective"], model).spec()
     return spec, why_not

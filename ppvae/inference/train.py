@@ -14,7 +14,6 @@ exactly where its checkpoint left it: an interrupted run and an uninterrupted on
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -35,15 +34,19 @@ from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..registry import int_option
 from ..evaluate.decomposition import decomposition_means, kl_decomposition
-from ..evaluate.elbo import _sampled_enumeration, elbo_terms, evaluate_elbo, particles_vectorize, seeded_eval
+from ..evaluate.elbo import _sampled_enumeration, evaluate_elbo, particles_vectorize, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
-from .contract import (Batch, check_batch_keys, check_first_batch, check_program, has, take, to_device, warn_once)
+from .contract import Batch, check_batch_keys, check_program, take, to_device, untouched, warn_once
 from .distributed import LossModule, available_slots, rank_device, world
 from .lock import RunLock, RunLockedError
 from .loggers import make_loggers, require_loggers
-from .objectives import ELBO_OBJECTIVES, KLScale, forked_rng, make_objective
+from .loss import MAIN, TrainingLoss
+from .objectives import make_objective
+from .binding import hide_unseen_labels
+from .program import check_first_batch, has, user_errors
+from .program import program as as_program
 from .rebuild import program_record, still_matches
 
 SPEC_FILE = "spec.toml"
@@ -59,6 +62,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return torch.device(name)
+
+
+#: how semi-supervised batches take their labelled rows (train.labeled_batches)
+LABELED_BATCHES = ("rows", "alternate")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -122,6 +129,8 @@ class Trainer:
         check_program(model)
         self.model = model.to(self.device)
         self.data = data
+        #: the program as ppvae calls it (its binding of batches to arguments was attached by whoever built it)
+        self.program = p = as_program(model).attach_data(data)
         check_batch_keys(model, data.keys)
         if has(model, "check_data"):
             model.check_data(data.batch("train"))
@@ -143,48 +152,63 @@ class Trainer:
             # q(z) averages over the training set: its size is part of the objective, recorded in the spec
             self.beta.dataset_size = self.n_train
             self.spec = spec = {**spec, "beta": self.beta.spec()}
-        self.objective = make_objective(spec["objective"], model)
         objective = spec["objective"]
-        # A model's own tested loss for its own programs (the stock VAE); Pyro's traces otherwise.
-        self.direct = has(model, "direct_loss") and model.supports_direct_loss(objective) \
-            and not spec["train"]["validate"]
-        self.analytic_kl = objective["name"] == "TraceMeanField_ELBO"
-        self.auxiliary = has(model, "auxiliary_loss")
-        if not self.beta.scaling:
-            self._check_kl_objective()
-        # beta for any program: one handler around both programs, which also keeps pyro.module calls out of
-        # Pyro's parameter store (one torch optimiser trains the module's parameters).
-        self._kl_scale = KLScale(1.0, skip_param_store=True)
-        self._model_fn, self._guide_fn = self._kl_scale(model.model), self._kl_scale(model.guide)
         # Everything that runs the programs before training (checks; the objective's choices: plate nesting,
         # estimator) runs here, where the random state and the module's buffers are put back afterwards, so a
         # fresh run and a resumed one train from the same state.
         self.epochs = spec["train"]["epochs"]
+        # the first rows of each kind of batch training will see: labelled and unlabelled where they alternate
+        alternate = self.labeled_rows is not None and not self.labeled_per_batch
+        probes = [self.labeled_rows[:3], self.unlabeled_rows[:3]] if alternate else [slice(0, 3)]
+        if self.labeled_rows is not None and self.labeled_per_batch and not p.binder.reads_labeled:
+            hide_unseen_labels(take(self.train_batch, torch.cat([self.labeled_rows[:1], self.unlabeled_rows[:1]])))
         with untouched(model):
-            first = to_device(take(self.train_batch, slice(0, 3)), self.device)
-            self.sites = check_first_batch(model, take(first, slice(0, 2)), objective["name"])
-            self.decomposable = self._check_decomposition(take(first, slice(0, 2)))
-            if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
-                    and not particles_vectorize(model, first):
-                self.objective = make_objective({**objective, "vectorize_particles": False}, model)
-            first = take(first, slice(0, 2))
-            if self.beta.scaling and not self.direct:
-                with pyro.validation_enabled(spec["train"]["validate"]):
-                    self.objective.differentiable_loss(self._model_fn, self._guide_fn, first)
+            first = to_device(take(self.train_batch, probes[0]), self.device)
+            with user_errors(p.name):
+                p.sites(first)
+                for rows in probes:
+                    self.sites = check_first_batch(p, p.prepare(take(to_device(take(self.train_batch, rows),
+                                                                               self.device), slice(0, 2))),
+                                                   objective["name"])
+                self.loss = TrainingLoss(p, spec, self.beta, self.epochs)
+                if not self.beta.scaling:
+                    self.loss.check_kl_objective(spec)
+                # on the rows the per-epoch figures use (test rows), and those a beta-TCVAE trains on
+                self.decomposable = self._check_decomposition(
+                    to_device(take(self.test_batch, slice(0, 2)), self.device), take(first, slice(0, 2)))
+                if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
+                        and not particles_vectorize(p, first):
+                    self.loss.objective = make_objective({**objective, "vectorize_particles": False}, p)
+                    self.loss.objective.data_plate = p.sites().plate
+                first = take(first, slice(0, 2))
+                if not self.loss.direct:
+                    with pyro.validation_enabled(spec["train"]["validate"]):
+                        self.loss.group_losses(first, 0.0)
             # The loss as a module's forward; with several processes, DDP's gradient hooks run on it.
             self.loss_module = LossModule(self.model, self._loss, scale=self.world.size)
             self._forward = self._loss
             if self.world.distributed:
+                if len(self.loss.groups) > 1:
+                    raise ValueError(f"{p.name} trains {len(self.loss.groups)} parameter groups "
+                                     f"({', '.join(self.loss.groups)}), which ppvae does not yet train on several "
+                                     f"processes; train it on one")
                 self._forward = DistributedDataParallel(
                     self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     find_unused_parameters=bool(self._unused_parameters(first)))
-        self.optimizer = make_optimizer(spec["optimizer"], self.model.parameters())
+        # one optimiser per parameter group (the main one trains every parameter no other group takes)
+        declared = getattr(model, "group_optimizers", None)
+        self.optimizers = {g: make_optimizer(group_optimizer(spec["optimizer"], g, declared), params)
+                           for g, params in self.loss.groups.items()}
+        self.optimizer = self.optimizers[MAIN]
         n_train = self.n_train
         # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
         w = self.world.size
         if self.labeled_rows is None:  # a last step with fewer rows than processes is left out (w > 1 only)
             full, rest = divmod(n_train, self.batch_size * w)
             self.steps_per_epoch = full + (rest >= w)
+        elif not self.labeled_per_batch:  # alternating whole batches
+            self.steps_per_epoch = sum(math.ceil(len(rows) / (self.batch_size * w))
+                                       for rows in (self.labeled_rows, self.unlabeled_rows))
         else:
             self.steps_per_epoch = math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
         self.epoch = 0  # completed epochs
@@ -197,26 +221,39 @@ class Trainer:
         # A fixed training subset of the test set's size, for the train-side ELBO curve.
         n_eval = min(n_train, self.test_batch["x"].shape[0])
         self.train_eval_batch = take(self.train_batch, slice(0, n_eval))
+        if not self.program.binder.reads_labeled and "labeled" in self.train_eval_batch:
+            # a program that cannot tell seen labels from unseen ones is scored on x alone, as on the test split
+            self.train_eval_batch = Batch({k: v for k, v in self.train_eval_batch.items() if k not in ("y", "labeled")})
         self.progress = self.progress and self.world.is_main
         # TensorBoard / MLflow, started by the first epoch's end (so a run refused before it logs nothing)
         require_loggers(spec)
         self.loggers = None
-        self.program = program
-        if self.run_dir is not None and self.program is None:
-            self.program = program_record(model, spec, why_not)
-            if not self.program["rebuildable"]:
+        #: the checkpoint's record of how the run directory rebuilds the model
+        self.record = program
+        if self.run_dir is not None and self.record is None:
+            self.record = program_record(model, spec, why_not)
+            if not self.record["rebuildable"]:
                 warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
-                                            f"evaluate/sample/resume will refuse it: {self.program['why']}")
+                                            f"evaluate/sample/resume will refuse it: {self.record['why']}")
         # spec.toml is written with the first checkpoint, not here: a run that fails before its first epoch
         # (or a resume that fails to load) leaves the directory as it was.
         self._spec_written = False
 
     def _labeled_split(self, tr: dict):
         """(labelled rows, unlabelled rows, labelled rows per batch) where the data label only some rows and the
-        spec asks each batch to draw ``train.labeled_per_batch`` of them; (None, None, 0) otherwise."""
+        spec asks each batch to draw ``train.labeled_per_batch`` of them (0 where ``train.labeled_batches`` is
+        "alternate": whole labelled batches between unlabelled ones); (None, None, 0) otherwise."""
+        mode = tr.get("labeled_batches", "rows")
+        if mode not in LABELED_BATCHES:
+            raise ValueError(f"train.labeled_batches must be one of {', '.join(LABELED_BATCHES)} (labelled rows mixed "
+                             f"into every batch, or whole labelled batches between unlabelled ones), got {mode!r}")
         k = tr.get("labeled_per_batch", 0)
         seen = self.train_batch.get("labeled")
-        if not k or seen is None or bool(seen.all()) or not bool(seen.any()):
+        if seen is None or bool(seen.all()) or not bool(seen.any()):
+            return None, None, 0
+        if mode == "alternate":
+            return seen.nonzero().squeeze(1), (~seen).nonzero().squeeze(1), 0
+        if not k:
             return None, None, 0
         if k >= self.batch_size:
             raise ValueError(f"train.labeled_per_batch = {k} must be smaller than train.batch_size = "
@@ -241,6 +278,8 @@ class Trainer:
             return [order[i * step:(i + 1) * step][r::w] for i in range(self.steps_per_epoch)]
         # The run's steps, drawn alike on every rank from the shared generator; each rank takes every w-th row.
         g = self.shuffle_rng
+        if not self.labeled_per_batch:
+            return [rows[r::w].to(home) for rows in self._alternating(g, self.batch_size * w)]
         per_step, k = (self.batch_size - self.labeled_per_batch) * w, self.labeled_per_batch * w
         rest = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)]
         passes = math.ceil(self.steps_per_epoch * k / len(self.labeled_rows))
@@ -248,6 +287,19 @@ class Trainer:
                             for _ in range(passes)])
         return [torch.cat([cycled[i * k:(i + 1) * k][r::w], rest[i * per_step:(i + 1) * per_step][r::w]]).to(home)
                 for i in range(self.steps_per_epoch)]
+
+    def _alternating(self, g: torch.Generator, size: int) -> list[torch.Tensor]:
+        """Whole labelled batches between unlabelled ones, as Pyro's SS-VAE trains: a labelled batch at every
+        k-th step (k = examples / labelled examples) while any are left, each set shuffled every epoch."""
+        labelled = self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g)].split(size)
+        unlabelled = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)].split(size)
+        every = max(1, self.n_train // len(self.labeled_rows))
+        steps, i, j = [], 0, 0
+        while i < len(labelled) or j < len(unlabelled):
+            take_labelled = j >= len(unlabelled) or (i < len(labelled) and len(steps) % every == every - 1)
+            steps.append(labelled[i] if take_labelled else unlabelled[j])
+            i, j = (i + 1, j) if take_labelled else (i, j + 1)
+        return steps
 
     def _batches(self, steps):
         """Each step's batch on the device: sliced from the resident split, or streamed by a DataLoader (with
@@ -275,23 +327,15 @@ class Trainer:
         """The model being trained (the name from when ppvae trained only VAEs)."""
         return self.model
 
-    def _check_kl_objective(self) -> None:
-        # Capacity and free bits rewrite the ELBO's KL term: they need an ELBO, one particle.
-        spec = self.spec["objective"]
-        if spec["name"] not in ELBO_OBJECTIVES or spec.get("num_particles", 1) != 1:
-            raise ValueError(
-                f"beta {self.spec['beta']['name']!r} rewrites the ELBO's KL term, so it needs objective "
-                f"Trace_ELBO or TraceMeanField_ELBO with num_particles = 1, not {spec['name']} with "
-                f"num_particles = {spec.get('num_particles', 1)}"
-            )
-
-    def _check_decomposition(self, first) -> bool:
+    def _check_decomposition(self, test, first) -> bool:
         """Whether the KL splits into MI, TC and dimension-wise KL for this program (one latent site, a factorized
-        guide and prior): logged per epoch where it does; a beta-TCVAE objective on a program where it does not
-        is refused here, before training."""
+        guide and prior): logged per epoch where it does on test rows; a beta-TCVAE objective on a program where
+        it does not on training rows is refused here, before training."""
+        p = self.program
         try:
             with _sampled_enumeration():  # M2's enumerated label is traced here only to be counted as a site
-                kl_decomposition(self.model.model, self.model.guide, first, max(2, self.n_train))
+                for rows in (first, test) if getattr(self.beta, "decomposed", False) else (test,):
+                    kl_decomposition(p.model, p.guide, p.prepare(rows), max(2, self.n_train), plate=p.sites().plate)
             return True
         except ValueError as e:
             if getattr(self.beta, "decomposed", False):
@@ -299,36 +343,23 @@ class Trainer:
             return False
 
     def _loss(self, batch, epoch: float) -> torch.Tensor:
-        loss = self._elbo_loss(batch, epoch)
-        # terms of a model's training objective that are not part of its ELBO (M2's classification term)
-        return loss + self.model.auxiliary_loss(batch) if self.auxiliary else loss
-
-    def _elbo_loss(self, batch, epoch: float) -> torch.Tensor:
-        if self.beta.scaling:
-            beta = self.beta(epoch, self.epochs)
-            if self.direct:
-                return self.model.direct_loss(batch, beta, self.spec["objective"])
-            self._kl_scale.beta = beta
-            return self.objective.differentiable_loss(self._model_fn, self._guide_fn, batch)
-        if getattr(self.beta, "decomposed", False):
-            terms = kl_decomposition(self._model_fn, self._guide_fn, batch, self.beta.dataset_size, self.beta.estimator)
-            return self.beta.loss_from_terms(terms, epoch, self.epochs)
-        recon, kl = elbo_terms(self._model_fn, self._guide_fn, batch, analytic=self.analytic_kl,
-                               per_dim=self.beta.per_dim_kl)
-        return self.beta.loss(recon, kl, epoch, self.epochs)
+        """The main parameter group's training loss for one batch (:class:`~ppvae.inference.loss.TrainingLoss`)."""
+        return self.loss(batch, epoch)
 
     # ---- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **({"optimizers": {g: o.state_dict() for g, o in self.optimizers.items() if g != MAIN}}
+               if len(self.optimizers) > 1 else {}),
             "epoch": self.epoch,
             "step": self.step,
             "metrics": self.metrics,
             "rng": rng_state(),
             "shuffle_rng": self.shuffle_rng.get_state(),
             "spec": self.spec,
-            "program": self.program,
+            "program": self.record,
             "world_size": self.world.size,
             **({"rank_rng": self._rank_rng} if getattr(self, "_rank_rng", None) else {}),
         }
@@ -342,12 +373,15 @@ class Trainer:
             raise ValueError(f"the checkpoint does not fit the model this spec builds ({first} ...); a resume can "
                              f"change how training goes on (train.epochs, optimizer.lr, beta), not the model "
                              f"(model options, nets, prior, likelihood, guide)") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        # The saved param_groups carry the old hyperparameters; the (possibly overridden) spec's win.
-        options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.spec["optimizer"].items()
-                   if k not in ("name", "fused")}
-        for group in self.optimizer.param_groups:
-            group.update({k: v for k, v in options.items() if k in group})
+        saved = {MAIN: state["optimizer"], **state.get("optimizers", {})}
+        for g, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(saved[g])
+            # The saved param_groups carry the old hyperparameters; the (possibly overridden) spec's win.
+            options = {k: tuple(v) if isinstance(v, list) else v for k, v in
+                       group_optimizer(self.spec["optimizer"], g, getattr(self.model, "group_optimizers", None)).items()
+                       if k not in ("name", "fused")}
+            for group in optimizer.param_groups:
+                group.update({k: v for k, v in options.items() if k in group})
         self.epoch, self.step, self.metrics = state["epoch"], state["step"], list(state["metrics"])
         trained_on = state.get("world_size", 1)
         if trained_on != self.world.size and self.world.is_main:
@@ -407,14 +441,21 @@ class Trainer:
             rows_done += len(rows)
             t = self.epoch + i / self.steps_per_epoch
             try:
-                loss = self._forward(batch, t)
+                if len(self.optimizers) == 1:
+                    loss = self._forward(batch, t)
+                    loss.backward()
+                else:  # each group's loss moves its own parameters only (an adversary trains against the model)
+                    losses = self.loss.group_losses(batch, t)
+                    for g, group_loss in losses.items():
+                        group_loss.backward(inputs=self.loss.groups[g], retain_graph=True)
+                    loss = losses[MAIN]
             except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
                 if "invalid values" not in str(e):
                     raise
                 self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
-            loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            for optimizer in self.optimizers.values():
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
             self.step += 1
             if (i + 1) % every == 0 or i + 1 == len(steps):
@@ -448,7 +489,7 @@ class Trainer:
             if not self._spec_written:
                 dump_spec(self.spec, self.run_dir / SPEC_FILE)
                 self._spec_written = True
-            self.program = still_matches(self.program, self.model)
+            self.record = still_matches(self.record, self.model)
             try:
                 save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT,
                                 keep=self.spec["train"].get("keep_checkpoints", 1))
@@ -575,18 +616,16 @@ def write_metrics(metrics: list[dict], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
-@contextlib.contextmanager
-def untouched(model):
-    """A block that may run the programs without changing the run: the random state (CPU and CUDA) and the
-    module's buffers (batch-norm statistics, ...) are what they were afterwards."""
-    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    try:
-        with forked_rng():
-            yield
-    finally:
-        with torch.no_grad():
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
+def group_optimizer(spec: dict, group: str, declared: dict | None = None) -> dict:
+    """The optimiser spec of a parameter group: the spec's optimiser, with ``optimizer.groups.<group>`` (else the
+    program's declared ``group_optimizers[group]``) over it."""
+    base = {k: v for k, v in spec.items() if k != "groups"}
+    extra = (spec.get("groups") or {}).get(group, (declared or {}).get(group))
+    if group == MAIN or extra is None:
+        return base
+    if not isinstance(extra, dict):
+        raise ValueError(f"optimizer.groups.{group} must be a table of optimiser options, got {extra!r}")
+    return {**base, **extra} if extra.get("name", base["name"]) == base["name"] else dict(extra)
 
 
 def state_of_model(state: dict) -> dict:
