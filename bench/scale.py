@@ -89,7 +89,7 @@ def main() -> None:
         mapped.mkdir()
         np.save(mapped / "train.npy", loaded.train.numpy())
         np.save(mapped / "test.npy", loaded.test.numpy())
-        on_disk = [f"data.name=file", f"data.path={mapped}"]
+        on_disk = ["data.name=file", f"data.path={mapped}"]
         named = [f"data.name={data['name']}", *([f"data.limit_train={args.limit}"] if args.limit else [])]
         ways = [
             ("resident", [*named, "train.batch_size=128"], 1),

@@ -6,8 +6,10 @@
   (b) pyro:   the plain Pyro way, as Pyro's own VAE example trains (SVI, Trace_ELBO, pyro.optim.Adam)
   (c) ppvae:  ppvae's training path (the Trainer over models/vae.py and guides/gaussian.py), Trace_ELBO
   (c') ppvae-mf: the same with TraceMeanField_ELBO, whose analytic KL is the floor's estimator
-  (d) user:   the same network written as a user's own Pyro program (a ppvae.Model subclass, as Pyro's VAE
-              example writes it), trained by ppvae's Trainer through Pyro's Trace_ELBO (no direct evaluation)
+  (d) user:   the same network written as a user's own Pyro program against ppvae's contract (a ppvae.Model
+              subclass, model(batch)), trained by ppvae's Trainer through Pyro's Trace_ELBO (no direct evaluation)
+  (e) pyro-style: the same network as Pyro's VAE example writes it (a plain nn.Module, model(x) / guide(x),
+              pyro.plate("data", ...)), trained by ppvae's Trainer: what calling a program by its signature costs
 
     .venv/bin/python bench/speed.py [--device cpu] [--batch-sizes 128 512] [--epochs 1] [--repeats 3]
 
@@ -18,7 +20,7 @@ nats, one draw with analytic KL, the same estimator for every way) so speed is n
 objective. Peak memory is the CUDA allocator's peak on a GPU and the growth of resident memory on a CPU.
 
 Targets at batch 128 on the CPU, against a' (the fused floor): the stock VAE (c) within 1.05x, a user's own
-program (d) within 1.15x, peak training memory within 2x of the floor's. CPU budget: 2 cores, about 4 minutes
+program (d, e) within 1.15x, peak training memory within 2x of the floor's. CPU budget: 2 cores, about 4 minutes
 for the defaults (2 batch sizes x 3 repeats x 6 ways, plus the IWAE timing); run it on a quiet machine, the
 ratios are what to read.
 """
@@ -167,12 +169,35 @@ class UserVAE(ppvae.Model):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
-def train_user(data, batch_size, epochs, device, seed):
+def train_user(data, batch_size, epochs, device, seed, cls=UserVAE):
+    """A user's program (d, or e with ``cls=PyroStyleVAE``) trained by ppvae's Trainer."""
     spec = _spec(seed, device, "Trace_ELBO", epochs, batch_size)
     torch.manual_seed(seed)
-    model = UserVAE()
+    model = cls()
     metrics = Trainer(model, data, spec, progress=False).fit()
     return [m["seconds"] for m in metrics], model.net.posterior, model.net.decode
+
+
+# ---- (e) the same network as Pyro's VAE example writes it: a plain nn.Module, model(x) and guide(x) --------------
+class PyroStyleVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = TorchVAE()
+
+    def model(self, x):
+        x = x.flatten(1)
+        pyro.module("net", self.net)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(LATENT), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=self.net.decode(z), validate_args=False).to_event(1), obs=x)
+
+    def guide(self, x):
+        x = x.flatten(1)
+        pyro.module("net", self.net)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.net.posterior(x)
+            pyro.sample("latent", dist.Normal(loc, scale).to_event(1))
+
 
 
 # ---- shared measurement ------------------------------------------------------------------------------------
@@ -263,6 +288,7 @@ def main():
         "c' ppvae-mf": lambda b, g: train_ppvae(data, b, args.epochs, args.device, g.initial_seed(),
                                                 "TraceMeanField_ELBO"),
         "d user": lambda b, g: train_user(data, b, args.epochs, args.device, g.initial_seed()),
+        "e pyro-style": lambda b, g: train_user(data, b, args.epochs, args.device, g.initial_seed(), PyroStyleVAE),
     }
     for batch_size in args.batch_sizes:
         seconds = {k: [] for k in ways}
@@ -278,10 +304,10 @@ def main():
         floor, fused = statistics.median(seconds["a floor"]), statistics.median(seconds["a' fused"])
         print(f"\nbatch {batch_size}")
         header = ("way", "s/epoch (median)", "ratio to a", "to a'", "runs", "peak MiB", "test ELBO (mean, sd)")
-        print("{:<12}{:>18}{:>12}{:>8}{:>6}{:>10}{:>22}".format(*header))
+        print("{:<14}{:>18}{:>12}{:>8}{:>6}{:>10}{:>22}".format(*header))
         for name in ways:
             med = statistics.median(seconds[name])
-            print(f"{name:<12}{med:>18.2f}{med / floor:>12.2f}{med / fused:>8.2f}{len(seconds[name]):>6}"
+            print(f"{name:<14}{med:>18.2f}{med / floor:>12.2f}{med / fused:>8.2f}{len(seconds[name]):>6}"
                   f"{memory[name]:>10.0f}{statistics.mean(elbo[name]):>15.2f} "
                   f"{statistics.stdev(elbo[name]) if len(elbo[name]) > 1 else 0.0:>6.2f}")
     if args.iwae_k:

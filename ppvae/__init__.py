@@ -34,7 +34,7 @@ for _name, _module in {"diagnostics": diagnostics, "exact": exact, "report": rep
     _sys.modules.setdefault(f"{__name__}.{_name}", _module)
 
 __all__ = [
-    "Model", "FunctionModel", "from_functions", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
+    "Model", "FunctionModel", "from_functions", "Program", "program", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
     "VAE", "CVAE", "M2", "MeanFieldGaussianGuide", "IAFGuide", "TCVAE", "Dataset", "load_dataset", "dataset_from_array",
     "train", "train_spec", "resume", "load_run", "export", "load", "build_model", "build_vae", "Run", "default_spec", "load_spec",
     "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",

@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                         "means (ex-post density estimation, Ghosh et al. 2020) (default: prior)")
     p.add_argument("--components", type=_at_least(1), default=10,
                    help="mixture components of --sampler gmm (default: 10)")
+    p.add_argument("--draws", action="store_true",
+                   help="draws from the observation distribution instead of its mean (derived from the model's trace)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sequence models: divides the logits when sampling; below 1 is more conservative (default: 1)")
 
@@ -103,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
     _add_run(p)
     p.add_argument("-n", type=_at_least(1), default=8, help="number of test examples (default: 8)")
+    p.add_argument("--draws", action="store_true",
+                   help="replay the model on a draw of the guide and draw the observation (derived from the traces) "
+                        "instead of decoding the posterior means")
 
     p = sub.add_parser("interpolate", help="decode paths between the codes of test examples")
     _add_run(p)
@@ -388,6 +393,10 @@ def _sample(args) -> int:
     if not strings and (args.decoding != "sample" or args.temperature != 1.0):
         raise ValueError("--decoding and --temperature apply to sequence models (sequence_vae); this run's model "
                          f"{run.spec['model']['name']!r} decodes images")
+    if args.draws and (strings or args.sampler != "prior"):
+        raise ValueError("--draws applies to the prior sampler of models whose outputs are not token strings "
+                         "(sequence models draw with --decoding sample)")
+    suffix = "_draws" if args.draws else ""
     if args.sampler == "gmm":
         from .evaluate.quality import fit_gmm, sample_gmm
 
@@ -409,14 +418,37 @@ def _sample(args) -> int:
         print("\n".join(lines))
         _write_lines(path, lines)
     elif args.label is None:
-        path = _out(args, "samples.png")
-        plot_samples(generate(args.n).cpu(), nrow=8, path=path)
+        path = _save_images(args, f"samples{suffix}",
+                            run.program.generate(args.n, draws=True) if args.draws else generate(args.n))
     else:
         label = require_class(run.model, args.label, "ppvae sample --label")
-        path = _out(args, f"samples_class{label}.png")
-        plot_samples(generate(args.n, label).cpu(), nrow=8, path=path)
+        path = _save_images(args, f"samples_class{label}{suffix}",
+                            run.program.generate(args.n, label, draws=True) if args.draws else generate(args.n, label))
     print(f"wrote {path}")
     return 0
+
+
+def _save_images(args, name: str, values, like=None) -> Path:
+    """A grid of images where the values are images (beside ``like``, the inputs, where given); otherwise, as an
+    output that is not an image (a vector, a sequence of another shape), the numbers themselves in an .npy."""
+    import numpy as np
+
+    from .evaluate.figures import _drawable
+    from .plots import plot_reconstructions, plot_samples
+
+    values = values.detach().cpu()
+    if _drawable(values) and (like is None or values.shape[1:] == like.shape[1:]):
+        path = _out(args, f"{name}.png")
+        if like is None:
+            plot_samples(values, nrow=8, path=path)
+        else:
+            plot_reconstructions(like.cpu(), values, path=path, n=len(values))
+        return path
+    path = _out(args, f"{name}.npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, values.numpy())
+    print(f"{name}: shape {tuple(values.shape)} (not images: saved as numbers)")
+    return path
 
 
 def _augment(args) -> int:
@@ -445,12 +477,14 @@ def _test_batch(run, n: int | None = None):
 
 def _reconstruct(args) -> int:
     from .inference.contract import as_batch
-    from .plots import plot_reconstructions
 
     run = _load(args)
     reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")
     inputs = _test_batch(run, args.n)
-    if getattr(run.model, "output", None) == "strings":
+    strings = getattr(run.model, "output", None) == "strings"
+    if args.draws and strings:
+        raise ValueError("--draws applies to models whose outputs are not token strings")
+    if strings:
         pairs = list(zip(run.model.strings(inputs), reconstruct(inputs)))
         for a, b in pairs:
             print(f"  input: {a}\n  recon: {b}\n")
@@ -458,8 +492,9 @@ def _reconstruct(args) -> int:
         _write_lines(path, ["input\treconstruction", *(f"{a}\t{b}" for a, b in pairs)])
         print(f"{sum(a == b for a, b in pairs)} of {len(pairs)} reconstructed exactly; wrote {path}")
         return 0
-    path = _out(args, "reconstructions.png")
-    plot_reconstructions(as_batch(inputs)["x"].cpu(), reconstruct(inputs).cpu(), path=path, n=args.n)
+    x = as_batch(inputs)["x"] if isinstance(inputs, dict) else inputs
+    values = run.program.reconstruct(inputs, draws=True) if args.draws else reconstruct(inputs)
+    path = _save_images(args, "reconstructions_draws" if args.draws else "reconstructions", values, like=x)
     print(f"wrote {path}")
     return 0
 

@@ -69,36 +69,39 @@ def test_readme_spec_example_is_a_valid_spec(tmp_path):
     assert vae.spec()["encoder"]["name"] == "conv"
 
 
-def test_readme_own_model_trains_from_the_cli_by_path_and_from_python(tmp_path, monkeypatch, capsys):
+def test_readme_own_model_is_pyros_vae_unchanged_and_trains_from_the_cli_by_path_and_from_python(
+        tmp_path, monkeypatch, capsys):
     import shlex
 
     from ppvae.cli import main
 
-    (code,) = [b for b in _blocks("python") if "class HierarchicalVAE(ppvae.Model)" in b]
+    (code,) = [b for b in _blocks("python") if "class VAE(nn.Module)" in b]
+    assert "ppvae" not in code  # nothing in it knows about ppvae
     assert len([line for line in code.splitlines() if line.strip()]) <= 25
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_models.py").write_text(code)
-    commands = [b for b in _blocks("bash") if "model.name=my_models.py:HierarchicalVAE" in b][0].strip().splitlines()
+    (tmp_path / "my_vae.py").write_text(code)
+    commands = [b for b in _blocks("bash") if "model.name=my_vae.py:VAE" in b][0].strip().splitlines()
     small = ["--set", "train.epochs=2", "--set", "data.limit_train=512", "--set", "data.limit_test=64", "--quiet"]
-    train, evaluate = (shlex.split(c)[1:] for c in commands)
+    train, evaluate, sample = (shlex.split(c.split("#")[0])[1:] for c in commands)
     assert main(train + small) == 0
     assert main(evaluate) == 0
     out = capsys.readouterr().out
-    assert re.search(r"KL z2 [\d.]+, z1 [\d.]+", out) and "log p(x), IWAE K=100" in out
-    assert main(["sample", "runs/hvae"]) == 2
-    assert "ppvae sample needs the model's generate() method, which HierarchicalVAE does not have" in \
-        capsys.readouterr().err
-    # and from Python, the one line the README gives
+    assert "log p(obs), IWAE K=100" in out and "skipped" not in out
+    assert main(sample) == 0 and (tmp_path / "runs" / "pyro-vae" / "figures" / "samples.png").is_file()
+    # and from Python, the one line the README gives; the run then evaluates from the CLI in another folder
     import ppvae
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    from my_models import HierarchicalVAE
+    from my_vae import VAE
 
     data = ppvae.load_dataset(limit_train=512, limit_test=64)
-    line = [ln for ln in README.splitlines() if "ppvae.train(HierarchicalVAE(data.event_shape)" in ln][0]
-    call = re.search(r"`(ppvae\.train\(HierarchicalVAE.*?\))`", line).group(1).replace("epochs=20", "epochs=1")
-    run = eval(call, {"ppvae": ppvae, "HierarchicalVAE": HierarchicalVAE, "data": data})
-    assert (tmp_path / "runs" / "hvae-py" / "checkpoint.pt").is_file() and run.metrics[-1]["test_elbo"] < 0
+    line = [ln for ln in README.splitlines() if "ppvae.train(VAE(z_dim=16)" in ln][0]
+    call = re.search(r"`(ppvae\.train\(VAE.*?\))`", line).group(1).replace("epochs=20", "epochs=1")
+    run = eval(call, {"ppvae": ppvae, "VAE": VAE, "data": data})
+    assert (tmp_path / "runs" / "pyro-vae-py" / "checkpoint.pt").is_file() and run.metrics[-1]["test_elbo"] < 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["evaluate", str(tmp_path / "runs" / "pyro-vae-py"), "-k", "5", "--no-figures"]) == 0
 
 
 def test_readme_dataset_registration_example_runs(tmp_path, monkeypatch):

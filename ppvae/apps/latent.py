@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.contract import as_batch, take
-from ..inference.program import Program, conditional, program, require
+from ..inference.program import Program, program, require
 from ..registry import int_option
 
 METHODS = ("linear", "spherical")
@@ -87,13 +87,14 @@ def class_grid(model, columns: int = 8) -> torch.Tensor:
     """(num_classes, columns, *event): row c is ``generate(columns, y=c)``, each row from the same random state,
     so a column decodes the same draw (the same z, or the same noise of a conditional prior) for every class; the
     global random state is left as it was."""
-    require(model, "generate", "the class grid")
-    if not conditional(model):
-        raise ValueError(f"the class grid needs a model that generates a given class (cvae, m2); "
-                         f"{type(model).__name__} does not condition on a label")
-    device = next(model.parameters()).device
+    p = program(model)
+    generate = p.require("generate", "the class grid")
+    if not p.conditional:
+        raise ValueError(f"the class grid needs a model that generates a given class (cvae, m2, a program with an "
+                         f"argument bound to the labels); {p.name} does not condition on a label")
+    device = p.device
     rows = []
-    for c in range(model.num_classes):
+    for c in range(p.num_classes):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # each row from this state
-            rows.append(model.generate(columns, c))
+            rows.append(generate(columns, c))
     return torch.stack(rows)

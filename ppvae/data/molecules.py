@@ -109,8 +109,8 @@ def moses_files() -> dict[str, Path]:
     try:
         files = importlib.metadata.files("molsets") or []
     except importlib.metadata.PackageNotFoundError:
-        raise ImportError(f"dataset 'moses' reads MOSES's SMILES from the molsets wheel, which is not installed: "
-                          f"pip install --no-deps molsets") from None
+        raise ImportError("dataset 'moses' reads MOSES's SMILES from the molsets wheel, which is not installed: "
+                          "pip install --no-deps molsets") from None
     out = {Path(str(f)).name.split(".")[0]: Path(f.locate()) for f in files if str(f).endswith(".csv.gz")}
     return {k: out[k] for k in ("train", "test")}
 

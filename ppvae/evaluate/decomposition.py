@@ -39,6 +39,8 @@ from ..inference.program import program
 from .elbo import _factors, _weigh, per_example
 
 ESTIMATORS = ("mws", "mss")
+#: draws scored against every posterior at once: (ROWS, M, D) numbers, so memory stays bounded whatever M is
+ROWS = 128
 TERMS = ("mi", "tc", "dim_kl")
 
 
@@ -63,11 +65,11 @@ def log_weights(m: int, dataset_size: int, estimator: str, device=None) -> torch
     return w.fill_diagonal_(-math.log(n))
 
 
-def aggregate_log_densities(log_q: torch.Tensor, dataset_size: int, estimator: str = "mws"):
-    """From log q(z_ij | x_k) of shape (M, M, D) (row i: the draw z_i; column k: the example x_k; last: the
-    dimension), the estimates (log q(z_i), log prod_j q(z_ij)), each of shape (M,)."""
-    m = log_q.shape[0]
-    w = log_weights(m, dataset_size, estimator, log_q.device)
+def aggregate_log_densities(log_q: torch.Tensor, dataset_size: int, estimator: str = "mws", weights=None):
+    """From log q(z_ij | x_k) of shape (M', M, D) (row i: the draw z_i; column k: the example x_k; last: the
+    dimension), the estimates (log q(z_i), log prod_j q(z_ij)), each of shape (M',): all M rows, or some of them
+    with their rows of the (M, M) ``weights``."""
+    w = weights if weights is not None else log_weights(log_q.shape[0], dataset_size, estimator, log_q.device)
     log_qz = torch.logsumexp(log_q.sum(-1) + w, dim=1)
     log_prod = torch.logsumexp(log_q + w.unsqueeze(-1), dim=1).sum(-1)
     return log_qz, log_prod
@@ -104,16 +106,24 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
             recon = recon + per_example(_weigh(site["fn"].log_prob(site["value"]), site, False), site, m, plate)
     log_qzx = q.log_prob(z).sum(-1)
     log_pz = p.log_prob(z).sum(-1)
-    try:  # every draw z_i under every example's posterior: [i, k, j] = log q(z_ij | x_k)
-        matrix = q.log_prob(z.unsqueeze(1))
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"the guide's q({name} | x) cannot score every draw under every example's posterior "
-                         f"({e}); the KL decomposition needs a guide whose distribution is batched over examples") \
-            from None
-    if tuple(matrix.shape) != (m, m, z.shape[1]):
-        raise ValueError(f"the guide's q({name} | x) is not batched over the {m} examples (scoring every draw "
-                         f"under every posterior gave shape {tuple(matrix.shape)}, expected {(m, m, z.shape[1])})")
-    log_qz, log_prod = aggregate_log_densities(matrix, dataset_size, estimator)
+    w = log_weights(m, dataset_size, estimator, z.device)
+    log_qz, log_prod = [], []
+    for start in range(0, m, ROWS):  # every draw z_i under every example's posterior: [i, k, j] = log q(z_ij | x_k)
+        rows = z[start:start + ROWS]
+        try:
+            matrix = q.log_prob(rows.unsqueeze(1))
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"the guide's q({name} | x) cannot score every draw under every example's posterior "
+                             f"({e}); the KL decomposition needs a guide whose distribution is batched over "
+                             f"examples") from None
+        if tuple(matrix.shape) != (len(rows), m, z.shape[1]):
+            raise ValueError(f"the guide's q({name} | x) is not batched over the {m} examples (scoring every draw "
+                             f"under every posterior gave shape {tuple(matrix.shape)}, expected "
+                             f"{(len(rows), m, z.shape[1])})")
+        a, b = aggregate_log_densities(matrix, dataset_size, estimator, w[start:start + ROWS])
+        log_qz.append(a)
+        log_prod.append(b)
+    log_qz, log_prod = torch.cat(log_qz), torch.cat(log_prod)
     return {"recon": recon, "mi": log_qzx - log_qz, "tc": log_qz - log_prod, "dim_kl": log_prod - log_pz,
             "kl": log_qzx - log_pz}
 

@@ -25,7 +25,6 @@ rows of a labelled data set. :func:`evaluate_disentanglement` runs all five on a
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

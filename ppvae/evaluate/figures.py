@@ -77,7 +77,7 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
                 plots.plot_reconstructions(x[:n], recon, path=out / "reconstructions.png", n=n)
                 written.append("reconstructions.png")
         if p.can("generate"):
-            samples = p.generate(64, context=batch) if not p.declares("generate") else p.generate(64)
+            samples = p.generate(64, context=batch)
             if _drawable(samples):
                 plots.plot_samples(samples, nrow=8, path=out / "samples.png")
                 written.append("samples.png")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.contract import batches
-from ..inference.program import require
+from ..inference.program import program, require
 from ..registry import int_option
 
 CLASSIFIER_STEPS = 2000
@@ -152,9 +152,9 @@ def sample_gmm(model, gmm, n: int, *, seed: int = 0) -> torch.Tensor:
     gmm.random_state = seed
     z, _ = gmm.sample(n)
     z = torch.as_tensor(z[np.random.default_rng(seed).permutation(n)], dtype=torch.float32)
-    param = next(model.parameters(), None)
+    p = program(model)
     with torch.no_grad():
-        return model.decode(z.to(param.device if param is not None else "cpu"))
+        return p.decode(z.to(p.device))
 
 
 def sample_quality(model, data, *, n: int = 1000, seed: int = 0, gmm_components: int | None = 10) -> dict:
@@ -169,8 +169,9 @@ def sample_quality(model, data, *, n: int = 1000, seed: int = 0, gmm_components:
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         drawn = {"prior samples": generate(len(x)).cpu()}
-        if callable(getattr(model, "reconstruct", None)):
-            drawn["reconstructions"] = torch.cat([model.reconstruct(p.to(device)).cpu() for p in x.split(1000)])
+        if program(model).can("reconstruct"):
+            drawn["reconstructions"] = torch.cat([program(model).reconstruct(part.to(device)).cpu()
+                                                  for part in x.split(1000)])
         if gmm_components:
             gmm = fit_gmm(model, data.train.to(device), gmm_components, seed=seed)
             drawn[f"gmm samples ({gmm_components} components)"] = sample_gmm(model, gmm, len(x), seed=seed).cpu()

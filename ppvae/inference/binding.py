@@ -24,6 +24,7 @@ is absent (``ys=None``); a batch that mixes both is refused (train with ``train.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -62,27 +63,36 @@ class Arguments(Batch):
         return out
 
 
-def _parameters(fn: Callable) -> list[inspect.Parameter]:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return []
-    return [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+def _parameters(fn: Callable) -> tuple[inspect.Parameter, ...]:
+    """``fn``'s named parameters (a bound method's without ``self``), read once per function: a training step
+    binds every batch, so the signature is not parsed again each time."""
+    return _plan(getattr(fn, "__func__", fn), hasattr(fn, "__self__"))[1]
 
 
 def takes_batch(fn: Callable) -> bool:
     """Whether ``fn`` takes the batch mapping itself: its first parameter is named ``batch`` or annotated as a
     mapping (``Mapping``, ``dict``, ``Batch``)."""
-    params = _parameters(fn)
+    return _plan(getattr(fn, "__func__", fn), hasattr(fn, "__self__"))[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(func: Callable, bound: bool) -> tuple[bool, tuple[inspect.Parameter, ...]]:
+    try:
+        params = list(inspect.signature(func).parameters.values())[1 if bound else 0:]
+    except (TypeError, ValueError):
+        params = []
+    params = tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
     if not params:
-        return True  # *args programs are called the contract's way
+        return True, params  # *args programs are called the contract's way
     first = params[0]
-    if first.name == "batch":
-        return True
     annotation = first.annotation
+    if first.name == "batch":
+        return True, params
     if isinstance(annotation, str):
-        return annotation.split("[")[0].split(".")[-1] in ("Mapping", "dict", "Dict", "Batch", "MutableMapping")
-    return inspect.isclass(annotation) and issubclass(annotation, Mapping)
+        mapping = annotation.split("[")[0].split(".")[-1] in ("Mapping", "dict", "Dict", "Batch", "MutableMapping")
+    else:
+        mapping = inspect.isclass(annotation) and issubclass(annotation, Mapping)
+    return mapping, params
 
 
 def _name(fn: Callable) -> str:
@@ -141,17 +151,16 @@ class Binder:
             return name[:-1]
         return None
 
-    def bind(self, fn: Callable, args: Arguments, omit=()) -> tuple[tuple, dict]:
+    def bind(self, fn: Callable, args: Arguments) -> tuple[tuple, dict]:
         """(positional, keyword) arguments of ``fn`` for ``args``: the mapping itself for a method that takes the
-        batch (less the keys in ``omit``), else each parameter by name (those in ``omit`` left at their
-        defaults)."""
+        batch, else each parameter by name."""
         if takes_batch(fn):
-            return ((args.without(omit) if omit else args),), {}
+            return (args,), {}
         positional, keywords, missing = [], {}, []
         by_keyword = False  # once a parameter is left at its default, the later ones go by name
         for p in _parameters(fn):
             key = self.source_of(p.name, args)
-            if key is not None and key in args and p.name not in omit:
+            if key is not None and key in args:
                 if by_keyword or p.kind is p.KEYWORD_ONLY:
                     keywords[p.name] = args[key]
                 else:
@@ -164,8 +173,8 @@ class Binder:
             raise ValueError(missing_message(fn, missing, list(args), self.inputs))
         return tuple(positional), keywords
 
-    def call(self, fn: Callable, args: Arguments, omit=()) -> Any:
-        positional, keywords = self.bind(fn, args, omit)
+    def call(self, fn: Callable, args: Arguments) -> Any:
+        positional, keywords = self.bind(fn, args)
         return fn(*positional, **keywords)
 
     def parameters_reading(self, fn: Callable, keys) -> set[str]:

@@ -1,42 +1,56 @@
 r"""The ppvae model contract: what any Pyro program needs to train, checkpoint, resume, evaluate and plot.
 
-A ppvae model is an ``nn.Module`` holding every trainable parameter, with two Pyro programs over a **batch**::
+A ppvae model is an ``nn.Module`` holding every trainable parameter, with two Pyro programs:
 
-    model(batch)   # the generative program p(x, z): latent sites pyro.sample("z", ...), observed sites with obs=
-    guide(batch)   # the amortized guide q(z | x): one pyro.sample site for each latent site of the model
+    model(...)   # the generative program p(x, z): latent sites pyro.sample("z", ...), observed sites with obs=
+    guide(...)   # the amortized guide q(z | x): one pyro.sample site for each latent site of the model
 
-A batch is a mapping of tensors with one leading example axis: ``batch["x"]`` always, and ``"y"`` (labels,
-(N,) classes or (N, K) factors), ``"mask"``, ``"lengths"`` or other keys where the dataset has them. Integer
-data stay integers. Reading a key the dataset lacks raises a one-line error naming the key.
+called the way their signatures ask (:mod:`~ppvae.inference.binding`): ``model(batch)`` gets the batch mapping,
+as ppvae's own families are written; ``model(x)``, ``guide(xs, ys=None)`` or the DMM's ``model(mini_batch, ...)``
+get their arguments by name from the batch's keys (``model.inputs`` renames; a ``data.transform`` builds them),
+as Pyro's examples are written. A batch is a mapping of tensors with one leading example axis: ``batch["x"]``
+always, and ``"y"`` (labels, (N,) classes or (N, K) factors), ``"labeled"``, ``"mask"``, ``"lengths"`` or other
+keys where the dataset has them. Integer data stay integers. Reading a key the dataset lacks raises a one-line
+error naming the key.
 
 Required
-    ``model(batch)`` and ``guide(batch)``. Every sample site of the guide must be a latent site of the model.
-    The programs open a ``pyro.plate("data", N)`` over the examples (:func:`data_plate` opens it only if no
-    enclosing program has, so a stock guide composes inside a user's own plate). Parameters live in the
-    module (``nn.Parameter`` or submodules), not in ``pyro.param`` calls outside it: one torch optimiser
-    trains ``module.parameters()`` and the checkpoint saves ``module.state_dict()``. ``pyro.module(...)``
-    calls are fine (and free: the trainer does not route them through Pyro's parameter store).
+    ``model`` and ``guide``. Every sample site of the guide must be a latent site of the model. The programs open
+    a plate over the examples, ``pyro.plate("data", N)`` (:func:`data_plate` opens it only if no enclosing program
+    has, so a stock guide composes inside a user's own plate), or a plate of another name that ppvae finds (the
+    outermost plate the size of the batch) or is told (``model.data_plate``). Parameters live in the module
+    (``nn.Parameter`` or submodules), not in ``pyro.param`` calls outside it: one torch optimiser trains
+    ``module.parameters()`` and the checkpoint saves ``module.state_dict()``. ``pyro.module(...)`` calls are fine
+    (and free: the trainer does not route them through Pyro's parameter store).
 
 Declared (class attributes; each has a default read off a trace)
-    ``batch_keys``: the batch keys the programs read (default ``("x",)``); checked against the dataset.
+    ``batch_keys``: the batch keys a batch-taking program reads (default ``("x",)``); checked against the dataset.
     ``max_plate_nesting``: how many plates nest in the programs (default: read from a trace).
+    ``inputs``, ``data_plate``, ``output_sites``, ``transform``: how to call the program, as the spec's
+    ``model.inputs``, ``model.data_plate``, ``model.output_sites`` and ``data.transform`` (the spec wins).
+    ``losses``, ``parameter_groups``, ``group_optimizers``: extra training terms and parameter groups with their
+    own optimisers (:mod:`~ppvae.inference.loss`).
 
-Optional capabilities (a verb that needs a missing one says which, in one line)
+Capabilities (:mod:`~ppvae.inference.program`: each derived from the traces where the module declares none)
     ``generate(n)`` samples E[x | z], z ~ p(z) (``ppvae sample``); ``encode(x)`` a point code of q(z | x) and
     ``decode(z)`` E[x | z] (interpolations, traversals, latent scatter); ``reconstruct(x)`` decode(encode(x))
-    (``ppvae reconstruct``); ``check_data(batch)`` refuses data the model cannot score, before training;
-    ``spec()`` the spec sections that rebuild the model (default: its class's import path and the arguments
-    it was constructed with, which must be numbers, strings, lists or tables); ``direct_loss(batch, beta,
-    objective)`` a tested shortcut for the objective's loss, or None where it does not apply;
+    (``ppvae reconstruct``; Pyro's ``reconstruct_img`` counts); ``classify(x)`` class probabilities q(y | x),
+    shape (N, C) (Pyro's ``classifier`` counts), whose test accuracy and confusion matrix ``ppvae evaluate``
+    reports. A declared method wins over the derived one.
+
+Optional methods
+    ``check_data(batch)`` refuses data the model cannot score, before training; ``spec()`` the spec sections that
+    rebuild the model (default: the spec that built it, or its class's import path and its constructor's
+    arguments, recorded by ``ppvae.Model`` or read back from attributes of the same name); ``direct_loss(batch,
+    beta, objective)`` a tested shortcut for the objective's loss, or None where it does not apply;
     ``auxiliary_loss(batch)`` terms of the training objective that are not part of the ELBO (M2's classification
-    term), added to the loss in training and left out of every ELBO figure; ``classify(x)`` class probabilities
-    q(y | x), shape (N, C), whose test accuracy and confusion matrix ``ppvae evaluate`` reports.
+    term), added to the loss in training and left out of every ELBO figure.
 
 Conditional models (``conditional = True`` and an int ``num_classes``: the CVAE, M2)
     ``generate(n, y)`` samples of class y (an int or n labels; ``ppvae sample --label``, ``ppvae augment``, the
     class grid); ``decode(z, y)``; ``encode(batch)`` and ``reconstruct(batch)`` take the batch, whose ``"y"``
     they read. Figures hold the label fixed (interpolations within a class). A class ``options_from_data(data)``
-    gives options a spec may leave out (``num_classes``).
+    gives options a spec may leave out (``num_classes``). A program with an argument bound to the labels (Pyro's
+    SS-VAE's ``ys``) is conditional without declaring it.
 
 Training preferences (class attributes, each written into the run's spec when it applies)
     ``default_objective``: the objective a spec that leaves the default Trace_ELBO gets (M2: TraceEnum_ELBO);
@@ -66,13 +80,12 @@ import torch
 from torch import nn
 
 import pyro
-from pyro import poutine
 from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
 from ..registry import MODELS, import_path, load_object, registered_name
-from .objectives import DATA_PLATE, ELBO_OBJECTIVES, KLScale
+from .objectives import DATA_PLATE
 
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
 

@@ -78,7 +78,7 @@ def _grids(trainer) -> dict[str, torch.Tensor]:
     from torchvision.utils import make_grid
 
     from .contract import take, to_device
-    from .program import has
+    from .program import program
 
     model, test = trainer.model, trainer.test_batch
     x = test["x"]
@@ -91,12 +91,13 @@ def _grids(trainer) -> dict[str, torch.Tensor]:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(trainer.spec["seed"])
             rows = to_device(take(test, slice(0, 8)), trainer.device)
-            if has(model, "reconstruct"):
-                recon = model.reconstruct(rows)
+            p = program(model)
+            if p.can("reconstruct"):
+                recon = p.reconstruct(rows if not p.declares("reconstruct") or p.conditional else rows["x"])
                 if isinstance(recon, torch.Tensor) and recon.shape == rows["x"].shape:
                     grids["reconstructions"] = make_grid(torch.cat([rows["x"], recon]).clamp(0, 1).cpu(), nrow=8)
-            if has(model, "generate") and not getattr(model, "conditional", False):
-                samples = model.generate(16)
+            if p.can("generate") and not p.conditional:
+                samples = p.generate(16, context=rows)
                 if isinstance(samples, torch.Tensor) and samples.shape[1:] == x.shape[1:]:
                     grids["samples"] = make_grid(samples.clamp(0, 1).cpu(), nrow=8)
     except (TypeError, ValueError, RuntimeError):

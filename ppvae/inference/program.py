@@ -36,7 +36,6 @@ import contextlib
 import math
 import os
 import re
-import sys
 import sysconfig
 import traceback
 from dataclasses import dataclass, field
@@ -143,9 +142,9 @@ class Program:
     def guide(self, args):
         return self.binder.call(self.guide_method, self.binder.prepare(args))
 
-    def call(self, method: str, args, omit=()):
+    def call(self, method: str, args):
         """One of the module's methods called on the arguments of ``args`` (a batch or prepared arguments)."""
-        return self.binder.call(getattr(self.module, method), self.binder.prepare(args), omit)
+        return self.binder.call(getattr(self.module, method), self.binder.prepare(args))
 
     @property
     def max_plate_nesting(self):
@@ -181,9 +180,9 @@ class Program:
         arguments and the data have classes."""
         if bool(getattr(self.module, "conditional", False)) and isinstance(getattr(self.module, "num_classes", None), int):
             return True
-        if self.declares("generate"):
+        if self.declares("generate") or (self._sites is None and self.template is None):
             return False
-        return self._sites is not None and bool(self._sites.label_keys) and self.num_classes is not None
+        return bool(self.sites().label_keys) and self.num_classes is not None
 
     # ---- what a first trace says ---------------------------------------------------------------------------
     def sites(self, batch=None) -> Sites:
@@ -216,7 +215,7 @@ class Program:
         else:
             read = self._bound_keys(self.model_method, args)
             read_by_either = read | self._bound_keys(self.guide_method, args)
-        label_keys = self._label_keys(batch, args, read_by_either)
+        label_keys = self._label_keys(batch, read_by_either)
         optional = self._optional_keys(args)
         outputs = self.declared_outputs or self._outputs(args.without(optional))
         unknown = [o for o in outputs if o not in model_sites]
@@ -254,28 +253,28 @@ class Program:
         """The argument keys a named-argument method's parameters read."""
         return {self.binder.source_of(p, args) for p in self.binder.parameters_reading(fn, list(args))}
 
-    def _label_keys(self, batch: Batch, args: Arguments, read: set[str]) -> set[str]:
+    @staticmethod
+    def _with_and_without_labels(batch: Batch) -> tuple[Batch, Batch]:
+        """The batch with every label visible (a test split marks none as seen) and without any."""
+        seen = Batch({**batch, LABELED: torch.ones(batch_size(batch), dtype=torch.bool, device=batch[LABELS].device)}) \
+            if LABELED in batch else batch
+        return seen, Batch({k: v for k, v in batch.items() if k not in (LABELS, LABELED)})
+
+    def _label_keys(self, batch: Batch, read: set[str]) -> set[str]:
         """The argument keys the programs read that carry the labels (present only where the batch has ``y``)."""
         if LABELS not in batch:
             return set()
         if takes_batch(self.model_method) and self.binder.transform is None:
             return {LABELS} & read
-        # probed with every label visible (a test split marks none as seen) and with none
-        seen = Batch({**batch, LABELED: torch.ones(batch_size(batch), dtype=torch.bool, device=batch[LABELS].device)}) \
-            if LABELED in batch else batch
-        labelled = self.prepare(seen)
-        unlabelled = self.prepare(Batch({k: v for k, v in batch.items() if k not in (LABELS, LABELED)}))
-        read = read | {k for k in labelled if k not in args and k in self._bound_keys(self.model_method, labelled)
-                       | self._bound_keys(self.guide_method, labelled)}
-        return {k for k in labelled if k not in unlabelled} & read
+        seen, unseen = (self.prepare(b) for b in self._with_and_without_labels(batch))
+        if not takes_batch(self.model_method):
+            read = self._bound_keys(self.model_method, seen) | self._bound_keys(self.guide_method, seen)
+        return {k for k in seen if k not in unseen} & read
 
     def _held(self, batch: Batch) -> set[str]:
         """The observed sites that only a batch with labels has (the label a class-conditional program scores)."""
-        seen = Batch({**batch, LABELED: torch.ones(batch_size(batch), dtype=torch.bool, device=batch[LABELS].device)}) \
-            if LABELED in batch else batch
-        unlabelled = Batch({k: v for k, v in batch.items() if k not in (LABELS, LABELED)})
         observed = []
-        for rows in (seen, unlabelled):
+        for rows in self._with_and_without_labels(batch):
             try:
                 with _quiet():
                     tr = poutine.trace(self.model).get_trace(self.prepare(rows))
@@ -391,14 +390,13 @@ class Program:
     @torch.no_grad()
     def generate(self, n: int, y=None, *, draws: bool = False, context=None, **options):
         """``n`` samples: the module's ``generate(n)`` (``generate(n, y)`` for a class), else the generation
-        call with the output sites released."""
-        fn = self._declared("generate")
+        call with the output sites released (with ``draws``, always: their draws rather than their means)."""
+        fn = self._declared("generate") if not draws else None
         if fn is not None:
             return fn(n, **options) if y is None else fn(n, y, **options)
         self.sites(context)
         rows = self._context(n, context, y)
         args = self.prepare(rows)
-        s = self.sites()
         with _quiet():
             tr = poutine.trace(self._release()(self.model)).get_trace(args.without(self._drop(y is not None)))
         return self._read_outputs(tr, args, draws)
@@ -443,7 +441,6 @@ class Program:
         return self._decoded(z, rows, keep_labels=y is not None or (context is not None and LABELS in rows), draws=draws)
 
     def _decoded(self, z: torch.Tensor, rows: Batch, keep_labels: bool, draws: bool = False, fixed=None):
-        s = self.sites()
         args = self.prepare(rows)
         if args.order is not None:
             z = z[args.order.to(z.device)]
@@ -481,7 +478,7 @@ class Program:
     def reconstruct(self, x, *, draws: bool = False):
         """The module's ``reconstruct`` (or Pyro's ``reconstruct_img``), else ``decode(encode(x))`` with x's own
         conditioning arguments (its labels, a CVAE's input half)."""
-        fn = self._declared("reconstruct")
+        fn = self._declared("reconstruct") if not draws else None
         if fn is not None:
             return self._layout(self._call_declared(fn, x), as_batch(x))
         batch = to_device(as_batch(x), self.device)

@@ -21,7 +21,7 @@ from ..data import Dataset, load_dataset
 from ..data.transforms import make_transform
 from ..registry import MODELS, import_path
 from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, default_spec, load_spec, merge, validate
-from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, save_checkpoint
+from .checkpoint import load_checkpoint, load_latest, save_checkpoint
 from .distributed import world
 from .objectives import make_objective
 from .program import Program, program
