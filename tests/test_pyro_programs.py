@@ -307,3 +307,41 @@ def test_capabilities_derived_from_the_traces_equal_the_stock_vaes_declared_ones
         assert torch.equal(ppvae.interpolate(vae, x[:3], x[3:], method=method),
                            ppvae.interpolate(bare, x[:3], x[3:], method=method))
     assert torch.equal(latent_traversals(vae, x[:1], [0, 2, 5]), latent_traversals(bare, x[:1], [0, 2, 5]))
+
+
+def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkeypatch, capsys):
+    """ppvae.train(model, data, inputs=..., transform=...) says how to call the program, as a spec does, and the
+    run directory calls the rebuilt program the same way."""
+    (tmp_path / "flat_vae.py").write_text(
+        "import torch, pyro, pyro.distributions as dist\n"
+        "from torch import nn\n"
+        "class FlatVAE(nn.Module):\n"
+        "    def __init__(self, d=784, z_dim=4):\n"
+        "        super().__init__()\n"
+        "        self.d, self.z_dim = d, z_dim\n"
+        "        self.enc = nn.Linear(d, 2 * z_dim)\n"
+        "        self.dec = nn.Linear(z_dim, d)\n"
+        "    def model(self, pixels):\n"
+        "        assert pixels.dim() == 2, 'takes flat images'\n"
+        "        with pyro.plate('data', pixels.shape[0]):\n"
+        "            z = pyro.sample('z', dist.Normal(pixels.new_zeros(self.z_dim), 1.0).to_event(1))\n"
+        "            pyro.sample('x', dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), obs=pixels)\n"
+        "    def guide(self, pixels):\n"
+        "        with pyro.plate('data', pixels.shape[0]):\n"
+        "            loc, s = self.enc(pixels).chunk(2, -1)\n"
+        "            pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from flat_vae import FlatVAE
+
+    data = ppvae.load_dataset(limit_train=256, limit_test=64)
+    run = ppvae.train(FlatVAE(), data, epochs=2, batch_size=64, device="cpu", progress=False,
+                      run_dir=tmp_path / "run", inputs={"pixels": "x"}, transform="flatten")
+    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.spec["model"]["inputs"] == {"pixels": "x"} and run.spec["data"]["transform"] == {"name": "flatten"}
+    # samples and reconstructions come back shaped like the data's images, although the program is flat
+    p = ppvae.program(load_run(tmp_path / "run").model).attach_data(data)
+    assert p.generate(4).shape == (4, 1, 28, 28) and p.reconstruct(data.test[:3]).shape == (3, 1, 28, 28)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(tmp_path / "run"), "-k", "5", "--no-figures"]) == 0
+    with pytest.raises(ValueError, match=r"transform must be a name, an import path, a list of them or a function"):
+        ppvae.train(FlatVAE(), data, epochs=1, progress=False, transform=3)
