@@ -1,43 +1,57 @@
 """ppvae: variational autoencoders as Pyro programs, with priors, likelihoods and KL weights swappable by name.
 
-Any Pyro program meeting the model contract (:mod:`ppvae.inference.contract`) trains, checkpoints, resumes,
-evaluates and plots through the same tools as the stock VAE.
+Any Pyro program, written the way Pyro's examples write it or against ppvae's contract
+(:mod:`ppvae.inference.contract`), trains, checkpoints, resumes, evaluates and plots through the same tools as the
+stock VAE.
+
+The names below are imported when first used (PEP 562), so ``import ppvae`` and ``ppvae --help`` do not pay for
+torch, Pyro, matplotlib or torchvision until something needs them; the registries load the built-in components the
+first time a name is looked up (:func:`ppvae.registry.load_builtins`).
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# Components first: importing them fills the registries that models and guides build from.
-from .components import beta, likelihoods, nets, optimizers, priors  # noqa: F401
-from .inference import objectives  # noqa: F401
-from .registry import (BETAS, DATASETS, DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, OPTIMIZERS,
-                       PRIORS)
-from .inference.contract import Batch, FunctionModel, MissingCapability, Model, data_plate, from_functions
-from .inference.program import Program, program, require
-from .guides import IAFGuide, MeanFieldGaussianGuide
-from .models import CVAE, M2, VAE
+#: public name -> the module that defines it
+_NAMES = {
+    **dict.fromkeys(["Batch", "FunctionModel", "MissingCapability", "Model", "data_plate", "from_functions"],
+                    "ppvae.inference.contract"),
+    **dict.fromkeys(["Program", "program", "require"], "ppvae.inference.program"),
+    **dict.fromkeys(["BETAS", "DATASETS", "DECODERS", "ENCODERS", "GUIDES", "LIKELIHOODS", "MODELS", "OBJECTIVES",
+                     "OPTIMIZERS", "PRIORS", "TRANSFORMS"], "ppvae.registry"),
+    **dict.fromkeys(["IAFGuide", "MeanFieldGaussianGuide"], "ppvae.guides"),
+    **dict.fromkeys(["CVAE", "M2", "VAE", "FactorVAE"], "ppvae.models"),
+    **dict.fromkeys(["interpolate", "lerp", "slerp"], "ppvae.apps.latent"),
+    **dict.fromkeys(["Dataset", "dataset_from_array", "load_dataset"], "ppvae.data"),
+    "evaluate_elbo": "ppvae.evaluate.elbo",
+    "evaluate_run": "ppvae.evaluate.report",
+    **dict.fromkeys(["TCVAE", "KLScale"], "ppvae.inference.objectives"),
+    "build_model": "ppvae.inference.rebuild",
+    **dict.fromkeys(["Run", "build_vae", "export", "load", "load_run", "resume", "train", "train_spec"],
+                    "ppvae.inference.run"),
+    **dict.fromkeys(["default_spec", "load_spec"], "ppvae.spec"),
+}
+#: modules by their short names (``ppvae.report.evaluate_model``, ``from ppvae import diagnostics``)
+_MODULES = {"diagnostics": "ppvae.evaluate.diagnostics", "exact": "ppvae.evaluate.exact",
+            "report": "ppvae.evaluate.report", "plots": "ppvae.plots", "spec": "ppvae.spec",
+            "registry": "ppvae.registry"}
 
-from . import plots
-from .apps.latent import interpolate, lerp, slerp
-from .data import Dataset, dataset_from_array, load_dataset
-from .evaluate import diagnostics, exact, report
-from .evaluate.elbo import evaluate_elbo
-from .evaluate.report import evaluate_run
-from .inference.objectives import TCVAE, KLScale
-from .inference.rebuild import build_model
-from .inference.run import Run, build_vae, export, load, load_run, resume, train, train_spec
-from .spec import default_spec, load_spec
+__all__ = sorted({*_NAMES, *_MODULES})
 
-# The modules that used to sit at the top of the package import as before (import ppvae.exact, ...).
-import sys as _sys
 
-for _name, _module in {"diagnostics": diagnostics, "exact": exact, "report": report}.items():
-    _sys.modules.setdefault(f"{__name__}.{_name}", _module)
+def __getattr__(name: str):
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'ppvae' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-__all__ = [
-    "Model", "FunctionModel", "from_functions", "Program", "program", "Batch", "data_plate", "require", "MissingCapability", "KLScale",
-    "VAE", "CVAE", "M2", "MeanFieldGaussianGuide", "IAFGuide", "TCVAE", "Dataset", "load_dataset", "dataset_from_array",
-    "train", "train_spec", "resume", "load_run", "export", "load", "build_model", "build_vae", "Run", "default_spec", "load_spec",
-    "evaluate_elbo", "evaluate_run", "interpolate", "lerp", "slerp",
-    "MODELS", "DATASETS", "PRIORS", "LIKELIHOODS", "BETAS", "OBJECTIVES", "OPTIMIZERS", "ENCODERS", "DECODERS",
-    "GUIDES", "diagnostics", "exact", "plots", "report",
-]
+
+def __dir__():
+    return sorted({*globals(), *_NAMES, *_MODULES})

@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from .inference.checkpoint import CHECKPOINT
-from .inference.program import require, require_class
+# Nothing heavy at the top: ``ppvae --help`` and a refused command line answer without importing torch or Pyro;
+# each verb imports what it uses.
 
 
 def _version() -> str:
@@ -239,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         run_dir = getattr(args, "started_run", None)
+        from .inference.checkpoint import CHECKPOINT
+
         if run_dir is not None and (run_dir / CHECKPOINT).is_file():
             message = (f"interrupted; the checkpoint of the last finished epoch is intact: continue with "
                        f"`ppvae train --resume {run_dir}`")
@@ -364,6 +364,7 @@ def _export(args) -> int:
 
 
 def _load(args):
+    import torch
     from .inference.program import DERIVABLE
     from .inference.run import load_run
 
@@ -385,6 +386,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def _sample(args) -> int:
+    from .inference.program import require, require_class
     from .plots import plot_samples
 
     run = _load(args)
@@ -476,6 +478,7 @@ def _test_batch(run, n: int | None = None):
 
 
 def _reconstruct(args) -> int:
+    from .inference.program import require
     from .inference.contract import as_batch
 
     run = _load(args)
@@ -500,6 +503,7 @@ def _reconstruct(args) -> int:
 
 
 def _interpolate(args) -> int:
+    from .inference.program import require
     from .evaluate.figures import interpolation_strips
     from .inference.program import conditional
     from .plots import plot_interpolation
@@ -586,6 +590,7 @@ def _anomaly(args) -> int:
 
 
 def _edit(args) -> int:
+    import torch
     from .apps.classify import train_classifier
     from .apps.edit import attribute_vector, edit
     from .plots import plot_interpolation
@@ -648,6 +653,7 @@ def _inpaint(args) -> int:
 
 
 def _upscale(args) -> int:
+    import torch
     from .apps.inpaint import upscale_report
     from .plots import plot_interpolation
 
@@ -747,6 +753,7 @@ def _sweep(args) -> int:
 
 
 def _evaluate(args) -> int:
+    import torch
     from .evaluate.report import REPORT_FILE, evaluate_run, summary
 
     torch.manual_seed(args.seed)

@@ -26,7 +26,6 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torchvision.utils import make_grid
 
 __all__ = [
     "image_grid",
@@ -105,6 +104,8 @@ def _save(fig: Figure, path: Optional[PathLike]) -> None:
 
 def _grid_figure(images: torch.Tensor, nrow: int, title: Optional[str]) -> tuple[Figure, Axes]:
     """Tile ``(N, C, H, W)`` images with ``make_grid`` and draw them on a fresh figure."""
+    from torchvision.utils import make_grid  # torchvision imports torch's compiler stack: only when a grid is drawn
+
     nrow = max(1, min(nrow, images.size(0)))
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
     height_px, width_px = grid.shape[1:]

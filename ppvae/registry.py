@@ -48,6 +48,7 @@ class Registry:
 
     @property
     def names(self) -> list[str]:
+        load_builtins()
         _load_entry_points()
         return sorted(self._entries)
 
@@ -55,6 +56,7 @@ class Registry:
         if isinstance(name, str) and ":" in name:
             return load_object(name, self.kind)
         if name not in self._entries:
+            load_builtins()
             _load_entry_points()
         try:
             return self._entries[name]
@@ -71,6 +73,8 @@ class Registry:
         return cls(*args, **options)
 
     def __contains__(self, name: str) -> bool:
+        if name not in self._entries:
+            load_builtins()
         return name in self._entries
 
 
@@ -282,6 +286,21 @@ def plain(value: Any) -> Any:
 
 
 _ENTRY_POINTS_LOADED = False
+_BUILTINS_LOADED = False
+#: the modules whose import registers ppvae's own components, families, datasets and transforms
+BUILTIN_MODULES = ("ppvae.components.beta", "ppvae.components.likelihoods", "ppvae.components.nets",
+                   "ppvae.components.optimizers", "ppvae.components.priors", "ppvae.inference.objectives",
+                   "ppvae.inference.contract", "ppvae.guides", "ppvae.models", "ppvae.data", "ppvae.data.transforms")
+
+
+def load_builtins() -> None:
+    """Import the modules that register ppvae's own names (once; the package imports nothing until needed)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def _load_entry_points() -> None:
@@ -351,6 +370,7 @@ DECODERS = Registry("decoder", "decoder")
 GUIDES = Registry("guide", "guide")
 OPTIMIZERS = Registry("optimizer", "optimizer")
 DATASETS = Registry("dataset", "data")
+TRANSFORMS = Registry("transform", "transform")
 
 
 def registry_for(section: str) -> Registry:

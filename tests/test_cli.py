@@ -217,3 +217,16 @@ def test_version_and_stale_report_figures(run_dir, tmp_path, capsys):
     assert not (copy / "figures" / "khat_histogram.png").exists()  # not left over from the K = 30 report
     assert main(["evaluate", str(copy), "--device", "tpu"]) == 2
     assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+
+
+def test_help_and_a_refused_command_line_answer_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ppvae.cli import main\n"
+            "for argv in (['--help'], ['train', '--nproc', 'x']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'pyro', 'matplotlib', 'torchvision') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -21,9 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..registry import Registry, absolute_path, int_option
-
-TRANSFORMS = Registry("transform", "transform")
+from ..registry import TRANSFORMS, absolute_path, int_option
 
 
 @TRANSFORMS.register("flatten")
