@@ -77,6 +77,9 @@ check "dmm: sample" $PPVAE sample $W/dmm --device $DEV
 check "factor_vae: train 2 epochs" $PPVAE train --quiet --set device=$DEV --run-dir $W/fv --set model.name=factor_vae \
     --set data.name=dsprites --set data.n=5000 --set model.latent_dim=10 --set train.epochs=2
 
+step "tests that exercise CUDA"
+$PYTHON -m pytest -q -p no:cacheprovider tests/test_graphs.py 2>&1 | tail -5
+
 if [ "$SPEED" = 1 ]; then
     step "bench/speed.py --device $DEV (Fashion-MNIST 60k, 784-400-20; ratios to the fused floor)"
     $PYTHON bench/speed.py --device $DEV --batch-sizes 128 512 --repeats 3 --iwae-k 1000

@@ -12,13 +12,12 @@ are swappable by name, as in the VAE.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import pyro
 
 from ppvae.guides.conditional import ConditionalEncoder
-from ppvae.inference.contract import Model, as_batch, check_labels, data_plate
+from ppvae.inference.contract import Model, as_batch, check_labels, data_plate, one_hot
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, int_option, \
     registered_name
 
@@ -65,7 +64,7 @@ class CVAE(Model):
         return self.q.encoder.encoder
 
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(y, self.num_classes).float()
+        return one_hot(y, self.num_classes)
 
     def _joined(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The decoder's input [z, onehot(y)], broadcast: z may carry particles (K, n, D), y enumerated classes."""

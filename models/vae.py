@@ -107,7 +107,7 @@ class VAE(Model):
         else:
             z = q.rsample()
         recon = self.likelihood.log_prob_sum(self.decoder(z), x)
-        if beta == 0.0:
+        if not torch.is_tensor(beta) and beta == 0.0:  # a tensor beta (a graphed step) is never read on the host
             return -recon
         if objective["name"] == "TraceMeanField_ELBO":
             try:

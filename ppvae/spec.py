@@ -54,7 +54,7 @@ _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "": {"seed": (int,), "device": (str,), "losses": (list,)},
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
               "validate": (bool,), "labeled_per_batch": (int,), "labeled_batches": (str,), "backend": (str,),
-              "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,),
+              "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,), "graph": (str,),
               "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,)},
 }
 

@@ -276,8 +276,8 @@ class _LocationScale(Likelihood):
         return out
 
     def _loc_scale(self, out: torch.Tensor):
-        if self.learn_scale == "none":
-            return out, self.scale
+        if self.learn_scale == "none":  # a tensor filled on the device: no number copied from the host each step
+            return out, torch.full_like(out, self.scale)
         if self.learn_scale == "decoder":
             loc, raw = _params_last(out, self.event_shape, 2).unbind(-1)
             return loc, F.softplus(raw + self._raw_init) + self.min_scale

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from ..inference.contract import one_hot
 from ..registry import TRANSFORMS, absolute_path, int_option
 
 
@@ -49,7 +50,7 @@ class OneHot:
     def __call__(self, batch):
         if self.key not in batch:
             return dict(batch)
-        return {**batch, self.key: torch.nn.functional.one_hot(batch[self.key].long(), self.num_classes).float()}
+        return {**batch, self.key: one_hot(batch[self.key].long(), self.num_classes)}
 
     def spec(self) -> dict:
         return {"name": "onehot", "num_classes": self.num_classes, **({"key": self.key} if self.key != "y" else {})}

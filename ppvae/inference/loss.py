@@ -130,6 +130,8 @@ class TrainingLoss:
             raise ValueError(f"losses name parameter group(s) {', '.join(unknown)}, which {p.name} does not declare; "
                              f"its groups: {', '.join(self.groups)}")
         self._unscaled = KLScale(1.0, skip_param_store=True)
+        #: beta as a device tensor (a graphed step fills it before each replay); None: the schedule's float
+        self.beta_value = None
 
     def check_kl_objective(self, spec: dict) -> None:
         # Capacity and free bits rewrite the ELBO's KL term: they need an ELBO, one particle.
@@ -144,7 +146,7 @@ class TrainingLoss:
     def elbo(self, batch, args, epoch: float) -> torch.Tensor:
         """The negative (beta-weighted) ELBO summed over the batch, or the KL rule's loss."""
         if self.beta.scaling:
-            beta = self.beta(epoch, self.epochs)
+            beta = self.beta_value if self.beta_value is not None else self.beta(epoch, self.epochs)
             if self.direct:
                 return self.program.module.direct_loss(batch, beta, self.objective_spec)
             self._kl_scale.beta = beta

@@ -49,12 +49,15 @@ class KLScale(Messenger):
 
     def __init__(self, beta: float = 1.0, skip_param_store: bool = False):
         super().__init__()
-        self.beta = float(beta)
+        self.beta = beta if torch.is_tensor(beta) else float(beta)
         self.skip_param_store = skip_param_store
 
     def _process_message(self, msg):
         if msg["type"] == "sample":
-            if not msg["is_observed"] and self.beta != 1.0:
+            if torch.is_tensor(self.beta):  # a device tensor (a graphed step): never read on the host
+                if not msg["is_observed"]:
+                    msg["scale"] = self.beta * msg["scale"]
+            elif not msg["is_observed"] and self.beta != 1.0:
                 if self.beta == 0.0:
                     msg["mask"] = False if msg["mask"] is None else msg["mask"] & False
                 else:

@@ -45,6 +45,7 @@ from .loggers import make_loggers, require_loggers
 from .loss import MAIN, TrainingLoss
 from .objectives import make_objective
 from .binding import hide_unseen_labels
+from .graphs import GRAPH_CHOICES, GraphedStep, capture_problems, why_not_graphed
 from .program import check_first_batch, has, user_errors
 from .program import program as as_program
 from .rebuild import program_record, still_matches
@@ -195,11 +196,16 @@ class Trainer:
                 self._forward = DistributedDataParallel(
                     self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     find_unused_parameters=bool(self._unused_parameters(first)))
-        # one optimiser per parameter group (the main one trains every parameter no other group takes)
+            graphed = self._graph_choice(spec, first)
+        # one optimiser per parameter group (the main one trains every parameter no other group takes); a graphed
+        # step updates Adam's step count on the device (capturable)
         declared = getattr(model, "group_optimizers", None)
-        self.optimizers = {g: make_optimizer(group_optimizer(spec["optimizer"], g, declared), params)
+        self.optimizers = {g: make_optimizer({**group_optimizer(spec["optimizer"], g, declared),
+                                              **({"capturable": True} if graphed else {})}, params)
                            for g, params in self.loss.groups.items()}
         self.optimizer = self.optimizers[MAIN]
+        #: the training step captured as one CUDA graph (train.graph), or None: eager steps
+        self.graph = GraphedStep(self) if graphed else None
         n_train = self.n_train
         # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
         w = self.world.size
@@ -327,6 +333,31 @@ class Trainer:
         """The model being trained (the name from when ppvae trained only VAEs)."""
         return self.model
 
+    def _graph_choice(self, spec: dict, first) -> bool:
+        """Whether the step runs as one CUDA graph (``train.graph``): where the run allows it and its first step
+        is capture-safe; ``"on"`` refuses, in one line, what ``"auto"`` trains eagerly."""
+        mode = spec["train"].get("graph", "auto")
+        if mode not in GRAPH_CHOICES:
+            raise ValueError(f"train.graph must be one of {', '.join(GRAPH_CHOICES)}, got {mode!r}")
+        if mode == "off":
+            return False
+        why = why_not_graphed(spec, self.loss, {g: None for g in self.loss.groups}, self.world, self.device)
+        problems = []
+        if why is None:  # the program's own step: one eager loss and backward, watched
+            with pyro.validation_enabled(False):
+                problems = capture_problems(lambda: self.loss(first, 0.0).backward())
+            self.model.zero_grad(set_to_none=True)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                why = f"{self.program.name}'s step cannot be captured as a CUDA graph: {problems[0]}{more}"
+        if why is None:
+            return True
+        if mode == "on":
+            raise ValueError(f"train.graph = \"on\": {why}; set train.graph = \"auto\" to train it eagerly")
+        if problems and self.world.is_main:
+            warnings.warn(f"{why}; training eagerly", stacklevel=3)
+        return False
+
     def _check_decomposition(self, test, first) -> bool:
         """Whether the KL splits into MI, TC and dimension-wise KL for this program (one latent site, a factorized
         guide and prior): logged per epoch where it does on test rows; a beta-TCVAE objective on a program where
@@ -435,11 +466,18 @@ class Trainer:
         n = sum(len(rows) for rows in steps)
         total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
         rows_done = 0
-        every = self.spec["train"]["progress_every"]
         self.model.train()
         for i, (rows, batch) in enumerate(zip(steps, self._batches(steps))):
             rows_done += len(rows)
             t = self.epoch + i / self.steps_per_epoch
+            if self.graph is not None and len(rows) == self.batch_size:  # one replay: loss, backward, update
+                total += self.graph(batch, t)
+                self.step += 1
+                self._progress(bar, i, steps, total, rows_done)
+                continue
+            if self.graph is not None:  # an eager step beside the graph's: its gradients, its beta
+                self.graph.release_gradients()
+                self.graph.set_beta(t)
             try:
                 if len(self.optimizers) == 1:
                     loss = self._forward(batch, t)
@@ -458,15 +496,7 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
             self.step += 1
-            if (i + 1) % every == 0 or i + 1 == len(steps):
-                # summed over the ranks (so that all of them stop together on a non-finite loss)
-                summed = self.world.sum(torch.stack([total / self.world.size, torch.tensor(
-                    float(rows_done), device=self.device)]))
-                running = summed[0].item() / summed[1].item()
-                if not math.isfinite(running):
-                    self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
-                bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
-                bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
+            self._progress(bar, i, steps, total, rows_done)
         n = self.world.sum(torch.tensor(float(n), device=self.device)).item()
         total = self.world.sum(total / self.world.size).item()
         row = self._epoch_metrics(total / n, self.beta.log_values(t, self.epochs), time.perf_counter() - start)
@@ -512,6 +542,19 @@ class Trainer:
                 logger.epoch(self, row)
         for callback in self.callbacks:
             callback(self, row)
+
+    def _progress(self, bar, i: int, steps: list, total: torch.Tensor, rows_done: int) -> None:
+        """Every ``train.progress_every`` steps (and at the epoch's end), the one host read of the running loss."""
+        if (i + 1) % self.spec["train"]["progress_every"] and i + 1 != len(steps):
+            return
+        # summed over the ranks (so that all of them stop together on a non-finite loss)
+        summed = self.world.sum(torch.stack([total / self.world.size, torch.tensor(
+            float(rows_done), device=self.device)]))
+        running = summed[0].item() / summed[1].item()
+        if not math.isfinite(running):
+            self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
+        bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
+        bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
 
     def _evaluate(self, batch) -> dict:
         """evaluate_elbo over ``batch``; with several processes or streamed data, each rank evaluates its share
