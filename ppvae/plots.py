@@ -102,12 +102,29 @@ def _save(fig: Figure, path: Optional[PathLike]) -> None:
     fig.savefig(path, dpi=_DPI, format="png")
 
 
-def _grid_figure(images: torch.Tensor, nrow: int, title: Optional[str]) -> tuple[Figure, Axes]:
-    """Tile ``(N, C, H, W)`` images with ``make_grid`` and draw them on a fresh figure."""
-    from torchvision.utils import make_grid  # torchvision imports torch's compiler stack: only when a grid is drawn
+def tile(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """(3, H', W'): ``(N, C, H, W)`` images tiled ``nrow`` to a row with ``padding`` pixels of ``pad_value``
+    around each, grey images repeated to three channels (torchvision's ``make_grid`` layout, without importing
+    torchvision, which brings torch's compiler stack with it)."""
+    n, c, h, w = images.shape
+    if c == 1:
+        images = images.expand(n, 3, h, w)
+    if n == 1:  # one image is drawn as it is, as make_grid does
+        return images[0]
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    grid = images.new_full((3, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        top, left = r * (h + padding) + padding, q * (w + padding) + padding
+        grid[:, top:top + h, left:left + w] = images[k, :3]
+    return grid
 
+
+def _grid_figure(images: torch.Tensor, nrow: int, title: Optional[str]) -> tuple[Figure, Axes]:
+    """Tile ``(N, C, H, W)`` images with :func:`tile` and draw them on a fresh figure."""
     nrow = max(1, min(nrow, images.size(0)))
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
+    grid = tile(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
     height_px, width_px = grid.shape[1:]
 
     # Size the figure by cell count so small (8x8) and large (64x64) images both stay legible.
@@ -435,7 +452,7 @@ def plot_class_grid(grid: torch.Tensor, classes: Optional[list[str]] = None,
         fig, ax = _heatmap_figure(grid.reshape(c * cols, -1), "Class-conditional samples", ylabel="class / draw")
     else:
         fig, ax = _grid_figure(images, nrow=cols, title="Class-conditional samples: rows are classes, columns share z")
-        height = images.shape[-2] + 2  # make_grid's padding
+        height = images.shape[-2] + 2  # tile's padding
         ax.set_yticks([2 + height * (k + 0.5) for k in range(c)], names, fontsize="small")
         ax.set_xlabel("the same latent draw down each column")
     _save(fig, path)

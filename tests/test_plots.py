@@ -308,3 +308,13 @@ def test_khat_histogram_leaves_out_undefined_values_and_says_so():
 def test_empty_batch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"image_grid got an empty batch \(N = 0\)"):
         plots.image_grid(torch.rand(0, 1, 28, 28))
+
+
+@pytest.mark.parametrize("shape, nrow", [((5, 1, 8, 8), 2), ((12, 3, 4, 6), 8), ((1, 1, 3, 3), 8), ((64, 1, 28, 28), 8)])
+def test_tile_lays_images_out_as_torchvisions_make_grid(shape, nrow):
+    from torchvision.utils import make_grid
+
+    from ppvae.plots import tile
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tile(x, nrow, 2, 0.5), make_grid(x, nrow=nrow, padding=2, pad_value=0.5))
