@@ -37,7 +37,10 @@ _NAMES = {
 #: modules by their short names (``ppvae.report.evaluate_model``, ``from ppvae import diagnostics``)
 _MODULES = {"diagnostics": "ppvae.evaluate.diagnostics", "exact": "ppvae.evaluate.exact",
             "report": "ppvae.evaluate.report", "plots": "ppvae.plots", "spec": "ppvae.spec",
-            "registry": "ppvae.registry"}
+            "registry": "ppvae.registry", "objectives": "ppvae.inference.objectives",
+            **{name: f"ppvae.components.{name}" for name in ("beta", "likelihoods", "nets", "optimizers", "priors")},
+            **{name: f"ppvae.{name}" for name in ("apps", "components", "data", "evaluate", "guides", "inference",
+                                                  "models")}}
 
 __all__ = sorted({*_NAMES, *_MODULES})
 
