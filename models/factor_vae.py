@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppvae.inference.contract import as_batch
+from ppvae.batch import as_batch
 from ppvae.registry import MODELS, int_list_option
 
 from .vae import VAE

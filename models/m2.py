@@ -24,7 +24,8 @@ import pyro
 import pyro.distributions as dist
 
 from ppvae.guides.conditional import seen_label_logits
-from ppvae.inference.contract import as_batch, data_plate
+from ppvae.inference.contract import data_plate
+from ppvae.batch import as_batch
 from ppvae.registry import ENCODERS, MODELS, component, describe
 
 from .cvae import CVAE

@@ -21,7 +21,8 @@ import pyro
 import pyro.distributions as dist
 
 from ppvae.data.sequences import END, PAD, SPECIALS, START, UNK, Vocabulary, check_tokens, lengths, sequence_mask
-from ppvae.inference.contract import Model, as_batch, data_plate
+from ppvae.inference.contract import Model, data_plate
+from ppvae.batch import as_batch
 from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, MODELS, PRIORS, component, describe, int_option
 

@@ -20,7 +20,8 @@ from pyro.distributions.kl import kl_divergence
 from ppvae.components.likelihoods import chunks
 from ppvae.components.priors import StandardNormal
 from ppvae.guides import IAFGuide, MeanFieldGaussianGuide
-from ppvae.inference.contract import Model, as_batch, data_plate, spec_value
+from ppvae.inference.contract import Model, data_plate, spec_value
+from ppvae.batch import as_batch
 from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, describe, \
     int_option, registered_name

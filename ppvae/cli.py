@@ -471,7 +471,7 @@ def _augment(args) -> int:
 def _test_batch(run, n: int | None = None):
     """The first n test examples as the batch the model reads (x, or the whole batch for a conditional model)."""
     from .evaluate.figures import model_inputs
-    from .inference.contract import take, to_device
+    from .batch import take, to_device
 
     batch = to_device(take(run.data.batch("test"), slice(0, n)), next(run.model.parameters()).device)
     return model_inputs(run.model, batch)
@@ -479,7 +479,7 @@ def _test_batch(run, n: int | None = None):
 
 def _reconstruct(args) -> int:
     from .inference.program import require
-    from .inference.contract import as_batch
+    from .batch import as_batch
 
     run = _load(args)
     reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")

@@ -16,7 +16,8 @@ from conftest import TINY
 
 import ppvae
 from ppvae.cli import main
-from ppvae.evaluate import elbo_terms, evaluate_elbo, iwae_log_likelihood
+from ppvae.evaluate import evaluate_elbo, iwae_log_likelihood
+from ppvae.traces import elbo_terms
 from ppvae.inference.checkpoint import CHECKPOINT, load_checkpoint
 from ppvae.inference.contract import MissingCapability
 from ppvae.inference.program import require

@@ -194,7 +194,7 @@ def test_evaluation_is_seeded_and_leaves_the_random_state_and_training_mode_alon
         assert torch.equal(torch.get_rng_state(), state), f"{name} changed the global random state"
         assert vae.training, f"{name} left the model in eval mode"
 
-    from ppvae.evaluate import seeded_eval
+    from ppvae.traces import seeded_eval
 
     with pytest.raises(RuntimeError, match="boom"):
         with seeded_eval(0, "cpu", vae):

@@ -10,7 +10,7 @@ import ppvae
 from ppvae import VAE
 from ppvae.components.beta import ConstantBeta, CyclicalBeta, LinearWarmupBeta, make_beta
 from ppvae.inference.objectives import CapacityKL, FreeBits
-from ppvae.evaluate import elbo_terms
+from ppvae.traces import elbo_terms
 from ppvae.registry import OBJECTIVES
 from ppvae.inference.train import Trainer
 

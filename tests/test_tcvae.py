@@ -9,7 +9,7 @@ import torch
 import ppvae
 from ppvae import VAE
 from ppvae.cli import main
-from ppvae.evaluate import elbo_terms
+from ppvae.traces import elbo_terms
 from ppvae.evaluate.decomposition import aggregate_log_densities, kl_decomposition, log_weights
 from ppvae.inference.objectives import TCVAE
 from ppvae.inference.train import Trainer

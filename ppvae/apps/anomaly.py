@@ -30,8 +30,11 @@ import zlib
 import numpy as np
 import torch
 
-from ..evaluate.elbo import elbo_terms, iwae_log_likelihood, seeded_eval
-from ..inference.contract import as_batch, batches, check_batch_keys
+from ..evaluate.elbo import iwae_log_likelihood
+from ..traces import elbo_terms, seeded_eval
+from ..inference.contract import check_batch_keys
+from ..batch import as_batch
+from ..batch import batches
 from ..inference.program import program, require
 
 SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity", "complexity_zlib")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate.elbo import seeded_eval
+from ..traces import seeded_eval
 from ..inference.checkpoint import atomic_write_bytes
 from ..inference.program import require, require_class
 from ..registry import int_option

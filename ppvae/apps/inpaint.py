@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from ..evaluate.elbo import seeded_eval
-from ..inference.contract import as_batch
+from ..traces import seeded_eval
+from ..batch import as_batch
 from ..inference.program import conditional, module_of, program
 
 MASKS = ("center", "left", "top", "quadrant", "random:P")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..inference.contract import as_batch, take
+from ..batch import as_batch
+from ..batch import take
 from ..inference.program import Program, program, require
 from ..registry import int_option
 

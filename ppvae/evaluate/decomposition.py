@@ -34,9 +34,10 @@ import math
 import torch
 import pyro
 
-from ..inference.contract import DATA_PLATE, as_batch, sample_sites
+from ..batch import as_batch
+from ..traces import DATA_PLATE, sample_sites
 from ..inference.program import program
-from .elbo import _factors, _weigh, per_example
+from ..traces import factors, weigh, per_example
 
 ESTIMATORS = ("mws", "mss")
 #: draws scored against every posterior at once: (ROWS, M, D) numbers, so memory stays bounded whatever M is
@@ -93,8 +94,8 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
                          f"needs exactly one latent site with a site in the guide; this program has latent sites "
                          f"{latents}")
     name = latents[0]
-    q = _factors(guide_sites[name]["fn"], name)
-    p = _factors(sites[name]["fn"], name)
+    q = factors(guide_sites[name]["fn"], name)
+    p = factors(sites[name]["fn"], name)
     z = sites[name]["value"]
     if z.dim() != 2:
         raise ValueError(f"the KL decomposition needs latent site {name!r} of shape (batch, dims), got "
@@ -103,7 +104,7 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
     recon = torch.zeros(m, device=z.device)
     for site in sites.values():
         if site["is_observed"]:
-            recon = recon + per_example(_weigh(site["fn"].log_prob(site["value"]), site, False), site, m, plate)
+            recon = recon + per_example(weigh(site["fn"].log_prob(site["value"]), site, False), site, m, plate)
     log_qzx = q.log_prob(z).sum(-1)
     log_pz = p.log_prob(z).sum(-1)
     w = log_weights(m, dataset_size, estimator, z.device)

@@ -21,10 +21,13 @@ import torch
 import pyro
 from pyro import poutine
 
-from ..inference.contract import as_batch, batches, sample_sites, take
-from ..inference.contract import batch_size as num_examples
+from ..batch import as_batch
+from ..batch import batches, take
+from ..traces import sample_sites
+from ..batch import batch_size as num_examples
 from ..inference.program import program
-from .elbo import _device, particles_vectorize, seeded_eval, site_terms
+from .elbo import particles_vectorize
+from ..traces import batch_device, seeded_eval, site_terms
 
 KHAT_THRESHOLD = 0.7
 #: ArviZ fits the Pareto tail to the largest min(K/5, 3 sqrt(K)) weights and gives k-hat = inf for fewer than 5
@@ -44,7 +47,7 @@ def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site
     data = as_batch(x)
     p = program(model)
     plate = p.sites(data).plate
-    with seeded_eval(seed, _device(data), p.module):
+    with seeded_eval(seed, batch_device(data), p.module):
         for part in batches(data, batch_size):
             _, kls = site_terms(p.model, p.guide, p.prepare(part), per_dim=True, plate=plate)
             for name, kl in kls.items():
@@ -76,7 +79,7 @@ def posterior_means(model, x, *, num_draws: int = 1000, seed: int = 0,
     p = program(model)
     data = as_batch(x)
     args = p.prepare(data)
-    with seeded_eval(seed, _device(data), p.module):
+    with seeded_eval(seed, batch_device(data), p.module):
         sites = sites if sites is not None else continuous_latents(p, getattr(args, "source", data))
         traces = [poutine.trace(p.guide).get_trace(args) for _ in range(2)]
         out = {}
@@ -137,7 +140,7 @@ def mutual_information(model, x, *, seed: int = 0) -> float:
     p = program(model)
     means = posterior_means(p, take(data, slice(0, 2)), num_draws=2, seed=seed)
     dependent = [n for n, (_, var) in means.items() if bool((var > 0).any())]
-    with seeded_eval(seed, _device(data), p.module):
+    with seeded_eval(seed, batch_device(data), p.module):
         tr = poutine.trace(p.guide).get_trace(p.prepare(data))
     n = num_examples(data)
     cross = own = 0.0
@@ -183,7 +186,7 @@ def posterior_inference_data(model, x, *, num_draws: int = 500, seed: int = 0):
 
     data = as_batch(x)
     p = program(model)
-    with seeded_eval(seed, _device(data), p.module):
+    with seeded_eval(seed, batch_device(data), p.module):
         values = guide_draws(p, p.prepare(data), num_draws)
     n = num_examples(data)
     posterior = {name: v.cpu().numpy()[None] for name, v in values.items()}

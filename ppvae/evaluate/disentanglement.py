@@ -64,18 +64,18 @@ class RenderedFactors(FactorSource):
                 raise ValueError(f"factor {name!r} has {size} value(s); a factor must take at least two values "
                                  f"(a constant factor cannot be measured)")
 
-    def _factors(self, n, rng):
+    def factors(self, n, rng):
         return np.stack([rng.integers(0, s, size=n) for s in self.sizes], 1)
 
     def _observe(self, f):
         return torch.cat([self.render(f[i:i + self.chunk]) for i in range(0, len(f), self.chunk)])
 
     def sample(self, n, rng):
-        f = self._factors(n, rng)
+        f = self.factors(n, rng)
         return f, self._observe(f)
 
     def sample_given(self, which, values, rng):
-        f = self._factors(len(which), rng)
+        f = self.factors(len(which), rng)
         f[np.arange(len(which)), which] = values
         return f, self._observe(f)
 
@@ -424,7 +424,7 @@ def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True
     from .. import plots
     from ..inference.checkpoint import atomic_write_bytes
     from ..inference.run import load_run
-    from .elbo import seeded_eval
+    from ..traces import seeded_eval
     from .figures import latent_traversals
 
     run_dir = Path(run_dir)

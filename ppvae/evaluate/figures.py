@@ -16,9 +16,10 @@ import torch
 from .. import plots
 from ..apps.latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
-from ..inference.contract import as_batch, batch_size, take
+from ..batch import as_batch
+from ..batch import batch_size, take
 from ..inference.program import Program, conditional, program, require
-from .elbo import seeded_eval
+from ..traces import seeded_eval
 
 #: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
 REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png",

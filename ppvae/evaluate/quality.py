@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference.contract import batches
+from ..batch import batches
 from ..inference.program import program, require
 from ..registry import int_option
 

@@ -18,7 +18,8 @@ import torch
 from ..components.likelihoods import bits_per_dim
 from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
-from ..inference.contract import as_batch, batches, take, to_device
+from ..batch import as_batch
+from ..batch import batches, take, to_device
 from ..inference.program import program
 from ..inference.run import load_run
 from ..registry import int_option

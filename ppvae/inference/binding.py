@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from .contract import Batch, as_batch
+from ..batch import Batch, as_batch
 
 #: batch keys that say which rows' labels a program may use
 LABELED = "labeled"

@@ -69,7 +69,6 @@ becomes a model with :func:`from_functions`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import warnings
@@ -79,77 +78,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-import pyro
-from pyro.poutine.plate_messenger import PlateMessenger
-from pyro.poutine.runtime import _PYRO_STACK
-from pyro.poutine.util import site_is_subsample
-
 from ..registry import MODELS, import_path, load_object, registered_name
-from .objectives import DATA_PLATE
+from ..traces import data_plate
 
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
 
 
 class MissingCapability(ValueError):
     """A verb needs a method the model does not declare."""
-
-
-class BatchKeyError(KeyError, ValueError):
-    def __str__(self) -> str:  # KeyError would print the message quoted
-        return str(self.args[0])
-
-
-class Batch(dict):
-    """A batch: a dict of tensors sharing the leading example axis; a missing key is a one-line error."""
-
-    def __missing__(self, key):
-        raise BatchKeyError(f"the model reads batch[{key!r}] but the data provide only {', '.join(map(repr, self))}; "
-                            f"choose a dataset with {key!r} (labels are 'y'), or a model that does not need it")
-
-
-def as_batch(data) -> Batch:
-    """A tensor ``x`` is the batch ``{"x": x}``; a mapping is kept (as a :class:`Batch`)."""
-    if isinstance(data, Batch):
-        return data
-    if isinstance(data, Mapping):
-        return Batch(data)
-    if torch.is_tensor(data):
-        return Batch(x=data)
-    raise TypeError(f"a batch is a tensor x or a mapping of tensors such as {{'x': x, 'y': y}}, got "
-                    f"{type(data).__name__}")
-
-
-def batch_size(batch) -> int:
-    rows = getattr(batch, "rows", None)  # a program's arguments know their rows (their values may be packed)
-    return rows if rows else next(iter(as_batch(batch).values())).shape[0]
-
-
-def take(batch, index) -> Batch:
-    """The examples ``index`` (a slice or index tensor) of every tensor in the batch."""
-    return Batch({k: v[index] for k, v in as_batch(batch).items()})
-
-
-def batches(batch, size: int):
-    """Consecutive slices of at most ``size`` examples."""
-    batch = as_batch(batch)
-    n = batch_size(batch)
-    for start in range(0, n, size):
-        yield take(batch, slice(start, start + size))
-
-
-def to_device(batch, device) -> Batch:
-    return Batch({k: v.to(device) for k, v in as_batch(batch).items()})
-
-
-def data_plate(size: int, name: str = DATA_PLATE):
-    """``pyro.plate(name, size)``, or nothing where an enclosing program already opened that plate."""
-    for frame in _PYRO_STACK:
-        if isinstance(frame, PlateMessenger) and frame.name == name:
-            if size not in (frame.size, frame.subsample_size):
-                raise ValueError(f"the enclosing plate {name!r} has size {frame.size} (subsample "
-                                 f"{frame.subsample_size}), but this program has {size} examples")
-            return contextlib.nullcontext()
-    return pyro.plate(name, size)
 
 
 class Model(nn.Module):
@@ -364,35 +300,6 @@ def check_batch_keys(model, data_keys) -> None:
                          f"provide only {', '.join(map(repr, data_keys))}; choose a dataset with them (labels are 'y')")
 
 
-def sample_sites(trace) -> dict:
-    return {name: site for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site)}
-
-
-def latent_sites(model_tr) -> list[str]:
-    return [n for n, s in sample_sites(model_tr).items() if not s["is_observed"]]
-
-
-def observed_sites(model_tr) -> list[str]:
-    return [n for n, s in sample_sites(model_tr).items() if s["is_observed"]]
-
-
-@contextlib.contextmanager
-def untouched(model):
-    """A block that may run the programs without changing the run: the random state (CPU and CUDA) and the
-    module's buffers (batch-norm statistics, ...) are what they were afterwards."""
-    from .objectives import forked_rng
-
-    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    try:
-        with forked_rng():
-            yield
-    finally:
-        with torch.no_grad():
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
-
-
 def warn_once(model, key: str, message: str) -> None:
     seen = model.__dict__.setdefault("_ppvae_warned", set())
     if key not in seen:
@@ -400,5 +307,5 @@ def warn_once(model, key: str, message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-__all__ = ["Model", "FunctionModel", "from_functions", "Batch", "as_batch", "data_plate", "check_labels", "one_hot",
-           "MissingCapability", "BatchKeyError", "CAPABILITIES", "untouched"]
+__all__ = ["Model", "FunctionModel", "from_functions", "data_plate", "check_labels", "one_hot", "MissingCapability",
+           "CAPABILITIES"]

@@ -156,7 +156,7 @@ class GraphedStep:
         self.side_stream = side_stream or _side_stream
 
     def __call__(self, batch, t: float) -> torch.Tensor:
-        from .contract import batch_size
+        from ..batch import batch_size
 
         rows = batch_size(batch)
         self.set_beta(t)

@@ -77,7 +77,7 @@ def _grids(trainer) -> dict[str, torch.Tensor]:
     capabilities only)."""
     from torchvision.utils import make_grid
 
-    from .contract import take, to_device
+    from ..batch import take, to_device
     from .program import program
 
     model, test = trainer.model, trainer.test_batch

@@ -30,7 +30,7 @@ import pyro
 import torch
 
 from ..evaluate.decomposition import kl_decomposition
-from ..evaluate.elbo import elbo_terms
+from ..traces import elbo_terms
 from .objectives import ELBO_OBJECTIVES, KLScale, make_objective
 from .program import Program, has
 

@@ -27,9 +27,8 @@ from pyro.poutine.messenger import Messenger
 
 from ..components.beta import BetaSchedule, check_nonnegative, check_positive
 from ..registry import BETAS, OBJECTIVES, int_option
+from ..traces import DATA_PLATE, forked_rng, per_example_weight
 
-#: the plate over examples: per-example terms (evaluation, IWAE weights) are taken along it
-DATA_PLATE = "data"
 #: objectives whose estimator is a single-particle ELBO, which the KL-rewriting rules need
 ELBO_OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO")
 
@@ -79,12 +78,6 @@ def _particles(num_particles) -> int:
 
 def _nesting(max_plate_nesting):
     return float("inf") if max_plate_nesting is None else int_option(max_plate_nesting, 1, "objective max_plate_nesting")
-
-
-def forked_rng():
-    """A block whose random draws leave the global random state (CPU, and CUDA where in use) as it was."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    return torch.random.fork_rng(devices=devices)
 
 
 class _RNGNeutralGuess:
@@ -349,35 +342,13 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
                         continue
                     if pathwise and sign < 0 and not site["fn"].has_rsample:
                         raise ValueError(f"IWAE needs a reparameterized guide, but site {name!r} is not")
-                    w = w + sign * _per_example_weight(site, vectorized, self.data_plate)
+                    w = w + sign * per_example_weight(site, vectorized, self.data_plate)
             weights.append(w)
         return weights[0] if vectorized else torch.stack(weights)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         log_w = self.log_weights(model, guide, *args, **kwargs)
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
-
-
-class NotPerExample(ValueError):
-    """A K-sample estimate per example is not defined for this program (a latent site outside the data plate)."""
-
-
-def _per_example_weight(site: dict, vectorized: bool, plate: str | None = DATA_PLATE) -> torch.Tensor:
-    # (K, examples) when the particles are a plate, else (examples,); 1 where a site broadcasts.
-    dims = {f.name: f.dim for f in site["cond_indep_stack"] if f.vectorized}
-    if plate is None:
-        raise NotPerExample("no plate of the program has one entry per example, so an importance weight per example "
-                            "is not defined; open pyro.plate(\"data\", N) over the examples, or name the plate "
-                            "that does with model.data_plate")
-    if plate not in dims:
-        raise NotPerExample(f"site {site['name']!r} lies outside pyro.plate({plate!r}), so its log-density is "
-                            f"shared by all examples and an importance weight per example is not defined; K-sample "
-                            f"estimates (IWAE) need every site inside the data plate")
-    keep = [dims["num_particles_vectorized"], dims[plate]] if vectorized else [dims[plate]]
-    lp = site["log_prob"]
-    lp = lp.reshape((1,) * max(0, -min(keep) - lp.dim()) + tuple(lp.shape))
-    lp = lp.movedim(keep, list(range(len(keep))))
-    return lp.reshape(*lp.shape[:len(keep)], -1).sum(-1)
 
 
 def make_objective(spec: dict | str, model=None) -> ELBO:

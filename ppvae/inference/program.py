@@ -50,9 +50,12 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from .binding import LABELED, LABELS, Arguments, Binder, takes_batch
-from .contract import (Batch, FunctionModel, MissingCapability, as_batch, batch_size, sample_sites, take, to_device,
-                       untouched)
-from .objectives import DATA_PLATE, ELBO_OBJECTIVES, KLScale, forked_rng
+from .contract import FunctionModel, MissingCapability
+from ..batch import Batch, as_batch
+from ..batch import batch_size, take, to_device
+from ..traces import sample_sites, untouched
+from .objectives import ELBO_OBJECTIVES, KLScale
+from ..traces import DATA_PLATE, forked_rng
 
 #: capabilities a program may declare and ppvae can otherwise derive from its traces
 DERIVABLE = ("generate", "encode", "decode", "reconstruct", "classify")
@@ -549,7 +552,7 @@ class Program:
         one output site holding x's elements in order, under a distribution that factorizes over them."""
         from ..evaluate.diagnostics import _nesting
         from ..evaluate.elbo import particles_vectorize
-        from .objectives import _per_example_weight
+        from ..traces import per_example_weight
 
         start, truth = to_device(as_batch(start), self.device), to_device(as_batch(truth), self.device)
         s = self.sites(truth)
@@ -571,9 +574,9 @@ class Program:
             base = _elementwise(model_tr.nodes[site]["fn"], site)
             for tr in (guide_tr, model_tr):
                 tr.compute_log_prob()
-            log_w = sum(_per_example_weight(m, vectorized, s.plate) for m in sample_sites(model_tr).values()
+            log_w = sum(per_example_weight(m, vectorized, s.plate) for m in sample_sites(model_tr).values()
                         if not m["is_observed"]) \
-                - sum(_per_example_weight(g, vectorized, s.plate) for g in sample_sites(guide_tr).values())
+                - sum(per_example_weight(g, vectorized, s.plate) for g in sample_sites(guide_tr).values())
             node = model_tr.nodes[site]
             if not torch.equal(node["value"].reshape(n, -1), args_p.source["x"].reshape(n, -1)[
                     args_p.order if args_p.order is not None else slice(None)].to(node["value"].dtype)):

@@ -25,7 +25,7 @@ from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, VAE_PARTS
 from ..data.transforms import transform_functions
 from .contract import check_program, recipe
 from .program import program
-from .objectives import forked_rng
+from ..traces import forked_rng
 
 
 def build_model(spec: dict, event_shape=None, seed: int | None = None):

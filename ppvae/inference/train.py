@@ -34,11 +34,15 @@ from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..registry import int_option
 from ..evaluate.decomposition import decomposition_means, kl_decomposition
-from ..evaluate.elbo import _sampled_enumeration, evaluate_elbo, particles_vectorize, seeded_eval
+from ..evaluate.elbo import evaluate_elbo, particles_vectorize
+from ..traces import sampled_enumeration, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name, dump_spec
 from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
-from .contract import Batch, check_batch_keys, check_program, take, to_device, untouched, warn_once
+from .contract import check_batch_keys, check_program, warn_once
+from ..batch import Batch
+from ..batch import take, to_device
+from ..traces import untouched
 from .distributed import LossModule, available_slots, rank_device, world
 from .lock import RunLock, RunLockedError
 from .loggers import make_loggers, require_loggers
@@ -364,7 +368,7 @@ class Trainer:
         it does not on training rows is refused here, before training."""
         p = self.program
         try:
-            with _sampled_enumeration():  # M2's enumerated label is traced here only to be counted as a site
+            with sampled_enumeration():  # M2's enumerated label is traced here only to be counted as a site
                 for rows in (first, test) if getattr(self.beta, "decomposed", False) else (test,):
                     kl_decomposition(p.model, p.guide, p.prepare(rows), max(2, self.n_train), plate=p.sites().plate)
             return True
