@@ -25,7 +25,7 @@ import torch
 
 import ppvae
 from ppvae.apps.augment import synthesize
-from ppvae.apps.classify import accuracy, train_classifier
+from ppvae.evaluate.classify import accuracy, train_classifier
 from ppvae.data import load_dataset
 
 CVAE_STEPS = 1500

@@ -24,7 +24,7 @@ import time
 import torch
 
 import ppvae
-from ppvae.apps.classify import accuracy, train_classifier
+from ppvae.evaluate.classify import accuracy, train_classifier
 from ppvae.data import load_dataset
 
 

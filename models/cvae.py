@@ -17,8 +17,8 @@ from torch import nn
 import pyro
 
 from ppvae.guides.conditional import ConditionalEncoder
-from ppvae.inference.contract import Model, check_labels, data_plate, one_hot
-from ppvae.batch import as_batch
+from ppvae.inference.contract import Model, check_labels, data_plate
+from ppvae.batch import as_batch, one_hot
 from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, int_option, \
     registered_name
 

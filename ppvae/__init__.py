@@ -24,7 +24,7 @@ _NAMES = {
                      "OPTIMIZERS", "PRIORS", "TRANSFORMS"], "ppvae.registry"),
     **dict.fromkeys(["IAFGuide", "MeanFieldGaussianGuide"], "ppvae.guides"),
     **dict.fromkeys(["CVAE", "M2", "VAE", "FactorVAE"], "ppvae.models"),
-    **dict.fromkeys(["interpolate", "lerp", "slerp"], "ppvae.apps.latent"),
+    **dict.fromkeys(["interpolate", "lerp", "slerp"], "ppvae.evaluate.latent"),
     **dict.fromkeys(["Dataset", "dataset_from_array", "load_dataset"], "ppvae.data"),
     "evaluate_elbo": "ppvae.evaluate.elbo",
     "evaluate_run": "ppvae.evaluate.report",

@@ -58,4 +58,11 @@ def to_device(batch, device) -> Batch:
     return Batch({k: v.to(device) for k, v in as_batch(batch).items()})
 
 
-__all__ = ["Batch", "BatchKeyError", "as_batch", "batch_size", "take", "batches", "to_device"]
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Float one-hot vectors of integer labels, shape (*y.shape, num_classes), as ``F.one_hot(y).float()`` gives
+    but without its check of the labels' range on the host (a training step stays free of host reads; the labels
+    are checked once, before training)."""
+    return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).float()
+
+
+__all__ = ["one_hot", "Batch", "BatchKeyError", "as_batch", "batch_size", "take", "batches", "to_device"]

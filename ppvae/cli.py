@@ -435,11 +435,11 @@ def _save_images(args, name: str, values, like=None) -> Path:
     output that is not an image (a vector, a sequence of another shape), the numbers themselves in an .npy."""
     import numpy as np
 
-    from .evaluate.figures import _drawable
+    from .evaluate.figures import drawable
     from .plots import plot_reconstructions, plot_samples
 
     values = values.detach().cpu()
-    if _drawable(values) and (like is None or values.shape[1:] == like.shape[1:]):
+    if drawable(values) and (like is None or values.shape[1:] == like.shape[1:]):
         path = _out(args, f"{name}.png")
         if like is None:
             plot_samples(values, nrow=8, path=path)
@@ -591,7 +591,7 @@ def _anomaly(args) -> int:
 
 def _edit(args) -> int:
     import torch
-    from .apps.classify import train_classifier
+    from .evaluate.classify import train_classifier
     from .apps.edit import attribute_vector, edit
     from .plots import plot_interpolation
 

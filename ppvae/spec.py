@@ -133,7 +133,6 @@ def validate(spec: dict) -> dict:
         if spec["train"][key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {spec['train'][key]}")
     if "loggers" in spec["train"]:
-        from .inference.loggers import check_loggers
         check_loggers(spec["train"]["loggers"])
     if spec["train"].get("log_images_every", 1) < 1:
         raise ValueError(f"train.log_images_every must be >= 1, got {spec['train']['log_images_every']}")
@@ -146,6 +145,19 @@ def validate(spec: dict) -> dict:
         int_option(spec["model"]["latent_dim"], 1, "model.latent_dim")
     check_device_name(spec["device"])
     return spec
+
+
+#: the loggers train.loggers may name (ppvae.inference.loggers writes them)
+LOGGERS = ("csv", "tensorboard", "mlflow")
+
+
+def check_loggers(names) -> list[str]:
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"train.loggers must be a list of names from {', '.join(LOGGERS)}, got {names!r}")
+    for name in names:
+        if name not in LOGGERS:
+            raise ValueError(f"unknown logger {name!r} in train.loggers; choose from {', '.join(LOGGERS)}")
+    return list(names)
 
 
 def check_device_name(device: str) -> None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import ppvae
 from ppvae.apps.augment import synthesize
-from ppvae.apps.latent import class_grid
+from ppvae.evaluate.latent import class_grid
 from ppvae.cli import main
 from ppvae.data import Dataset, keep_labels, load_dataset
 from ppvae.inference.objectives import KLScale, make_objective

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.apps.latent import interpolate, lerp, slerp
+from ppvae.evaluate.latent import interpolate, lerp, slerp
 
 
 def test_lerp_and_slerp_start_and_end_at_the_codes():

@@ -10,7 +10,7 @@ import ppvae
 from ppvae import VAE
 from ppvae.cli import main
 from ppvae.traces import elbo_terms
-from ppvae.evaluate.decomposition import aggregate_log_densities, kl_decomposition, log_weights
+from ppvae.inference.decomposition import aggregate_log_densities, kl_decomposition, log_weights
 from ppvae.inference.objectives import TCVAE
 from ppvae.inference.train import Trainer
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 import torch
 
 from ..registry import DATASETS, int_option
-from . import Dataset, split_arrays
+from .dataset import Dataset, split_arrays
 
 SIZE, RADIUS, MARGIN = 64, 10.0, 0.2
 FACTORS = ("shape", "scale", "orientation", "position_x", "position_y")

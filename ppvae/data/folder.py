@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS, int_option
-from . import Dataset, as_float_tensor, split_arrays
+from .dataset import Dataset, as_float_tensor, split_arrays
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 MODES = ("auto", "grey", "rgb")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from . import Dataset, _check_no_split_options, as_float_tensor, as_labels, split_arrays
+from .dataset import Dataset, check_no_split_options, as_float_tensor, as_labels, split_arrays
 
 # IDX file stems shared by MNIST and Fashion-MNIST; each may also be gzipped.
 IDX_FILES: tuple[str, ...] = (
@@ -107,7 +107,7 @@ def data_file(*, path: str | None = None, test_fraction: float, split_seed: int)
     # absolute, so that the run's spec finds the file from any directory
     path = str(Path(path).expanduser().resolve())
     if os.path.isdir(path):
-        _check_no_split_options(f"{path} (a directory with train.npy and test.npy)",
+        check_no_split_options(f"{path} (a directory with train.npy and test.npy)",
                                 {"test_fraction": test_fraction, "split_seed": split_seed})
         data = _mapped_directory(path)
         data.spec = {"path": path}
@@ -175,7 +175,7 @@ def _dataset_from_npz(arrays: dict[str, np.ndarray], path: str, **split) -> Data
                          f" the keys are 'train' and 'test' (optionally 'train_labels', 'test_labels'), or 'x' "
                          f"(optionally 'y' for labels)")
     if "train" in arrays or "test" in arrays:
-        _check_no_split_options(f"{path} (keys 'train' and 'test')", split)
+        check_no_split_options(f"{path} (keys 'train' and 'test')", split)
         if not ("train" in arrays and "test" in arrays):
             raise ValueError(f"{path}: an archive with a predefined split needs both 'train' and 'test'; got {keys}")
         train = as_float_tensor(arrays["train"], f"{path}[train]")

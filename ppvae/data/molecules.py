@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..registry import DATASETS, int_option
-from . import Dataset, split_arrays
+from .dataset import Dataset, split_arrays
 from .sequences import Vocabulary
 
 REPRESENTATIONS = ("smiles", "selfies")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..inference.contract import one_hot
+from ..batch import one_hot
 from ..registry import TRANSFORMS, absolute_path, int_option
 
 

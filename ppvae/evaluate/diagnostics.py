@@ -18,15 +18,15 @@ import math
 import numpy as np
 import torch
 
-import pyro
 from pyro import poutine
 
 from ..batch import as_batch
 from ..batch import batches, take
 from ..traces import sample_sites
 from ..batch import batch_size as num_examples
+from ..inference import particles
+from ..inference.decomposition import TERMS, kl_decomposition
 from ..inference.program import program
-from .elbo import particles_vectorize
 from ..traces import batch_device, seeded_eval, site_terms
 
 KHAT_THRESHOLD = 0.7
@@ -59,50 +59,22 @@ def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site
 
 def continuous_latents(model, x) -> list[str]:
     """The guide's continuous latent sites (discrete ones have no posterior mean to vary)."""
-    p = program(model)
-    with torch.no_grad():
-        tr = poutine.trace(p.guide).get_trace(p.prepare(take(as_batch(x), slice(0, 2))))
-    return [n for n, s in sample_sites(tr).items() if not s["fn"].support.is_discrete]
+    return particles.continuous_latents(program(model), x)
 
 
-@torch.no_grad()
 def posterior_means(model, x, *, num_draws: int = 1000, seed: int = 0,
                     sites: list[str] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{site: (E_q[z | x] per example, its Monte Carlo variance)}, each (N, dims of the site), in the data's
-    order, for the guide's continuous latent sites (or ``sites``).
-
-    Where the guide gives a site's mean in closed form and that mean depends on x alone (the same in two
-    draws), it is exact and its variance is zero. Otherwise (flows; sites that depend on other latents, as in a
-    hierarchical guide) the mean is the average of ``num_draws`` seeded draws of the site's conditional mean
-    (or of its value, where there is no closed form), with the variance of that average.
-    """
-    p = program(model)
-    data = as_batch(x)
-    args = p.prepare(data)
-    with seeded_eval(seed, batch_device(data), p.module):
-        sites = sites if sites is not None else continuous_latents(p, getattr(args, "source", data))
-        traces = [poutine.trace(p.guide).get_trace(args) for _ in range(2)]
-        out = {}
-        for name in sites:
-            first, second = (_site_mean(t.nodes[name]) for t in traces)
-            if first is not None and torch.equal(first, second):
-                out[name] = (args.restore(first.flatten(1)), torch.zeros_like(first.flatten(1)))
-        rest = [n for n in sites if n not in out]
-        if rest:
-            draws = guide_draws(p, args, num_draws, rest, means=True)
-            for n in rest:
-                out[n] = (draws[n].mean(0), draws[n].var(0) / num_draws)
-    return {n: out[n] for n in sites}
+    order (:func:`ppvae.inference.particles.posterior_means`)."""
+    return particles.posterior_means(program(model), x, num_draws=num_draws, seed=seed, sites=sites)
 
 
-def _site_mean(site):
-    try:
-        return site["fn"].mean
-    except NotImplementedError:
-        return None
+def guide_draws(model, data, num_draws: int, sites=None, means: bool = False) -> dict[str, torch.Tensor]:
+    """{site: (num_draws, N, dims of the site)} draws of the guide's sites, in the data's order
+    (:func:`ppvae.inference.particles.guide_draws`)."""
+    return particles.guide_draws(program(model), data, num_draws, sites, means)
 
 
-@torch.no_grad()
 def active_units(model, x, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000,
                  num_draws: int = 1000, seed: int = 0, by_site: bool = False):
     """(number of active units, Cov_x(E_q[z_d | x]) for each d), Burda et al. (2016), over every continuous
@@ -194,37 +166,13 @@ def posterior_inference_data(model, x, *, num_draws: int = 500, seed: int = 0):
     return az.from_dict(posterior=posterior, coords=coords, dims={k: ["example", f"{k}_dim"] for k in values})
 
 
-def guide_draws(model, data, num_draws: int, sites=None, means: bool = False) -> dict[str, torch.Tensor]:
-    """{site: (num_draws, N, dims of the site)} draws of the guide's sites (with ``means``, each draw's
-    conditional mean where the site has one in closed form, else its value), in the data's order. One guide run
-    under a plate of draws where the program broadcasts (the encoder runs once), else one run per draw."""
+@torch.no_grad()
+def decomposition_means(model, batch, dataset_size: int, estimator: str = "mss") -> dict[str, float]:
+    """Batch means of the KL's index-code MI, total correlation and dimension-wise KL (nats per example) for a
+    model's programs (:mod:`ppvae.inference.decomposition`)."""
     p = program(model)
-    args = p.prepare(data)
-    n = num_examples(args)
-
-    def read(site):
-        m = _site_mean(site) if means else None
-        return (m if m is not None else site["value"])
-
-    if particles_vectorize(p, args.source):
-        with pyro.plate("_num_draws", num_draws, dim=-(_nesting(p, args) + 1)):
-            tr = poutine.trace(p.guide).get_trace(args)
-        chosen = sites if sites is not None else list(sample_sites(tr))
-        return {k: args.restore(read(tr.nodes[k]).expand(num_draws, *read(tr.nodes[k]).shape[1:])
-                                .reshape(num_draws, n, -1), dim=1) for k in chosen}
-    trs = [poutine.trace(p.guide).get_trace(args) for _ in range(num_draws)]
-    chosen = sites if sites is not None else list(sample_sites(trs[0]))
-    return {k: args.restore(torch.stack([read(t.nodes[k]).reshape(n, -1) for t in trs]), dim=1) for k in chosen}
-
-
-def _nesting(model, data) -> int:
-    p = program(model)
-    declared = p.max_plate_nesting
-    if declared is not None:
-        return int(declared)
-    tr = poutine.trace(p.guide).get_trace(p.prepare(data))
-    return max([-f.dim for s in tr.nodes.values() if s["type"] == "sample" for f in s["cond_indep_stack"]
-                if f.vectorized] or [0])
+    terms = kl_decomposition(p.model, p.guide, p.prepare(batch), dataset_size, estimator, plate=p.sites(batch).plate)
+    return {k: float(terms[k].mean()) for k in TERMS}
 
 
 def collapse_warnings(latent_dim: int, active: int, kl_total: float, kl_dims: list[float] | None) -> list[str]:

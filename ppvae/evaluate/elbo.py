@@ -20,10 +20,9 @@ import torch
 from ..batch import as_batch, batches
 from ..batch import batch_size as num_examples
 from ..components.likelihoods import bits_per_dim
-from ..inference.contract import warn_once
-from ..inference.objectives import IWAE
+from ..inference import particles
 from ..inference.program import program
-from ..traces import (NotPerExample, batch_device, elbo_terms, forked_rng, sampled_enumeration, seeded_eval,
+from ..traces import (batch_device, elbo_terms, sampled_enumeration, seeded_eval,
                       site_terms)
 
 
@@ -59,34 +58,7 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0) -> dict
 def particles_vectorize(model, batch) -> bool:
     """Whether ``model``'s programs broadcast over a leading particle dimension (checked once on a few examples,
     then remembered); a program that does not is evaluated with a loop over particles, with a warning."""
-    p = program(model)
-    known = p.module.__dict__.get("_ppvae_vectorizes")
-    if known is not None:
-        return known
-    small = as_batch({k: v[:3] for k, v in as_batch(batch).items()})
-    args = p.prepare(small)
-    ok = True
-    try:
-        with torch.no_grad(), forked_rng(), sampled_enumeration():
-            lw = _iwae(p, 2, True).log_weights(p.model, p.guide, args, pathwise=False)
-        ok = tuple(lw.shape) == (2, args.rows)
-    except NotPerExample:
-        raise
-    except (RuntimeError, ValueError, IndexError, TypeError):
-        ok = False
-    p.module.__dict__["_ppvae_vectorizes"] = ok
-    if not ok:
-        warn_once(p.module, "vectorize", f"{p.name}'s programs do not broadcast over a leading particle "
-                                      f"dimension, so K-sample estimates loop over the particles (slower); see "
-                                      f"ppvae.Model's docstring, 'Vectorized particles'")
-    return ok
-
-
-def _iwae(model, k: int, vectorize: bool) -> IWAE:
-    p = program(model)
-    iwae = IWAE(num_particles=k, vectorize_particles=vectorize, max_plate_nesting=p.max_plate_nesting)
-    iwae.data_plate = p.sites().plate
-    return iwae
+    return particles.vectorizes(program(model), batch)
 
 
 @torch.no_grad()
@@ -108,7 +80,7 @@ def log_importance_weights(model, x, num_samples: int, *, max_rows: int = 20000)
     for start in range(0, int(num_samples), chunk):
         k = min(chunk, int(num_samples) - start)
         with sampled_enumeration():
-            out.append(_iwae(p, k, vectorize).log_weights(p.model, p.guide, args, pathwise=False))
+            out.append(particles.iwae(p, k, vectorize).log_weights(p.model, p.guide, args, pathwise=False))
     return args.restore(torch.cat(out), dim=1)  # the data's order, where a transform reordered the rows
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..apps.latent import Conditioned, class_grid, interpolate
+from ..evaluate.latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
 from ..batch import as_batch
 from ..batch import batch_size, take
@@ -47,7 +47,7 @@ def _derived_figure(p: Program, figure: str):
         p.notes[figure] = str(e)
 
 
-def _drawable(images, like=None) -> bool:
+def drawable(images, like=None) -> bool:
     """Whether a tensor can be drawn as an image grid (and, with ``like``, beside those images)."""
     if not isinstance(images, torch.Tensor) or images.dim() not in (2, 3, 4):
         return False
@@ -74,12 +74,12 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     with seeded_eval(seed, x.device, p.module):
         if p.can("reconstruct"):
             recon = p.reconstruct(model_inputs(p, take(batch, slice(0, n))))
-            if _drawable(recon, x):
+            if drawable(recon, x):
                 plots.plot_reconstructions(x[:n], recon, path=out / "reconstructions.png", n=n)
                 written.append("reconstructions.png")
         if p.can("generate"):
             samples = p.generate(64, context=batch)
-            if _drawable(samples):
+            if drawable(samples):
                 plots.plot_samples(samples, nrow=8, path=out / "samples.png")
                 written.append("samples.png")
             if cond:
@@ -209,7 +209,7 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
         grid = None
         with _derived_figure(p, "traversals.png"):
             grid = latent_traversals(seen_as, take(batch, slice(0, 1)) if not cond else x[:1], order)
-        if grid is not None and _drawable(grid.flatten(0, 1)):
+        if grid is not None and drawable(grid.flatten(0, 1)):
             plots.plot_traversals(grid, order, kls, path=out / "traversals.png")
             written.append("traversals.png")
     if arrays.get("confusion") is not None:
@@ -241,7 +241,7 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
         written.append("latent_scatter.png")
         if can_decode and (callable(getattr(p.module, "prior", None)) or p.can("generate")) and not cond:
             grid = latent_manifold(p, 15, seed=seed)
-            if _drawable(grid):
+            if drawable(grid):
                 plots.plot_manifold(grid, 15, path=out / "manifold.png")
                 written.append("manifold.png")
     else:

@@ -93,7 +93,7 @@ def _cache_dir() -> Path:
 def feature_classifier(data, *, seed: int = 0) -> tuple[_Features, float]:
     """(features, test accuracy) of the dataset's feature classifier, trained once and cached by the dataset's
     spec (data with class labels only)."""
-    from ..apps.classify import accuracy, train_classifier
+    from ..evaluate.classify import accuracy, train_classifier
 
     if data.train_labels is None or data.train_labels.ndim != 1 or data.num_classes is None:
         raise ValueError(f"a Frechet distance needs a classifier of the data's classes, and dataset {data.name!r} has "

@@ -270,13 +270,6 @@ def check_program(model) -> None:
                          f"guide, module))")
 
 
-def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Float one-hot vectors of integer labels, shape (*y.shape, num_classes), as ``F.one_hot(y).float()`` gives
-    but without its check of the labels' range on the host (a training step stays free of host reads; the labels
-    are checked once, before training)."""
-    return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).float()
-
-
 def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
     """Class labels must be integers 0..num_classes-1, one per example; one line saying what is wrong."""
     if y.ndim != 1:
@@ -307,5 +300,5 @@ def warn_once(model, key: str, message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-__all__ = ["Model", "FunctionModel", "from_functions", "data_plate", "check_labels", "one_hot", "MissingCapability",
+__all__ = ["Model", "FunctionModel", "from_functions", "data_plate", "check_labels", "MissingCapability",
            "CAPABILITIES"]

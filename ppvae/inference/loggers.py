@@ -19,19 +19,9 @@ from pathlib import Path
 
 import torch
 
-from ..spec import dump_spec_text
+from ..spec import check_loggers, dump_spec_text
 
-LOGGERS = ("csv", "tensorboard", "mlflow")
 _INSTALL = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny"}
-
-
-def check_loggers(names) -> list[str]:
-    if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise ValueError(f"train.loggers must be a list of names from {', '.join(LOGGERS)}, got {names!r}")
-    for name in names:
-        if name not in LOGGERS:
-            raise ValueError(f"unknown logger {name!r} in train.loggers; choose from {', '.join(LOGGERS)}")
-    return list(names)
 
 
 def require_loggers(spec: dict) -> list[str]:

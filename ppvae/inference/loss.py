@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from ..evaluate.decomposition import kl_decomposition
+from .decomposition import kl_decomposition
 from ..traces import elbo_terms
 from .objectives import ELBO_OBJECTIVES, KLScale, make_objective
 from .program import Program, has

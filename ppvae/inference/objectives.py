@@ -441,7 +441,7 @@ class TCVAE(KLObjective):
               - \beta\, \mathrm{KL}\big(q(z) \,\|\, \textstyle\prod_j q(z_j)\big)
               - \gamma \textstyle\sum_j \mathrm{KL}\big(q(z_j) \,\|\, p(z_j)\big)
 
-    The aggregate posterior q(z) is estimated from the minibatch (:mod:`ppvae.evaluate.decomposition`):
+    The aggregate posterior q(z) is estimated from the minibatch (:mod:`ppvae.inference.decomposition`):
     ``estimator = "mws"`` (minibatch-weighted sampling, the paper's) or ``"mss"`` (stratified, consistent).
     ``dataset_size`` is N, the examples q(z) averages over; 0 means the training set's size, which the trainer
     fills in and records in the run's spec. alpha = beta = gamma = 1 is the ELBO; the paper penalises the TC
@@ -453,7 +453,7 @@ class TCVAE(KLObjective):
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
                  dataset_size: int = 0):
-        from ..evaluate.decomposition import check_estimator
+        from .decomposition import check_estimator
         self.alpha = check_nonnegative("alpha", alpha)
         self.beta = check_nonnegative("beta", beta)
         self.gamma = check_nonnegative("gamma", gamma)

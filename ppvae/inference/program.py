@@ -49,13 +49,12 @@ import pyro
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
+from ..batch import Batch, as_batch, batch_size, take, to_device
+from ..traces import DATA_PLATE, forked_rng, per_example_weight, plate_nesting, sample_sites, untouched
+from . import particles
 from .binding import LABELED, LABELS, Arguments, Binder, takes_batch
 from .contract import FunctionModel, MissingCapability
-from ..batch import Batch, as_batch
-from ..batch import batch_size, take, to_device
-from ..traces import sample_sites, untouched
 from .objectives import ELBO_OBJECTIVES, KLScale
-from ..traces import DATA_PLATE, forked_rng
 
 #: capabilities a program may declare and ppvae can otherwise derive from its traces
 DERIVABLE = ("generate", "encode", "decode", "reconstruct", "classify")
@@ -410,12 +409,10 @@ class Program:
         fn = self._declared("encode")
         if fn is not None:
             return self._call_declared(fn, x)
-        from ..evaluate.diagnostics import posterior_means
-
         self.sites(x)
         args = self.prepare(x)
         code = [n for n, _ in self._code(args)]
-        means = posterior_means(self, args, num_draws=options.get("num_draws", 100), sites=code)
+        means = particles.posterior_means(self, args, num_draws=options.get("num_draws", 100), sites=code)
         return torch.cat([means[n][0] for n in code], 1)
 
     def _code(self, args: Arguments) -> list[tuple[str, tuple[int, ...]]]:
@@ -550,22 +547,19 @@ class Program:
         Returns :class:`Proposals`: log p(z_k) - log q(z_k | start) per example, and per element of x (in x's
         flattened order) log p(x_i | z_k) of the truth and the output distribution's mean and variance. Needs
         one output site holding x's elements in order, under a distribution that factorizes over them."""
-        from ..evaluate.diagnostics import _nesting
-        from ..evaluate.elbo import particles_vectorize
-        from ..traces import per_example_weight
 
         start, truth = to_device(as_batch(start), self.device), to_device(as_batch(truth), self.device)
         s = self.sites(truth)
         site = self._pixel_site()
         args_q, args_p = self.prepare(start), self.prepare(truth)
-        vectorized = num_samples > 1 and particles_vectorize(self, start)
+        vectorized = num_samples > 1 and particles.vectorizes(self, start)
         draws = [num_samples] if vectorized else [1] * num_samples
         n, d = args_p.rows, math.prod(truth["x"].shape[1:])
         parts = {"log_w": [], "lp": [], "mean": [], "var": []}
         for k in draws:
             with _quiet():
                 if vectorized:
-                    with pyro.plate("num_particles_vectorized", k, dim=-(_nesting(self, args_q) + 1)):
+                    with pyro.plate("num_particles_vectorized", k, dim=-(plate_nesting(self.guide, args_q, self.max_plate_nesting) + 1)):
                         guide_tr = poutine.trace(self.guide).get_trace(args_q)
                         model_tr = poutine.trace(poutine.replay(self.model, trace=guide_tr)).get_trace(args_p)
                 else:

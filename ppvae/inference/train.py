@@ -33,7 +33,8 @@ from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..registry import int_option
-from ..evaluate.decomposition import decomposition_means, kl_decomposition
+from ..evaluate.diagnostics import decomposition_means
+from .decomposition import kl_decomposition
 from ..evaluate.elbo import evaluate_elbo, particles_vectorize
 from ..traces import sampled_enumeration, seeded_eval
 from ..evaluate.figures import write_figures

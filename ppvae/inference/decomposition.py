@@ -36,7 +36,6 @@ import pyro
 
 from ..batch import as_batch
 from ..traces import DATA_PLATE, sample_sites
-from ..inference.program import program
 from ..traces import factors, weigh, per_example
 
 ESTIMATORS = ("mws", "mss")
@@ -129,12 +128,4 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
             "kl": log_qzx - log_pz}
 
 
-@torch.no_grad()
-def decomposition_means(model, batch, dataset_size: int, estimator: str = "mss") -> dict[str, float]:
-    """Batch means of MI, TC and dimension-wise KL (nats per example) for a model's programs."""
-    p = program(model)
-    terms = kl_decomposition(p.model, p.guide, p.prepare(batch), dataset_size, estimator, plate=p.sites(batch).plate)
-    return {k: float(terms[k].mean()) for k in TERMS}
-
-
-__all__ = ["kl_decomposition", "aggregate_log_densities", "log_weights", "decomposition_means", "ESTIMATORS", "TERMS"]
+__all__ = ["kl_decomposition", "aggregate_log_densities", "log_weights", "ESTIMATORS", "TERMS"]
