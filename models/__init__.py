@@ -1,9 +1,19 @@
-"""Generative models p(x, z) written as Pyro programs."""
+"""Generative models p(x, z) written as Pyro programs, one family a file.
+
+Every module of this folder is imported here, so a new family is one file that registers itself
+(``@MODELS.register("name")``): nothing else names it.
+"""
+
+import importlib
+import pkgutil
 
 from .vae import VAE
 from .cvae import CVAE
 from .m2 import M2
 from .factor_vae import FactorVAE
 from .sequence import SequenceLM, SequenceVAE
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["VAE", "CVAE", "M2", "FactorVAE", "SequenceVAE", "SequenceLM"]
