@@ -154,3 +154,18 @@ def test_net_options_are_checked_and_shape_errors_name_what_has_the_shape():
     with pytest.raises(ValueError, match=r"but the data has event shape \(1, 3, 30\); use encoder 'mlp'"):
         ppvae.VAE((1, 3, 30), 4, encoder="conv")
     assert ppvae.VAE((1, 30, 30), 4, encoder="conv", decoder="conv")  # any size from 4 x 4
+
+
+def test_a_new_family_is_one_file_the_ladder_vae_trains_evaluates_and_samples(tmp_path, capsys):
+    """models/ladder.py registers itself: the CLI, the report and every verb take it with nothing else naming it."""
+    from ppvae.cli import main
+
+    args = ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "--set", "model.name=ladder_vae", "--set",
+            "model.hidden=64", "--set", "train.epochs=3", "--set", "data.limit_train=512", "--set",
+            "data.limit_test=128", "--set", "device=cpu", "--set", "train.figures=false"]
+    assert main(args) == 0
+    metrics = ppvae.load_run(tmp_path / "run").metrics
+    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    assert metrics[-1]["test_kl_z1"] > 0 and metrics[-1]["test_kl_z2"] > 0  # both levels carry information
+    assert main(["evaluate", str(tmp_path / "run"), "-k", "20", "--no-figures"]) == 0
+    assert main(["sample", str(tmp_path / "run")]) == 0 and (tmp_path / "run" / "figures" / "samples.png").is_file()
