@@ -38,16 +38,18 @@ def _known(name: str) -> str | None:
 
 
 def _imports():
-    """{module: {imported ppvae module}}, and [(module, imported module, private name)]."""
-    edges, private = {}, []
+    """{module: {imported ppvae module}}, [(module, imported module, private name)] and [(module, missing module)]."""
+    edges, private, missing = {}, [], []
     for module, file in MODULES.items():
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
+                missing += [(module, t) for t in targets if t.startswith("ppvae") and t not in MODULES]
             elif isinstance(node, ast.ImportFrom):
                 base = _target(module, node)
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
                 if base.startswith("ppvae"):
+                    missing += [(module, base)] if base not in MODULES else []
                     private += [(module, base, a.name) for a in node.names
                                 if a.name.startswith("_") and not a.name.startswith("__")]
             else:
@@ -56,10 +58,15 @@ def _imports():
                 known = _known(target) if target.startswith("ppvae") else None
                 if known and known != module:
                     edges.setdefault(module, set()).add(known)
-    return edges, private
+    return edges, private, missing
 
 
-EDGES, PRIVATE = _imports()
+EDGES, PRIVATE, MISSING = _imports()
+
+
+def test_every_import_names_a_module_that_exists():
+    """A module moved or renamed leaves no import behind it, not even one inside a function that no test calls."""
+    assert MISSING == []
 
 
 def test_no_import_circle():

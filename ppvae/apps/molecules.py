@@ -216,7 +216,7 @@ def encode_molecules(model, smiles: list[str]) -> torch.Tensor:
 def interpolate_molecules(model, start: str, end: str, steps: int = 8, method: str = "linear") -> list[dict]:
     """The decoded path between two molecules' posterior means (``linear`` or ``spherical``): each step's SMILES and
     whether it is a valid molecule."""
-    from .latent import lerp, slerp
+    from ..evaluate.latent import lerp, slerp
     if method not in ("linear", "spherical"):
         raise ValueError(f"method must be 'linear' or 'spherical', got {method!r}")
     z = model.encode(encode_molecules(model, [start, end]))

@@ -16,7 +16,7 @@ from ..data.sequences import per_token
 from ..data.text import encode_sentences
 from ..evaluate import diagnostics as diag
 from ..evaluate.elbo import evaluate_elbo, iwae_log_likelihood
-from .latent import lerp, slerp
+from ..evaluate.latent import lerp, slerp
 
 
 def text_metrics(model, x: torch.Tensor, *, num_samples: int = 100, seed: int = 0) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..evaluate.latent import Conditioned, class_grid, interpolate
+from .latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
 from ..batch import as_batch
 from ..batch import batch_size, take
