@@ -236,6 +236,8 @@ class SequenceVAE(TokenDecoding, Model):
         (Bowman et al. 2016).
     """
 
+    default_for = "tokens"  # the model a spec that leaves model.name at its default gets on token data
+
     def __init__(self, event_shape, vocab, latent_dim: int = 56, *, representation: str = "chars",
                  embed_dim: int = 64, hidden: int = 256, layers: int = 1, word_dropout: float = 0.0,
                  guide="normal", prior="normal"):

@@ -66,6 +66,16 @@ class Registry:
                 f"import path ('module:Class' or 'path/to/file.py:Class')"
             ) from None
 
+    def default_for(self, kind: str) -> str:
+        """The name of the entry that declares itself the default for data of ``kind`` (its class attribute
+        ``default_for = kind``: the sequence VAE for token data), so that no module outside it names it."""
+        load_builtins()
+        found = [name for name, cls in self._entries.items() if vars(cls).get("default_for") == kind]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} {self.kind}s declare themselves the default for {kind} data "
+                              f"({', '.join(found) or 'none'}); exactly one should")
+        return found[0]
+
     def build(self, name: str, *args, **options) -> Any:
         """Construct ``name`` from structural ``args`` and user ``options``; unknown options are named."""
         cls = self.get(name)

@@ -141,7 +141,7 @@ def validate(spec: dict) -> dict:
                          f"{spec['train']['keep_checkpoints']}")
     if spec["train"].get("labeled_per_batch", 0) < 0:
         raise ValueError(f"train.labeled_per_batch must be >= 0, got {spec['train']['labeled_per_batch']}")
-    if spec["model"]["name"] == "vae" and "latent_dim" in spec["model"]:  # the stock model, checked early
+    if spec["model"]["name"] == DEFAULT_SPEC["model"]["name"] and "latent_dim" in spec["model"]:  # checked early
         int_option(spec["model"]["latent_dim"], 1, "model.latent_dim")
     check_device_name(spec["device"])
     return spec

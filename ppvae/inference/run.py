@@ -111,7 +111,7 @@ def default_run_dir(spec: dict) -> Path:
     """runs/<time>-<data>-<model or prior-likelihood>, with -2, -3, ... if a run started in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = spec["model"]["name"]
-    what = f"{spec['prior']['name']}-{spec['likelihood']['name']}" if name == "vae" else \
+    what = f"{spec['prior']['name']}-{spec['likelihood']['name']}" if name == DEFAULT_SPEC["model"]["name"] else \
         name.rpartition(":")[2] or name
     base = Path("runs") / f"{stamp}-{spec['data']['name']}-{what}"
     path, k = base, 1
@@ -276,7 +276,7 @@ def with_data_options(spec: dict, data: Dataset) -> dict:
     """The spec with the model options its family reads off the data where the spec leaves them out (the
     number of classes of a conditional model): ``options_from_data(data)`` of the model's class."""
     if getattr(data, "vocabulary", None) is not None and spec["model"]["name"] == DEFAULT_SPEC["model"]["name"]:
-        spec = {**spec, "model": {**spec["model"], "name": "sequence_vae"}}  # the default model for token data
+        spec = {**spec, "model": {**spec["model"], "name": MODELS.default_for("tokens")}}
         if spec["model"].get("latent_dim") == DEFAULT_SPEC["model"]["latent_dim"]:
             spec["model"].pop("latent_dim")  # the sequence model's own default
     cls = MODELS.get(spec["model"]["name"])
