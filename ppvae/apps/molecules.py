@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..data.molecules import need
+from ..inference.contract import output_of
 
 MOLECULES_FILE = "molecules.json"
 
@@ -132,7 +133,7 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
     """Every metric above for ``n`` samples of a trained sequence model on its data (``molecules.json``'s
     content), with the samples themselves."""
     from ..traces import seeded_eval
-    if getattr(model, "output", None) != "strings":
+    if not output_of(model).text:
         raise ValueError(f"{type(model).__name__} does not generate strings; molecule metrics need a sequence model "
                          f"trained on molecules (data.name=moses or smiles-file)")
     device = next(model.parameters()).device

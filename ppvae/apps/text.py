@@ -17,12 +17,13 @@ from ..data.text import encode_sentences
 from ..evaluate import diagnostics as diag
 from ..evaluate.elbo import evaluate_elbo, iwae_log_likelihood
 from ..evaluate.latent import lerp, slerp
+from ..inference.contract import output_of
 
 
 def text_metrics(model, x: torch.Tensor, *, num_samples: int = 100, seed: int = 0) -> dict:
     """Held-out figures of a sequence model on token rows ``x``: the IWAE log-likelihood (K = ``num_samples``)
     per sentence and per token, the perplexity, the ELBO's KL and the active units (none for a language model)."""
-    if getattr(model, "output", None) != "strings":
+    if not output_of(model).text:
         raise ValueError(f"{type(model).__name__} is not a sequence model; text metrics need sequence_vae or "
                          f"sequence_lm trained on text (data.name = fortunes, bible or text)")
     ll = iwae_log_likelihood(model, x, num_samples, seed=seed)

@@ -18,6 +18,7 @@ from .latent import Conditioned, class_grid, interpolate
 from ..components.priors import StandardNormal
 from ..batch import as_batch
 from ..batch import batch_size, take
+from ..inference.contract import output_of
 from ..inference.program import Program, conditional, program, require
 from ..traces import seeded_eval
 
@@ -65,7 +66,7 @@ def write_figures(model, test, metrics: list[dict], out: Path, seed: int = 0, n:
     curve. Returns the names of the files written; :func:`skipped_figures` says why the others were not."""
     written = []
     batch = as_batch(test)
-    if getattr(model, "output", None) == "strings":
+    if output_of(model).text:
         return _write_string_figures(model, batch, metrics, out, seed, n)
     x = batch["x"][: 2 * n]
     p = program(model)
@@ -179,7 +180,7 @@ def skipped_figures(model) -> dict[str, str]:
         if missing:
             out[figure] = f"needs the model's {' and '.join(m + '()' for m in missing)}, which {p.name} does not " \
                           f"have and which its traces do not give"
-    if getattr(model, "output", None) == "strings":  # text files instead of image grids (samples.txt, ...)
+    if output_of(model).text:  # text files instead of image grids (samples.txt, ...)
         for figure in ("reconstructions.png", "samples.png", "interpolation_linear.png", "interpolation_spherical.png",
                        "traversals.png", "manifold.png"):
             out.pop(figure, None)
@@ -199,7 +200,7 @@ def write_report_figures(model, x, labels, arrays: dict, metrics: list[dict], ou
     p = program(model)
     cond = p.conditional
     can_encode, can_decode = p.can("encode"), p.can("decode")
-    can_decode = can_decode and getattr(p.module, "output", None) != "strings"  # decoded strings are no image grid
+    can_decode = can_decode and not output_of(p.module).text  # decoded strings are no image grid
     with seeded_eval(seed, x.device, p.module):
         codes = torch.cat([p.encode(model_inputs(p, take(batch, slice(s, s + 1000))))
                            for s in range(0, x.shape[0], 1000)]).cpu() if can_encode else None

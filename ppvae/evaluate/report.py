@@ -20,6 +20,7 @@ from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
 from ..batch import as_batch
 from ..batch import batches, take, to_device
+from ..inference.contract import output_of
 from ..inference.program import program
 from ..inference.run import load_run
 from ..registry import int_option
@@ -62,7 +63,7 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
                    f"(Burda et al. 2016); a lower bound in expectation; particles "
                    f"{'vectorized' if vectorized else 'drawn one at a time (the program does not broadcast)'}"}
     likelihood = getattr(p.module, "likelihood", None)
-    if getattr(p.module, "output", None) == "strings":
+    if output_of(p.module).per_token:
         pass  # token data: the per-token figures above, not bits per (pixel) dimension
     elif "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
@@ -74,7 +75,7 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
-    if getattr(p.module, "output", None) == "strings":  # token data: per-word figures, as language models report them
+    if output_of(p.module).per_token:  # token data: per-word figures, as language models report them
         iwae["per_token"] = {**per_token(ll, xs), "how": "-(sum of the IWAE log-likelihoods) / (tokens predicted: "
                                                          "each sentence's tokens and its end token); perplexity = "
                                                          "exp(nll), an upper bound in expectation"}

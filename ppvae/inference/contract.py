@@ -29,6 +29,9 @@ Declared (class attributes; each has a default read off a trace)
     ``model.inputs``, ``model.data_plate``, ``model.output_sites`` and ``data.transform`` (the spec wins).
     ``losses``, ``parameter_groups``, ``group_optimizers``: extra training terms and parameter groups with their
     own optimisers (:mod:`~ppvae.inference.loss`).
+    ``output``: what the decoded values are, a row of :data:`OUTPUTS` (default ``"images"``: tensors, drawn as
+    image grids where they are images; ``"strings"``: token rows the module spells with ``strings(ids)``, written
+    as text and scored per token). The verbs, reports and figures look the row up; none names a family.
 
 Capabilities (:mod:`~ppvae.inference.program`: each derived from the traces where the module declares none)
     ``generate(n)`` samples E[x | z], z ~ p(z) (``ppvae sample``); ``encode(x)`` a point code of q(z | x) and
@@ -73,6 +76,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -82,6 +86,31 @@ from ..registry import MODELS, import_path, load_object, registered_name
 from ..traces import data_plate
 
 CAPABILITIES = ("generate", "encode", "decode", "reconstruct", "check_data", "spec")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a model's decoded values are, and what the verbs, reports and figures do with them."""
+
+    text: bool  # decoded values are strings: samples and reconstructions are text files, never image grids
+    derivable: bool  # generate/encode/decode/reconstruct may be derived from the traces (tensor observations)
+    per_token: bool  # held-out figures per token (perplexity), not bits per dimension
+
+
+#: the kinds of output a model may declare (``output = "strings"``), one row each
+OUTPUTS = {
+    "images": Output(text=False, derivable=True, per_token=False),
+    "strings": Output(text=True, derivable=False, per_token=True),
+}
+
+
+def output_of(module) -> Output:
+    """The row of :data:`OUTPUTS` a model module declares (``"images"`` where it declares none)."""
+    name = getattr(module, "output", "images")
+    if name not in OUTPUTS:
+        raise ValueError(f"{type(module).__name__}.output is {name!r}; a model's output is one of "
+                         f"{', '.join(map(repr, OUTPUTS))}")
+    return OUTPUTS[name]
 
 
 class MissingCapability(ValueError):
