@@ -44,3 +44,27 @@ def edit(model, x: torch.Tensor, vector: torch.Tensor, strengths) -> torch.Tenso
     z = require(model, "encode", "an edit")(x)
     decode = require(model, "decode", "an edit")
     return torch.stack([decode(z + float(s) * vector) for s in strengths], 1)
+
+
+def attribute_labels(y: torch.Tensor | None, attribute: int | None, data_name: str) -> torch.Tensor:
+    """The labels an edit groups by: the class labels, or column ``attribute`` of factor labels (N, K)."""
+    if y is None:
+        raise ValueError(f"ppvae edit needs labels, but {data_name!r} has none")
+    if y.ndim == 2:
+        if attribute is None or not 0 <= attribute < y.shape[1]:
+            raise ValueError(f"the labels are {y.shape[1]} factor columns; choose one with --attribute "
+                             f"0..{y.shape[1] - 1}")
+        return y[:, attribute]
+    return y
+
+
+def judge_edits(x_train: torch.Tensor, y_train: torch.Tensor, strips: torch.Tensor, target: int, *,
+                seed: int = 0) -> list[float]:
+    """Whether the edits reach the target group, by a judge that is not the model: the benchmarks' small classifier,
+    trained on the real training data; the mean P(target) over the edited examples at each strength (each column of
+    ``strips``, shaped (N, strengths, *event))."""
+    from ..evaluate.classify import train_classifier
+
+    judge = train_classifier(x_train, y_train, int(y_train.max()) + 1, steps=1000, seed=seed)
+    with torch.no_grad():
+        return [judge(strips[:, i]).softmax(-1)[:, target].mean().item() for i in range(strips.shape[1])]

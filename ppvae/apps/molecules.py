@@ -311,3 +311,27 @@ def optimize_property(model, data, name: str = "qed", *, steps: int = 100, lr: f
     improved = [r for r in runs if r["best"] and r["start_value"] is not None and r["best"]["value"] > r["start_value"]]
     return {"property": name, "steps": steps, "lr": lr, "seed": seed, "predictor_r2": r2, "runs": runs,
             "improved": len(improved), "starts": len(runs)}
+
+
+OPTIMIZE_FILE = "optimize.json"
+
+
+def optimize_report(run_dir, name: str = "qed", *, steps: int = 100, lr: float = 0.05, starts: int = 5, seed: int = 0,
+                    device: str = "cpu", figures: bool = True) -> tuple[dict, list[Path]]:
+    """``ppvae optimize RUN``: ``optimize_property`` on the run's model, written to ``RUN/optimize.json`` and drawn
+    (each start beside its best valid molecule) to ``RUN/figures/optimize_<property>.png``; the report and the
+    files written."""
+    from ..inference.checkpoint import atomic_write_bytes
+    from ..inference.run import load_run
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, device=device)
+    r = optimize_property(run.model, run.data, name, steps=steps, lr=lr, starts=starts, seed=seed)
+    atomic_write_bytes(run_dir / OPTIMIZE_FILE, json.dumps(r, indent=2).encode())
+    wrote = [run_dir / OPTIMIZE_FILE]
+    if figures:
+        pairs = [(x["start"], f"start {x['start_value']:.2f}") for x in r["runs"] if x["start_value"] is not None] + \
+                [(x["best"]["smiles"], f"best {x['best']['value']:.2f}") for x in r["runs"] if x["best"]]
+        wrote.append(run_dir / "figures" / f"optimize_{name}.png")
+        draw_molecules([p[0] for p in pairs], wrote[-1], per_row=max(1, len(r["runs"])), legends=[p[1] for p in pairs])
+    return r, wrote
