@@ -179,7 +179,7 @@ def test_each_batch_draws_labelled_rows_and_every_labelled_row_is_seen_equally(d
     spec = ppvae.inference.run._resolved(ppvae.load_spec({"train": {"batch_size": 100, "epochs": 1}, "device": "cpu",
                                                           "model": {"name": "m2"}}), small(ppvae.M2))[0]
     trainer = Trainer(small(ppvae.M2), data, spec, progress=False)
-    steps = trainer._epoch_order()
+    steps = trainer.batching.order(epoch=0)
     seen = data.train_extra["labeled"]
     assert spec["train"]["labeled_per_batch"] == 25
     assert all(int(seen[rows[:25]].sum()) == 25 and not seen[rows[25:]].any() for rows in steps)

@@ -74,7 +74,7 @@ def test_trainer_uses_the_free_bits_loss(small_mnist):
     trainer = Trainer(vae, small_mnist, spec)
     x = small_mnist.train[:32]
     torch.manual_seed(5)
-    loss = trainer._loss(x, 0.0)
+    loss = trainer.loss(x, 0.0)
     torch.manual_seed(5)
     recon, kl = elbo_terms(vae.model, vae.guide, x, analytic=True, per_dim=True)
     expected = -recon.sum() + 32 * kl.mean(0).clamp(min=2.0).sum()

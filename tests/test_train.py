@@ -56,7 +56,7 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 def test_nan_never_destroys_the_last_good_checkpoint(tmp_path):
     def poison(trainer, row):  # after epoch 1's checkpoint is written, break the weights
         with torch.no_grad():
-            next(trainer.vae.parameters()).fill_(float("nan"))
+            next(trainer.model.parameters()).fill_(float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2.*the last good checkpoint \(epoch 1\) is kept in"):
         train_spec(None, TINY + ["train.epochs=3", "train.figures=false"], run_dir=tmp_path, progress=False,

@@ -155,7 +155,7 @@ def cap_jobs(jobs: int, say=print) -> int:
 def _finished(run_dir: Path) -> bool:
     """Whether a run directory holds a checkpoint of all its spec's epochs."""
     from ..inference.checkpoint import CHECKPOINT
-    from ..inference.train import METRICS_FILE, SPEC_FILE
+    from ..inference.writer import METRICS_FILE, SPEC_FILE
 
     if not (run_dir / CHECKPOINT).is_file() or not (run_dir / METRICS_FILE).is_file():
         return False
@@ -266,7 +266,7 @@ def _positive(value, what: str) -> int:
 def summary_row(combo: dict, seed: int, run_dir: Path) -> dict:
     """A run's last epoch (test ELBO terms) and headline metrics, keyed by the swept values and the seed."""
     from ..evaluate.disentanglement import DISENTANGLEMENT_FILE
-    from ..inference.train import METRICS_FILE
+    from ..inference.writer import METRICS_FILE
 
     with open(run_dir / METRICS_FILE) as f:
         last = list(csv.DictReader(f))[-1]

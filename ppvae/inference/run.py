@@ -26,7 +26,8 @@ from .distributed import world
 from .objectives import make_objective
 from .program import Program, program
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
-from .train import SPEC_FILE, Trainer, resolve_device, state_of_model
+from .train import Trainer, resolve_device, state_of_model
+from .writer import SPEC_FILE
 
 
 @dataclass

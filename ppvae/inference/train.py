@@ -1,21 +1,21 @@
 """Stochastic variational inference for any ppvae model, with checkpoints a crash cannot destroy.
 
-Each step is SVI's step: Pyro's ELBO estimator (Trace_ELBO by default) turns the model and guide programs into
-a differentiable surrogate loss, and one torch optimiser updates every parameter of the module. That is what
-``pyro.infer.SVI.step`` does, minus the per-parameter optimiser wrappers and the parameter-store traffic.
-beta is one handler around both programs (:class:`~ppvae.inference.objectives.KLScale`); a model that offers a
-tested direct loss for its own programs (the stock VAE's ``direct_loss``) is trained with it.
+Each step is SVI's step: the training loss (:class:`~ppvae.inference.loss.TrainingLoss`: Pyro's ELBO estimator,
+Trace_ELBO by default, with beta and any extra terms) turns the model and guide programs into a differentiable
+surrogate loss, and one torch optimiser per parameter group updates the module. That is what
+``pyro.infer.SVI.step`` does, minus the per-parameter optimiser wrappers and the parameter-store traffic. On a GPU
+the whole step can replay as one CUDA graph (:mod:`~ppvae.inference.graphs`).
 
-After every epoch the trainer evaluates the honest ELBO (beta = 1) on held-out data and writes, atomically,
-the checkpoint (weights, optimiser, step, RNG states, metrics) and ``metrics.csv``. A non-finite loss stops
-training before anything is written, so the last good checkpoint survives. ``Trainer.resume`` continues a run
-exactly where its checkpoint left it: an interrupted run and an uninterrupted one with the same seed agree.
+:class:`Trainer` reads as the loop it is: :meth:`Trainer.fit` runs epochs; each takes the steps
+:mod:`~ppvae.inference.batching` orders, evaluates the honest ELBO (beta = 1) on held-out data, and hands the
+epoch to the run writer (:mod:`~ppvae.inference.writer`: spec, checkpoint, ``metrics.csv``, loggers, all
+atomic). A non-finite loss stops training before anything is written, so the last good checkpoint survives.
+:func:`ppvae.resume` continues a run exactly where its checkpoint left it (:meth:`Trainer.load_state_dict`): an
+interrupted run and an uninterrupted one with the same seed agree.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -26,7 +26,6 @@ from typing import Callable
 import pyro
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..components.beta import make_beta
@@ -38,27 +37,24 @@ from .decomposition import kl_decomposition
 from ..evaluate.elbo import evaluate_elbo, particles_vectorize
 from ..traces import sampled_enumeration, seeded_eval
 from ..evaluate.figures import write_figures
-from ..spec import check_device_name, dump_spec
-from .checkpoint import CHECKPOINT, atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
+from ..spec import check_device_name
+from .checkpoint import CHECKPOINT, rng_state, set_rng_state
 from .contract import check_batch_keys, check_program, warn_once
 from ..batch import Batch
 from ..batch import take, to_device
 from ..traces import untouched
 from .distributed import LossModule, available_slots, rank_device, world
 from .lock import RunLock, RunLockedError
-from .loggers import make_loggers, require_loggers
+from .loggers import require_loggers
 from .loss import MAIN, TrainingLoss
 from .objectives import make_objective
+from .batching import Batching, streams
 from .binding import hide_unseen_labels
 from .graphs import GRAPH_CHOICES, GraphedStep, capture_problems, why_not_graphed
 from .program import check_first_batch, has, user_errors
 from .program import program as as_program
-from .rebuild import program_record, still_matches
-
-SPEC_FILE = "spec.toml"
-METRICS_FILE = "metrics.csv"
-METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
-               "train_kl", "test_elbo", "test_recon", "test_kl", "test_mi", "test_tc", "test_dim_kl", "seconds")  # and per-site terms, model by model
+from .rebuild import program_record
+from .writer import RunWriter, epoch_line
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,10 +64,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return torch.device(name)
-
-
-#: how semi-supervised batches take their labelled rows (train.labeled_batches)
-LABELED_BATCHES = ("rows", "alternate")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -132,50 +124,84 @@ class Trainer:
             check_fresh(self.run_dir)
         if spec["train"].get("deterministic", False):
             deterministic()
+        self._place(model, data, spec)
+        self.callbacks = list(callbacks)
+        self.progress = progress and self.world.is_main
+        self.epochs = spec["train"]["epochs"]
+        self.beta = make_beta(spec["beta"])
+        if getattr(self.beta, "decomposed", False) and not self.beta.dataset_size:
+            # q(z) averages over the training set: its size is part of the objective, recorded in the spec
+            self.beta.dataset_size = self.n_train
+            self.spec = spec = {**spec, "beta": self.beta.spec()}
+        graphed = self._prepare_loss(spec)
+        # one optimiser per parameter group (the main one trains every parameter no other group takes); a graphed
+        # step updates Adam's step count on the device (capturable)
+        declared = getattr(model, "group_optimizers", None)
+        self.optimizers = {g: make_optimizer({**group_optimizer(spec["optimizer"], g, declared),
+                                              **({"capturable": True} if graphed else {})}, params)
+                           for g, params in self.loss.groups.items()}
+        self.optimizer = self.optimizers[MAIN]
+        #: the training step captured as one CUDA graph (train.graph), or None: eager steps
+        self.graph = GraphedStep(self) if graphed else None
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.metrics: list[dict] = []
+        pyro.set_rng_seed(spec["seed"] + self.world.rank)  # each rank its own noise
+        self.train_eval_batch = self._train_eval_batch()
+        require_loggers(spec)
+        #: the checkpoint's record of how the run directory rebuilds the model
+        self.record = program
+        if self.run_dir is not None and self.record is None:
+            self.record = program_record(model, spec, why_not)
+            if not self.record["rebuildable"]:
+                warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
+                                            f"evaluate/sample/resume will refuse it: {self.record['why']}")
+        self.writer = RunWriter(self.run_dir, spec, self.world.is_main)
+
+    def _place(self, model, data, spec) -> None:
+        """The model on the device, checked against the data; the splits where training reads them (on the device,
+        or in host memory where batches stream) and the run's batching of them."""
         check_program(model)
         self.model = model.to(self.device)
         self.data = data
         #: the program as ppvae calls it (its binding of batches to arguments was attached by whoever built it)
-        self.program = p = as_program(model).attach_data(data)
+        self.program = as_program(model).attach_data(data)
         check_batch_keys(model, data.keys)
         if has(model, "check_data"):
             model.check_data(data.batch("train"))
             model.check_data(data.batch("test"))
         # Streaming keeps the splits in host memory (or on disk, memory-mapped) and moves one batch at a time.
         self.stream = streams(spec["data"].get("stream", "auto"), data, self.device)
-        self.workers = int_option(spec["data"].get("workers", min(2, available_slots(torch.device("cpu"))[0])), 0,
-                                  "data.workers")
+        workers = int_option(spec["data"].get("workers", min(2, available_slots(torch.device("cpu"))[0])), 0,
+                             "data.workers")
         home = torch.device("cpu") if self.stream else self.device
         self.train_batch = to_device(data.batch("train"), home)
         self.test_batch = to_device(data.batch("test"), home)
-        self.batch_size = spec["train"]["batch_size"]
-        self.labeled_rows, self.unlabeled_rows, self.labeled_per_batch = self._labeled_split(spec["train"])
-        self.callbacks = list(callbacks)
-        self.progress = progress
-        self.beta = make_beta(spec["beta"])
         self.n_train = self.train_batch["x"].shape[0]
-        if getattr(self.beta, "decomposed", False) and not self.beta.dataset_size:
-            # q(z) averages over the training set: its size is part of the objective, recorded in the spec
-            self.beta.dataset_size = self.n_train
-            self.spec = spec = {**spec, "beta": self.beta.spec()}
-        objective = spec["objective"]
-        # Everything that runs the programs before training (checks; the objective's choices: plate nesting,
-        # estimator) runs here, where the random state and the module's buffers are put back afterwards, so a
-        # fresh run and a resumed one train from the same state.
-        self.epochs = spec["train"]["epochs"]
-        # the first rows of each kind of batch training will see: labelled and unlabelled where they alternate
-        alternate = self.labeled_rows is not None and not self.labeled_per_batch
-        probes = [self.labeled_rows[:3], self.unlabeled_rows[:3]] if alternate else [slice(0, 3)]
-        if self.labeled_rows is not None and self.labeled_per_batch and not p.binder.reads_labeled:
-            hide_unseen_labels(take(self.train_batch, torch.cat([self.labeled_rows[:1], self.unlabeled_rows[:1]])))
-        with untouched(model):
-            first = to_device(take(self.train_batch, probes[0]), self.device)
+        #: which rows each step takes (:mod:`~ppvae.inference.batching`)
+        self.batching = Batching(self.train_batch, spec, self.world, self.device, stream=self.stream,
+                                 workers=workers)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batching.steps_per_epoch
+
+    def _prepare_loss(self, spec: dict) -> bool:
+        """The training loss, after everything that runs the programs before training (checks; the objective's
+        choices: plate nesting, estimator), run where the random state and the module's buffers are put back
+        afterwards, so a fresh run and a resumed one train from the same state. Returns whether the step runs as
+        one CUDA graph."""
+        p, b, objective = self.program, self.batching, spec["objective"]
+        if b.labeled_rows is not None and b.labeled_per_batch and not p.binder.reads_labeled:
+            hide_unseen_labels(take(self.train_batch, torch.cat([b.labeled_rows[:1], b.unlabeled_rows[:1]])))
+        with untouched(self.model):
+            # the first rows of each kind of batch training will see
+            probes = [to_device(take(self.train_batch, rows), self.device) for rows in b.probes()]
+            first = probes[0]
             with user_errors(p.name):
                 p.sites(first)
-                for rows in probes:
-                    self.sites = check_first_batch(p, p.prepare(take(to_device(take(self.train_batch, rows),
-                                                                               self.device), slice(0, 2))),
-                                                   objective["name"])
+                for probe in probes:
+                    self.sites = check_first_batch(p, p.prepare(take(probe, slice(0, 2))), objective["name"])
                 self.loss = TrainingLoss(p, spec, self.beta, self.epochs)
                 if not self.beta.scaling:
                     self.loss.check_kl_objective(spec)
@@ -190,153 +216,35 @@ class Trainer:
                 if not self.loss.direct:
                     with pyro.validation_enabled(spec["train"]["validate"]):
                         self.loss.group_losses(first, 0.0)
-            # The loss as a module's forward; with several processes, DDP's gradient hooks run on it.
-            self.loss_module = LossModule(self.model, self._loss, scale=self.world.size)
-            self._forward = self._loss
-            if self.world.distributed:
-                if len(self.loss.groups) > 1:
-                    raise ValueError(f"{p.name} trains {len(self.loss.groups)} parameter groups "
-                                     f"({', '.join(self.loss.groups)}), which ppvae does not yet train on several "
-                                     f"processes; train it on one")
-                self._forward = DistributedDataParallel(
-                    self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    find_unused_parameters=bool(self._unused_parameters(first)))
-            graphed = self._graph_choice(spec, first)
-        # one optimiser per parameter group (the main one trains every parameter no other group takes); a graphed
-        # step updates Adam's step count on the device (capturable)
-        declared = getattr(model, "group_optimizers", None)
-        self.optimizers = {g: make_optimizer({**group_optimizer(spec["optimizer"], g, declared),
-                                              **({"capturable": True} if graphed else {})}, params)
-                           for g, params in self.loss.groups.items()}
-        self.optimizer = self.optimizers[MAIN]
-        #: the training step captured as one CUDA graph (train.graph), or None: eager steps
-        self.graph = GraphedStep(self) if graphed else None
-        n_train = self.n_train
-        # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
-        w = self.world.size
-        if self.labeled_rows is None:  # a last step with fewer rows than processes is left out (w > 1 only)
-            full, rest = divmod(n_train, self.batch_size * w)
-            self.steps_per_epoch = full + (rest >= w)
-        elif not self.labeled_per_batch:  # alternating whole batches
-            self.steps_per_epoch = sum(math.ceil(len(rows) / (self.batch_size * w))
-                                       for rows in (self.labeled_rows, self.unlabeled_rows))
-        else:
-            self.steps_per_epoch = math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
-        self.epoch = 0  # completed epochs
-        self.step = 0
-        self.metrics: list[dict] = []
-        # Shuffling labelled and unlabelled rows has its own generator, the same on every rank, so that its stream
-        # is saved and restored with the checkpoint; other data are shuffled by the epoch's DistributedSampler.
-        self.shuffle_rng = torch.Generator().manual_seed(spec["seed"])
-        pyro.set_rng_seed(spec["seed"] + self.world.rank)  # each rank its own noise
-        # A fixed training subset of the test set's size, for the train-side ELBO curve.
-        n_eval = min(n_train, self.test_batch["x"].shape[0])
-        self.train_eval_batch = take(self.train_batch, slice(0, n_eval))
-        if not self.program.binder.reads_labeled and "labeled" in self.train_eval_batch:
+            self._forward = self._distributed(first)
+            return self._graph_choice(spec, first)
+
+    def _distributed(self, first):
+        """The loss as a module's forward; with several processes, wrapped in DDP, whose gradient hooks run on it."""
+        self.loss_module = LossModule(self.model, self.loss, scale=self.world.size)
+        if not self.world.distributed:
+            return self.loss
+        if len(self.loss.groups) > 1:
+            raise ValueError(f"{self.program.name} trains {len(self.loss.groups)} parameter groups "
+                             f"({', '.join(self.loss.groups)}), which ppvae does not yet train on several "
+                             f"processes; train it on one")
+        return DistributedDataParallel(
+            self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=bool(self._unused_parameters(first)))
+
+    def _train_eval_batch(self) -> Batch:
+        """A fixed training subset of the test set's size, for the train-side ELBO curve."""
+        batch = take(self.train_batch, slice(0, min(self.n_train, self.test_batch["x"].shape[0])))
+        if not self.program.binder.reads_labeled and "labeled" in batch:
             # a program that cannot tell seen labels from unseen ones is scored on x alone, as on the test split
-            self.train_eval_batch = Batch({k: v for k, v in self.train_eval_batch.items() if k not in ("y", "labeled")})
-        self.progress = self.progress and self.world.is_main
-        # TensorBoard / MLflow, started by the first epoch's end (so a run refused before it logs nothing)
-        require_loggers(spec)
-        self.loggers = None
-        #: the checkpoint's record of how the run directory rebuilds the model
-        self.record = program
-        if self.run_dir is not None and self.record is None:
-            self.record = program_record(model, spec, why_not)
-            if not self.record["rebuildable"]:
-                warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
-                                            f"evaluate/sample/resume will refuse it: {self.record['why']}")
-        # spec.toml is written with the first checkpoint, not here: a run that fails before its first epoch
-        # (or a resume that fails to load) leaves the directory as it was.
-        self._spec_written = False
-
-    def _labeled_split(self, tr: dict):
-        """(labelled rows, unlabelled rows, labelled rows per batch) where the data label only some rows and the
-        spec asks each batch to draw ``train.labeled_per_batch`` of them (0 where ``train.labeled_batches`` is
-        "alternate": whole labelled batches between unlabelled ones); (None, None, 0) otherwise."""
-        mode = tr.get("labeled_batches", "rows")
-        if mode not in LABELED_BATCHES:
-            raise ValueError(f"train.labeled_batches must be one of {', '.join(LABELED_BATCHES)} (labelled rows mixed "
-                             f"into every batch, or whole labelled batches between unlabelled ones), got {mode!r}")
-        k = tr.get("labeled_per_batch", 0)
-        seen = self.train_batch.get("labeled")
-        if seen is None or bool(seen.all()) or not bool(seen.any()):
-            return None, None, 0
-        if mode == "alternate":
-            return seen.nonzero().squeeze(1), (~seen).nonzero().squeeze(1), 0
-        if not k:
-            return None, None, 0
-        if k >= self.batch_size:
-            raise ValueError(f"train.labeled_per_batch = {k} must be smaller than train.batch_size = "
-                             f"{self.batch_size}: each batch also draws unlabelled rows")
-        return seen.nonzero().squeeze(1), (~seen).nonzero().squeeze(1), k
-
-    def _epoch_order(self) -> list[torch.Tensor]:
-        """Each step's rows for one epoch: a shuffle of the training set, or, where only some rows are labelled
-        and batches draw some of them, a shuffle of the unlabelled rows joined by labelled rows cycled in
-        shuffled passes (so every labelled row is seen equally often)."""
-        home = self.train_batch["x"].device
-        w, r = self.world.size, self.world.rank
-        if self.labeled_rows is None:
-            # One order for the epoch, the same on every rank (a DistributedSampler of one replica: a permutation
-            # seeded by the run's seed and the epoch); each step is batch_size * w rows of it and each rank takes
-            # every w-th of those, so w processes take one process's steps for any number of examples.
-            sampler = DistributedSampler(range(self.n_train), num_replicas=1, rank=0, shuffle=True,
-                                         seed=self.spec["seed"])
-            sampler.set_epoch(self.epoch)
-            order = torch.tensor(list(sampler), dtype=torch.long, device=home)
-            step = self.batch_size * w
-            return [order[i * step:(i + 1) * step][r::w] for i in range(self.steps_per_epoch)]
-        # The run's steps, drawn alike on every rank from the shared generator; each rank takes every w-th row.
-        g = self.shuffle_rng
-        if not self.labeled_per_batch:
-            return [rows[r::w].to(home) for rows in self._alternating(g, self.batch_size * w)]
-        per_step, k = (self.batch_size - self.labeled_per_batch) * w, self.labeled_per_batch * w
-        rest = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)]
-        passes = math.ceil(self.steps_per_epoch * k / len(self.labeled_rows))
-        cycled = torch.cat([self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g)]
-                            for _ in range(passes)])
-        return [torch.cat([cycled[i * k:(i + 1) * k][r::w], rest[i * per_step:(i + 1) * per_step][r::w]]).to(home)
-                for i in range(self.steps_per_epoch)]
-
-    def _alternating(self, g: torch.Generator, size: int) -> list[torch.Tensor]:
-        """Whole labelled batches between unlabelled ones, as Pyro's SS-VAE trains: a labelled batch at every
-        k-th step (k = examples / labelled examples) while any are left, each set shuffled every epoch."""
-        labelled = self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g)].split(size)
-        unlabelled = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)].split(size)
-        every = max(1, self.n_train // len(self.labeled_rows))
-        steps, i, j = [], 0, 0
-        while i < len(labelled) or j < len(unlabelled):
-            take_labelled = j >= len(unlabelled) or (i < len(labelled) and len(steps) % every == every - 1)
-            steps.append(labelled[i] if take_labelled else unlabelled[j])
-            i, j = (i + 1, j) if take_labelled else (i, j + 1)
-        return steps
-
-    def _batches(self, steps):
-        """Each step's batch on the device: sliced from the resident split, or streamed by a DataLoader (with
-        workers, and pinned memory on CUDA) from host memory or a memory-mapped file."""
-        if not self.stream:
-            for rows in steps:
-                yield take(self.train_batch, rows)
-            return
-        cuda = self.device.type == "cuda"
-        # its own generator: a DataLoader seeds its workers from the global stream otherwise, which would change
-        # the training noise (streamed and resident data train alike)
-        loader = DataLoader(_Rows(self.train_batch), sampler=steps, batch_size=None, num_workers=self.workers,
-                            pin_memory=cuda, generator=torch.Generator().manual_seed(self.spec["seed"] + self.epoch))
-        for batch in loader:
-            yield Batch({k: v.to(self.device, non_blocking=cuda) for k, v in batch.items()})
+            batch = Batch({k: v for k, v in batch.items() if k not in ("y", "labeled")})
+        return batch
 
     def _unused_parameters(self, first) -> list[str]:
         """Parameters the loss does not reach (DDP must then look for them every step)."""
         named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
-        grads = torch.autograd.grad(self._loss(first, 0.0), [p for _, p in named], allow_unused=True)
+        grads = torch.autograd.grad(self.loss(first, 0.0), [p for _, p in named], allow_unused=True)
         return [k for (k, _), g in zip(named, grads) if g is None]
-
-    @property
-    def vae(self):
-        """The model being trained (the name from when ppvae trained only VAEs)."""
-        return self.model
 
     def _graph_choice(self, spec: dict, first) -> bool:
         """Whether the step runs as one CUDA graph (``train.graph``): where the run allows it and its first step
@@ -378,10 +286,6 @@ class Trainer:
                 raise ValueError(f"beta {self.spec['beta']['name']!r} cannot train this model: {e}") from None
             return False
 
-    def _loss(self, batch, epoch: float) -> torch.Tensor:
-        """The main parameter group's training loss for one batch (:class:`~ppvae.inference.loss.TrainingLoss`)."""
-        return self.loss(batch, epoch)
-
     # ---- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -393,7 +297,7 @@ class Trainer:
             "step": self.step,
             "metrics": self.metrics,
             "rng": rng_state(),
-            "shuffle_rng": self.shuffle_rng.get_state(),
+            "shuffle_rng": self.batching.shuffle_rng.get_state(),
             "spec": self.spec,
             "program": self.record,
             "world_size": self.world.size,
@@ -434,7 +338,7 @@ class Trainer:
                 set_rng_state(ranks[self.world.rank])
             else:  # a rank the interrupted run did not have: its own stream, from the seed, rank and epoch
                 pyro.set_rng_seed(self.spec["seed"] + self.world.rank + 100_003 * self.epoch)
-        self.shuffle_rng.set_state(state["shuffle_rng"])
+        self.batching.shuffle_rng.set_state(state["shuffle_rng"])
 
     # ---- training ------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -460,51 +364,55 @@ class Trainer:
             ok = True
         finally:
             bar.close()
-            for logger in self.loggers or ():
-                logger.close(self, ok)
+            self.writer.close(self, ok)
             self.release()
         return self.metrics
 
     def _train_epoch(self, bar) -> None:
         start = time.perf_counter()
-        steps = self._epoch_order()
+        steps = self.batching.order(self.epoch)
         n = sum(len(rows) for rows in steps)
         total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
         rows_done = 0
         self.model.train()
-        for i, (rows, batch) in enumerate(zip(steps, self._batches(steps))):
+        for i, (rows, batch) in enumerate(zip(steps, self.batching.batches(steps, self.epoch))):
             rows_done += len(rows)
             t = self.epoch + i / self.steps_per_epoch
-            if self.graph is not None and len(rows) == self.batch_size:  # one replay: loss, backward, update
-                total += self.graph(batch, t)
-                self.step += 1
-                self._progress(bar, i, steps, total, rows_done)
-                continue
-            if self.graph is not None:  # an eager step beside the graph's: its gradients, its beta
-                self.graph.release_gradients()
-                self.graph.set_beta(t)
-            try:
-                if len(self.optimizers) == 1:
-                    loss = self._forward(batch, t)
-                    loss.backward()
-                else:  # each group's loss moves its own parameters only (an adversary trains against the model)
-                    losses = self.loss.group_losses(batch, t)
-                    for g, group_loss in losses.items():
-                        group_loss.backward(inputs=self.loss.groups[g], retain_graph=True)
-                    loss = losses[MAIN]
-            except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
-                if "invalid values" not in str(e):
-                    raise
-                self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
-            for optimizer in self.optimizers.values():
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            total += loss.detach()
+            total += self._step(batch, t, full=len(rows) == self.batching.batch_size)
             self.step += 1
             self._progress(bar, i, steps, total, rows_done)
         n = self.world.sum(torch.tensor(float(n), device=self.device)).item()
         total = self.world.sum(total / self.world.size).item()
         row = self._epoch_metrics(total / n, self.beta.log_values(t, self.epochs), time.perf_counter() - start)
+        self._end_epoch(bar, row)
+
+    def _step(self, batch, t: float, full: bool) -> torch.Tensor:
+        """One SVI step on ``batch`` at epoch time ``t``, every parameter group updated; its loss, on the device."""
+        if self.graph is not None and full:  # one replay: loss, backward, update
+            return self.graph(batch, t)
+        if self.graph is not None:  # an eager step beside the graph's: its gradients, its beta
+            self.graph.release_gradients()
+            self.graph.set_beta(t)
+        try:
+            if len(self.optimizers) == 1:
+                loss = self._forward(batch, t)
+                loss.backward()
+            else:  # each group's loss moves its own parameters only (an adversary trains against the model)
+                losses = self.loss.group_losses(batch, t)
+                for g, group_loss in losses.items():
+                    group_loss.backward(inputs=self.loss.groups[g], retain_graph=True)
+                loss = losses[MAIN]
+        except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
+            if "invalid values" not in str(e):
+                raise
+            self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def _end_epoch(self, bar, row: dict) -> None:
+        """An epoch's row is kept only where it and the weights are finite; then it is written and reported."""
         if not all(math.isfinite(p.detach().sum().item()) for p in self.model.parameters()):
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
         for key in ("train_loss", "train_elbo", "test_elbo"):  # weights can be finite and still give NaN
@@ -512,39 +420,11 @@ class Trainer:
                 self._fail(f"the {key.replace('_', ' ')} became {row[key]} at epoch {self.epoch + 1}")
         self.epoch += 1
         self.metrics.append(row)
-        extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
-        tc = f", TC {row['test_tc']:.2f}" if "test_tc" in row else ""
         if self.progress:
-            bar.write(f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
-                      f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
-                      f"KL {row['test_kl']:.2f}{tc})  {row['seconds']:.1f}s")
+            bar.write(epoch_line(row))
         # each rank's random state, so that a resume with as many processes continues every rank's stream
         self._rank_rng = self.world.gather(rng_state()) if self.world.distributed else None
-        if self.run_dir is not None and self.world.is_main:
-            if not self._spec_written:
-                dump_spec(self.spec, self.run_dir / SPEC_FILE)
-                self._spec_written = True
-            self.record = still_matches(self.record, self.model)
-            try:
-                save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT,
-                                keep=self.spec["train"].get("keep_checkpoints", 1))
-            except OSError as e:  # a full disk, a quota, a vanished mount: the old files are untouched
-                kept = f"the last good checkpoint (epoch {self.epoch - 1}) is kept" if self.epoch > 1 else \
-                    "no checkpoint was written"
-                raise OSError(e.errno, f"could not write the checkpoint of epoch {self.epoch} to {self.run_dir} "
-                                       f"({e.strerror or e}); {kept}; free space and resume with "
-                                       f"`ppvae train --resume {self.run_dir}`") from None
-            try:
-                write_metrics(self.metrics, self.run_dir / METRICS_FILE)
-            except OSError as e:
-                raise OSError(e.errno, f"could not write {METRICS_FILE} of epoch {self.epoch} to {self.run_dir} "
-                                       f"({e.strerror or e}); the checkpoint of epoch {self.epoch} is saved and "
-                                       f"holds the metrics; resume with `ppvae train --resume {self.run_dir}`") from None
-        if self.world.is_main:
-            if self.loggers is None:
-                self.loggers = make_loggers(self.spec, self.run_dir)
-            for logger in self.loggers:
-                logger.epoch(self, row)
+        self.writer.epoch(self, row)
         for callback in self.callbacks:
             callback(self, row)
 
@@ -609,35 +489,6 @@ class Trainer:
         raise NonFiniteLossError(f"{what}; {where}. Try a lower optimizer.lr or a smaller beta.")
 
 
-class _Rows(torch.utils.data.Dataset):
-    """A split as a map-style dataset whose item is a whole step: ``rows`` (an index tensor) -> that batch."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __len__(self) -> int:
-        return self.batch["x"].shape[0]
-
-    def __getitem__(self, rows):
-        return {k: v[rows] for k, v in self.batch.items()}
-
-
-def streams(choice, data: Dataset, device: torch.device) -> bool:
-    """Whether training streams batches (``data.stream``: true, false or "auto"). Auto streams data that is
-    memory-mapped from disk, and data that would take more than half of a GPU's free memory."""
-    if choice not in (True, False, "auto"):
-        raise ValueError(f"data.stream must be true, false or \"auto\", got {choice!r}")
-    if choice != "auto":
-        return choice
-    if getattr(data, "memory_mapped", False):
-        return True
-    if device.type == "cuda":
-        nbytes = sum(v.numel() * v.element_size() for v in data.batch("train").values())
-        free, _ = torch.cuda.mem_get_info(device)
-        return nbytes > free / 2
-    return False
-
-
 def check_fresh(run_dir: Path) -> None:
     """A new run may not train into a directory that holds one already."""
     if (Path(run_dir) / CHECKPOINT).exists():
@@ -652,16 +503,6 @@ def deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
-
-
-def write_metrics(metrics: list[dict], path: Path) -> None:
-    buffer = io.StringIO()
-    # The fixed columns, then the model's own: test_recon_<observed site>, test_kl_<latent site>
-    sites = [k for k in (metrics[0] if metrics else {}) if k.startswith(("test_recon_", "test_kl_"))]
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS + tuple(sites), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(metrics)
-    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def group_optimizer(spec: dict, group: str, declared: dict | None = None) -> dict:

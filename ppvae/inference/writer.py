@@ -1,0 +1,91 @@
+"""A run's epoch bookkeeping: after each epoch, what the run directory and the loggers get.
+
+The first epoch writes ``spec.toml`` (not before: a run that fails before its first epoch, or a resume that fails
+to load, leaves the directory as it was); every epoch writes, atomically, the checkpoint (weights, optimisers,
+step, random states, metrics; :mod:`~ppvae.inference.checkpoint`) and then ``metrics.csv``, and hands the epoch's
+row to TensorBoard and MLflow where the spec asks for them. A write that fails says what is kept and how to
+resume. Only the main process of a run writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..spec import dump_spec
+from .checkpoint import CHECKPOINT, atomic_write_bytes, save_checkpoint
+from .loggers import make_loggers
+from .rebuild import still_matches
+
+SPEC_FILE = "spec.toml"
+METRICS_FILE = "metrics.csv"
+METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
+               "train_kl", "test_elbo", "test_recon", "test_kl", "test_mi", "test_tc", "test_dim_kl",
+               "seconds")  # and per-site terms, model by model
+
+
+class RunWriter:
+    """Writes a trainer's epochs into ``run_dir`` (None: nowhere; the loggers still log) on the main process."""
+
+    def __init__(self, run_dir: Path | None, spec: dict, is_main: bool):
+        self.run_dir, self.spec, self.is_main = run_dir, spec, is_main
+        self.spec_written = False
+        #: TensorBoard / MLflow, started by the first epoch's end (so a run refused before it logs nothing)
+        self.loggers = None
+
+    def epoch(self, trainer, row: dict) -> None:
+        """The epoch just finished (``row``, already in ``trainer.metrics``): spec, checkpoint, metrics, loggers."""
+        if not self.is_main:
+            return
+        if self.run_dir is not None:
+            if not self.spec_written:
+                dump_spec(trainer.spec, self.run_dir / SPEC_FILE)
+                self.spec_written = True
+            trainer.record = still_matches(trainer.record, trainer.model)
+            self._checkpoint(trainer.state_dict(), trainer.epoch)
+            self._metrics(trainer.metrics, trainer.epoch)
+        if self.loggers is None:
+            self.loggers = make_loggers(trainer.spec, self.run_dir)
+        for logger in self.loggers:
+            logger.epoch(trainer, row)
+
+    def close(self, trainer, ok: bool) -> None:
+        for logger in self.loggers or ():
+            logger.close(trainer, ok)
+
+    def _checkpoint(self, state: dict, epoch: int) -> None:
+        try:
+            save_checkpoint(state, self.run_dir / CHECKPOINT, keep=self.spec["train"].get("keep_checkpoints", 1))
+        except OSError as e:  # a full disk, a quota, a vanished mount: the old files are untouched
+            kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written"
+            raise OSError(e.errno, f"could not write the checkpoint of epoch {epoch} to {self.run_dir} "
+                                   f"({e.strerror or e}); {kept}; free space and resume with "
+                                   f"`ppvae train --resume {self.run_dir}`") from None
+
+    def _metrics(self, metrics: list[dict], epoch: int) -> None:
+        try:
+            write_metrics(metrics, self.run_dir / METRICS_FILE)
+        except OSError as e:
+            raise OSError(e.errno, f"could not write {METRICS_FILE} of epoch {epoch} to {self.run_dir} "
+                                   f"({e.strerror or e}); the checkpoint of epoch {epoch} is saved and "
+                                   f"holds the metrics; resume with `ppvae train --resume {self.run_dir}`") from None
+
+
+def epoch_line(row: dict) -> str:
+    """The line a run prints after each epoch."""
+    extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
+    tc = f", TC {row['test_tc']:.2f}" if "test_tc" in row else ""
+    return (f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
+            f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
+            f"KL {row['test_kl']:.2f}{tc})  {row['seconds']:.1f}s")
+
+
+def write_metrics(metrics: list[dict], path: Path) -> None:
+    buffer = io.StringIO()
+    # The fixed columns, then the model's own: test_recon_<observed site>, test_kl_<latent site>
+    sites = [k for k in (metrics[0] if metrics else {}) if k.startswith(("test_recon_", "test_kl_"))]
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS + tuple(sites), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(metrics)
+    atomic_write_bytes(path, buffer.getvalue().encode())
