@@ -42,29 +42,73 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     num_samples = int_option(num_samples, 1, "num_samples (importance samples per example)")
     posterior_draws = int_option(posterior_draws, 1, "posterior_draws")
     batch = as_batch(x)
-    xs = batch["x"]
-    n, dims = xs.shape[0], math.prod(xs.shape[1:])
+    n = batch["x"].shape[0]
     if n < 2:
         raise ValueError(f"evaluation needs at least 2 examples (active units and the mutual information are "
                          f"taken across examples), got {n}")
     p = program(model)
-    evidence = p.sites(batch).evidence  # what the log-likelihood is of, by the program's site names
     elbo = evaluate_elbo(model, batch, seed=seed)
+    iwae, ll, khat = _iwae(p, batch, elbo, num_samples, seed)
+    units = diag.active_units(model, batch, seed=seed, by_site=True)
+    variance = torch.cat([v for _, v in units.values()]) if units else torch.zeros(0)
+    active = sum(c for c, _ in units.values())
+    latent_dim = int(variance.numel())
+    kl_dims, kl_per_dimension = _kl_per_dimension(model, batch, seed)
+    psis_khat = _khat_summary(khat, num_samples)
+    report = {
+        "num_examples": n,
+        "seed": seed,
+        "units": "nats per example",
+        "model": p.name,
+        "elbo": {**elbo, "how": "one joint draw of guide and model per example, beta = 1; analytic KL where "
+                                "registered; recon_sites per observed site and kl_sites per latent site sum to the "
+                                "reconstruction and KL terms"},
+        "iwae_log_likelihood": {**iwae, "num_samples": num_samples},
+        "kl_per_dimension": kl_per_dimension,
+        "active_units": {"value": active, "of": latent_dim, "threshold": diag.ACTIVE_THRESHOLD,
+                         "variance": variance.tolist(),
+                         "sites": {k: {"value": c, "of": int(v.numel())} for k, (c, v) in units.items()},
+                         "how": "units whose Cov_x(E_q[z_d | x]) exceeds the threshold (Burda et al. 2016), for each "
+                                "continuous latent site; E_q from 1,000 draws, less their Monte Carlo noise, where the "
+                                "guide has no closed-form mean that depends on x alone"},
+        "mutual_information": _mutual_information(model, batch, seed),
+        "psis_khat": psis_khat,
+    }
+    classification, confusion = _classification(model, batch)
+    if classification is not None:
+        report["classification"] = classification
+    report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
+    report["warnings"] += _psis_warning(p, psis_khat.get("share_above_0.7"))
+    report["seconds"] = time.perf_counter() - start
+    arrays = {"confusion": confusion, "khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims,
+              "latent_dim": latent_dim,
+              "posterior": diag.posterior_inference_data(model, take(batch, slice(0, POSTERIOR_EXAMPLES)),
+                                                         num_draws=posterior_draws, seed=seed)}
+    return report, arrays
+
+
+def _iwae(p, batch, elbo: dict, num_samples: int, seed: int) -> tuple[dict, torch.Tensor, np.ndarray | None]:
+    """The IWAE log-likelihood's report entry (in bits per dimension where that is a code length; per token for
+    token data), the per-example estimates, and the PSIS k-hat of each example's weights (enough samples only)."""
+    model, xs = p.module, batch["x"]
+    n, dims = xs.shape[0], math.prod(xs.shape[1:])
     vectorized = particles_vectorize(model, batch)
-    psis = num_samples >= diag.MIN_PSIS_SAMPLES
-    if psis:
+    if num_samples >= diag.MIN_PSIS_SAMPLES:
         ll, log_w = iwae_log_likelihood(model, batch, num_samples, seed=seed, return_weights=True)
         khat = diag.psis_khat(log_w)
         del log_w
     else:
         ll, khat = iwae_log_likelihood(model, batch, num_samples, seed=seed), None
-    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)), "of": evidence,
+    iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)),
+            "of": p.sites(batch).evidence,  # what the log-likelihood is of, by the program's site names
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
                    f"(Burda et al. 2016); a lower bound in expectation; particles "
                    f"{'vectorized' if vectorized else 'drawn one at a time (the program does not broadcast)'}"}
-    likelihood = getattr(p.module, "likelihood", None)
-    if output_of(p.module).per_token:
-        pass  # token data: the per-token figures above, not bits per (pixel) dimension
+    likelihood = getattr(model, "likelihood", None)
+    if output_of(model).per_token:  # token data: per-word figures, as language models report them
+        iwae["per_token"] = {**per_token(ll, xs), "how": "-(sum of the IWAE log-likelihoods) / (tokens predicted: "
+                                                         "each sentence's tokens and its end token); perplexity = "
+                                                         "exp(nll), an upper bound in expectation"}
     elif "bits_per_dim" in elbo:
         iwae["bits_per_dim"] = bits_per_dim(-iwae["value"], dims)
     elif likelihood is None or not callable(getattr(likelihood, "gives_code_length", None)):
@@ -75,68 +119,42 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         iwae["bits_per_dim_note"] = (f"not given: the {name} likelihood is a mass function, but these data are "
                                      f"not all in its support (grey levels under a Bernoulli), so -log p(x) is "
                                      f"not a code length")
-    if output_of(p.module).per_token:  # token data: per-word figures, as language models report them
-        iwae["per_token"] = {**per_token(ll, xs), "how": "-(sum of the IWAE log-likelihoods) / (tokens predicted: "
-                                                         "each sentence's tokens and its end token); perplexity = "
-                                                         "exp(nll), an upper bound in expectation"}
-    units = diag.active_units(model, batch, seed=seed, by_site=True)
-    variance = torch.cat([v for _, v in units.values()]) if units else torch.zeros(0)
-    active = sum(c for c, _ in units.values())
-    latent_dim = int(variance.numel())
-    kl_dims, kl_sites_dims = None, None
-    kl_note = "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"
+    return iwae, ll, khat
+
+
+def _kl_per_dimension(model, batch, seed: int) -> tuple[list | None, dict]:
+    """The KL of each latent dimension (all sites side by side) and its report entry (per site too)."""
     try:
         by_site = diag.kl_per_dimension(model, batch, seed=seed, by_site=True)
-        kl_sites_dims = {k: v.tolist() for k, v in by_site.items()}
-        kl_dims = torch.cat(list(by_site.values())).tolist() if by_site else []
     except ValueError as e:
-        kl_note = str(e)
+        return None, {"value": None, "sites": None, "how": str(e)}
+    kl_dims = torch.cat(list(by_site.values())).tolist() if by_site else []
+    return kl_dims, {"value": kl_dims, "sites": {k: v.tolist() for k, v in by_site.items()},
+                     "how": "analytic KL(q(z_d|x) || p(z_d)) where registered, else Monte Carlo; mean over examples"}
+
+
+def _mutual_information(model, batch, seed: int) -> dict:
     mi_x = take(batch, slice(0, MI_EXAMPLES))
     n_mi = mi_x["x"].shape[0]
     try:
-        mi = {"value": diag.mutual_information(model, mi_x, seed=seed), "max": math.log(n_mi),
-              "how": f"minibatch estimate over {n_mi} examples (He et al. 2019); at most log N"}
+        return {"value": diag.mutual_information(model, mi_x, seed=seed), "max": math.log(n_mi),
+                "how": f"minibatch estimate over {n_mi} examples (He et al. 2019); at most log N"}
     except ValueError as e:
-        mi = {"value": None, "how": str(e)}
-    psis_khat = _khat_summary(khat, num_samples)
-    share = psis_khat.get("share_above_0.7")
-    report = {
-        "num_examples": n,
-        "seed": seed,
-        "units": "nats per example",
-        "model": p.name,
-        "elbo": {**elbo, "how": "one joint draw of guide and model per example, beta = 1; analytic KL where "
-                                "registered; recon_sites per observed site and kl_sites per latent site sum to the "
-                                "reconstruction and KL terms"},
-        "iwae_log_likelihood": {**iwae, "num_samples": num_samples},
-        "kl_per_dimension": {"value": kl_dims, "sites": kl_sites_dims, "how": kl_note},
-        "active_units": {"value": active, "of": latent_dim, "threshold": diag.ACTIVE_THRESHOLD,
-                         "variance": variance.tolist(),
-                         "sites": {k: {"value": c, "of": int(v.numel())} for k, (c, v) in units.items()},
-                         "how": "units whose Cov_x(E_q[z_d | x]) exceeds the threshold (Burda et al. 2016), for each "
-                                "continuous latent site; E_q from 1,000 draws, less their Monte Carlo noise, where the "
-                                "guide has no closed-form mean that depends on x alone"},
-        "mutual_information": mi,
-        "psis_khat": psis_khat,
-    }
-    classification, confusion = _classification(model, batch)
-    if classification is not None:
-        report["classification"] = classification
-    report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
-    if share is not None and share > 0.5:
-        guide = getattr(p.module, "q", None)
-        remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
-            if getattr(guide, "registry_name", "") == "iaf" else \
-            "a flow guide (guide.name = \"iaf\") or more importance samples can help" \
-            if getattr(guide, "registry_name", "") == "normal" else \
-            "a richer guide, more importance samples or a longer training can help"
-        report["warnings"].append(f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the "
-                                  f"posterior, so the IWAE estimate may be loose; {remedy}.")
-    report["seconds"] = time.perf_counter() - start
-    arrays = {"confusion": confusion, "khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims, "latent_dim": latent_dim,
-              "posterior": diag.posterior_inference_data(model, take(batch, slice(0, POSTERIOR_EXAMPLES)),
-                                                         num_draws=posterior_draws, seed=seed)}
-    return report, arrays
+        return {"value": None, "how": str(e)}
+
+
+def _psis_warning(p, share: float | None) -> list[str]:
+    """A warning where most examples' importance weights have PSIS k-hat > 0.7, with the remedy for the guide."""
+    if share is None or share <= 0.5:
+        return []
+    guide = getattr(p.module, "q", None)
+    remedy = "more importance samples, a richer flow guide (guide.flows, guide.hidden) or a longer training" \
+        if getattr(guide, "registry_name", "") == "iaf" else \
+        "a flow guide (guide.name = \"iaf\") or more importance samples can help" \
+        if getattr(guide, "registry_name", "") == "normal" else \
+        "a richer guide, more importance samples or a longer training can help"
+    return [f"{100 * share:.0f}% of examples have PSIS k-hat > 0.7: the guide is far from the posterior, so the IWAE "
+            f"estimate may be loose; {remedy}."]
 
 
 def _classification(model, batch) -> tuple[dict | None, np.ndarray | None]:
