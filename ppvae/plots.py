@@ -2,6 +2,10 @@
 Figures for inspecting a trained VAE: sample and reconstruction grids, latent
 interpolations and training curves.
 
+Why one module of some 700 lines: it is a flat list of independent figure functions that share only the grid
+and saving helpers at the top; a reader looks for a figure by name, and ``ppvae.plots`` is the one place to
+find each of them (what computes the numbers behind a figure lives in ``ppvae.evaluate``).
+
 Every function builds a :class:`matplotlib.figure.Figure` directly rather than
 going through :mod:`matplotlib.pyplot`, so no global figure state is touched,
 nothing needs closing, and no interactive backend is ever required (saving

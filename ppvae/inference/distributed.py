@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..batch import take, to_device
+
 BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -198,3 +200,31 @@ def launch(nproc: int, argv: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # one core per process, as torchrun would set
     return subprocess.run(cmd, env=env).returncode
+
+
+def evaluate_shared(model, batch, world: World, device: torch.device, *, seed: int, parts: bool = False) -> dict:
+    """:func:`~ppvae.evaluate.elbo.evaluate_elbo` over ``batch``, the work shared: with several processes each
+    evaluates its share (every size-th row), and with ``parts`` (streamed data in host memory) in device-sized
+    parts; the sums are added over the processes."""
+    from ..evaluate.elbo import evaluate_elbo  # here: the launcher and the CLI's exit path import this module light
+
+    if not (world.distributed or parts):
+        return evaluate_elbo(model, batch, seed=seed)
+    w, r = world.size, world.rank
+    n = batch["x"].shape[0]
+    mine = torch.arange(r, n, w)
+    sums: dict[str, torch.Tensor] = {}
+    for j, start in enumerate(range(0, len(mine), 1000)):
+        part = to_device(take(batch, mine[start:start + 1000]), device)
+        out = evaluate_elbo(model, part, seed=seed + r + w * j)
+        m = out["num_examples"]
+        for kind in ("recon_sites", "kl_sites"):
+            for k, v in out[kind].items():
+                sums[f"{kind}/{k}"] = sums.get(f"{kind}/{k}", 0.0) + v * m
+    keys = sorted(set().union(*world.gather(sorted(sums))))  # a rank with no rows has no sites
+    sums = {k: sums.get(k, 0.0) for k in keys}
+    total = world.sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device))
+    sites = {kind: {k.split("/", 1)[1]: float(v) / n for k, v in zip(keys, total) if k.startswith(kind)}
+             for kind in ("recon_sites", "kl_sites")}
+    recon, kl = sum(sites["recon_sites"].values()), sum(sites["kl_sites"].values())
+    return {"elbo": recon - kl, "recon": recon, "kl": kl, "num_examples": n, **sites}

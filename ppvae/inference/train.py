@@ -34,7 +34,7 @@ from ..data import Dataset
 from ..registry import int_option
 from ..evaluate.diagnostics import decomposition_means
 from .decomposition import kl_decomposition
-from ..evaluate.elbo import evaluate_elbo, particles_vectorize
+from ..evaluate.elbo import particles_vectorize
 from ..traces import sampled_enumeration, seeded_eval
 from ..evaluate.figures import write_figures
 from ..spec import check_device_name
@@ -43,7 +43,7 @@ from .contract import check_batch_keys, check_program, warn_once
 from ..batch import Batch
 from ..batch import take, to_device
 from ..traces import untouched
-from .distributed import LossModule, available_slots, rank_device, world
+from .distributed import LossModule, available_slots, evaluate_shared, rank_device, world
 from .lock import RunLock, RunLockedError
 from .loggers import require_loggers
 from .loss import MAIN, TrainingLoss
@@ -441,35 +441,10 @@ class Trainer:
         bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
         bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
 
-    def _evaluate(self, batch) -> dict:
-        """evaluate_elbo over ``batch``; with several processes or streamed data, each rank evaluates its share
-        (every size-th row) in device-sized parts and the sums are added over the ranks."""
-        seed = self.spec["seed"]
-        if not (self.world.distributed or self.stream):
-            return evaluate_elbo(self.model, batch, seed=seed)
-        w, r = self.world.size, self.world.rank
-        n = batch["x"].shape[0]
-        mine = torch.arange(r, n, w)
-        sums: dict[str, torch.Tensor] = {}
-        for j, start in enumerate(range(0, len(mine), 1000)):
-            part = to_device(take(batch, mine[start:start + 1000]), self.device)
-            out = evaluate_elbo(self.model, part, seed=seed + r + w * j)
-            m = out["num_examples"]
-            for kind in ("recon_sites", "kl_sites"):
-                for k, v in out[kind].items():
-                    sums[f"{kind}/{k}"] = sums.get(f"{kind}/{k}", 0.0) + v * m
-        keys = sorted(set().union(*self.world.gather(sorted(sums))))  # a rank with no rows has no sites
-        sums = {k: sums.get(k, 0.0) for k in keys}
-        total = self.world.sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device))
-        sites = {kind: {k.split("/", 1)[1]: float(v) / n for k, v in zip(keys, total) if k.startswith(kind)}
-                 for kind in ("recon_sites", "kl_sites")}
-        recon, kl = sum(sites["recon_sites"].values()), sum(sites["kl_sites"].values())
-        return {"elbo": recon - kl, "recon": recon, "kl": kl, "num_examples": n, **sites}
-
     def _epoch_metrics(self, train_loss: float, kl_weighting: dict, seconds: float) -> dict:
         seed = self.spec["seed"]
-        tr = self._evaluate(self.train_eval_batch)
-        te = self._evaluate(self.test_batch)
+        tr, te = (evaluate_shared(self.model, batch, self.world, self.device, seed=seed, parts=self.stream)
+                  for batch in (self.train_eval_batch, self.test_batch))
         parts = {}
         if self.decomposable:  # on up to 1,000 test examples, with the consistent (stratified) estimator
             # (no more rows than the training set has: q(z) averages over it)
