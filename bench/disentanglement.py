@@ -4,11 +4,11 @@ seeds each: every disentanglement metric (median and range over seeds) and the r
     .venv/bin/python bench/disentanglement.py [--seeds 0 1 2] [--epochs 8] [--n 20000] [--models ...] [--out ...]
 
 Setting: ``data.n`` dSprites images (default 20,000 of the 737,280, 80% for training), 10-D z, MLP encoder and
-decoder 4096-400-10 / 10-400-4096, Bernoulli likelihood, Adam 1e-3, batch 128, the same epochs for every model.
-The models differ only in the beta section: ``constant`` 1 (the ELBO), ``constant`` 4 (Higgins et al. 2017),
-``tcvae`` with alpha = gamma = 1, beta = 6 and minibatch-weighted sampling (Chen et al. 2018); and FactorVAE
-(``model.name = factor_vae``, Kim & Mnih 2018) adds gamma = 35 times a discriminator's estimate of the total
-correlation, the discriminator (6 x 1000 leaky-ReLU units) trained by its own Adam (1e-4, betas 0.5, 0.9). Metrics are those of
+decoder 4096-400-10 / 10-400-4096, Bernoulli likelihood, Adam 1e-3, batch 128, the same epochs for every model. The
+models differ only in the beta section: ``constant`` 1 (the ELBO), ``constant`` 4 (Higgins et al. 2017), ``tcvae``
+with alpha = gamma = 1, beta = 6 and minibatch-weighted sampling (Chen et al. 2018); and FactorVAE (``model.name =
+factor_vae``, Kim & Mnih 2018) adds gamma = 35 times a discriminator's estimate of the total correlation, the
+discriminator (6 x 1000 leaky-ReLU units) trained by its own Adam (1e-4, betas 0.5, 0.9). Metrics are those of
 ``ppvae disentanglement`` at its default sample sizes except --num-votes (BetaVAE / FactorVAE points) and
 --dci-train, smaller to fit the budget; each metric uses seed 0 of its own stream, so the spread is the models'.
 Runs already in --out are reused (the benchmark resumes), so re-running only re-prints.

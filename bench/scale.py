@@ -13,12 +13,13 @@ its own process(es):
   2proc-64      two processes (torchrun, gloo, DDP), batch 64 each: the steps of the reference
   2proc-128     two processes, batch 128 each
 
-Throughput is training examples per second of training time (the metrics' ``seconds``, which leave out the
-per-epoch evaluation, averaged over the epochs after the first), as a ratio to the reference; peak memory is the
-largest resident set of any process of the run (for memory-mapped data it counts the file's pages read so far).
-Every way reaches its test ELBO with the same objective; it is printed beside. CPU budget: 2 cores, about 6
-minutes at the defaults (three alternating rounds; the median round of each way is shown). On 2 cores two processes have one core each where one process had two, so what this
-machine can show is the overhead of the gradient all-reduce, not a speed-up.
+Throughput is training examples per second of training time (the metrics' ``seconds``, which leave out the per-epoch
+evaluation, averaged over the epochs after the first), as a ratio to the reference; peak memory is the largest
+resident set of any process of the run (for memory-mapped data it counts the file's pages read so far). Every way
+reaches its test ELBO with the same objective; it is printed beside. CPU budget: 2 cores, about 6 minutes at the
+defaults (three alternating rounds; the median round of each way is shown). On 2 cores two processes have one core
+each where one process had two, so what this machine can show is the overhead of the gradient all-reduce, not a
+speed-up.
 """
 
 from __future__ import annotations

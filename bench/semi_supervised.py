@@ -24,8 +24,8 @@ import time
 import torch
 
 import ppvae
-from ppvae.evaluate.classify import accuracy, train_classifier
 from ppvae.data import load_dataset
+from ppvae.evaluate.classify import accuracy, train_classifier
 
 
 def m2_accuracy(k: int, seed: int, epochs: int, run_dir: str) -> float:

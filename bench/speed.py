@@ -36,13 +36,12 @@ import statistics
 import threading
 import time
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import pyro
 import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
+from torch import nn
 
 import ppvae
 from ppvae.inference.train import Trainer, resolve_device
@@ -161,8 +160,8 @@ LAST_PPVAE = {}
 
 
 def _spec(seed, device, objective, epochs, batch_size, graph="auto"):
-    return ppvae.load_spec(None, [f"seed={seed}", f"device={device}", f"objective.name={objective}", f"train.graph={graph}",
-                                  f"train.epochs={epochs}", f"train.batch_size={batch_size}",
+    return ppvae.load_spec(None, [f"seed={seed}", f"device={device}", f"objective.name={objective}",
+                                  f"train.graph={graph}", f"train.epochs={epochs}", f"train.batch_size={batch_size}",
                                   f"model.latent_dim={LATENT}", f"encoder.hidden=[{HIDDEN}]",
                                   f"decoder.hidden=[{HIDDEN}]", f"optimizer.lr={LR}", "train.figures=false",
                                   "train.progress_every=1000000"])
@@ -346,7 +345,8 @@ def main():
         floor, fused = statistics.median(seconds["a floor"]), statistics.median(seconds["a' fused"])
         graphed = statistics.median(seconds["a'' graphed"]) if "a'' graphed" in seconds else None
         print(f"\nbatch {batch_size}")
-        header = ("way", "s/epoch (median)", "ratio to a", "to a'", "to a''", "runs", "peak MiB", "test ELBO (mean, sd)")
+        header = ("way", "s/epoch (median)", "ratio to a", "to a'", "to a''", "runs", "peak MiB", "test ELBO (mean, "
+                                                                                                  "sd)")
         print("{:<14}{:>18}{:>12}{:>8}{:>8}{:>6}{:>10}{:>22}".format(*header))
         for name in ways:
             med = statistics.median(seconds[name])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ppvae.inference.contract import data_plate
 from ppvae.inference.objectives import kl_weight

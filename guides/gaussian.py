@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import pyro
-import pyro.distributions as dist
 
 from ppvae.inference.contract import data_plate
 from ppvae.inference.objectives import kl_weight

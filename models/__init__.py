@@ -7,11 +7,11 @@ Every module of this folder is imported here, so a new family is one file that r
 import importlib
 import pkgutil
 
-from .vae import VAE
 from .cvae import CVAE
-from .m2 import M2
 from .factor_vae import FactorVAE
+from .m2 import M2
 from .sequence import SequenceLM, SequenceVAE
+from .vae import VAE
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

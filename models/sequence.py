@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import math
 
+import pyro
+import pyro.distributions as dist
 import torch
 from torch import nn
 
-import pyro
-import pyro.distributions as dist
-
+from ppvae.batch import as_batch
 from ppvae.data.sequences import END, PAD, SPECIALS, START, UNK, Vocabulary, check_tokens, lengths, sequence_mask
 from ppvae.inference.contract import Model, data_plate
-from ppvae.batch import as_batch
 from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, MODELS, PRIORS, component, describe, int_option
 
@@ -259,7 +258,8 @@ class SequenceVAE(TokenDecoding, Model):
     def options_from_data(cls, data) -> dict:
         if data.vocabulary is None:
             raise ValueError(f"model 'sequence_vae' reads integer token data with a vocabulary, but dataset "
-                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file, fortunes, bible, text)")
+                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file, fortunes, bible, "
+                             f"text)")
         return {"vocab": list(data.vocabulary), "representation": data.representation or "chars"}
 
     # ---- the programs ------------------------------------------------------------------------------------

@@ -11,20 +11,29 @@ a built module.
 
 from __future__ import annotations
 
+import pyro
 import torch
+from pyro.distributions.kl import kl_divergence
 from torch import nn
 
-import pyro
-from pyro.distributions.kl import kl_divergence
-
+from ppvae.batch import as_batch
 from ppvae.components.likelihoods import chunks
 from ppvae.components.priors import StandardNormal
 from ppvae.guides import IAFGuide, MeanFieldGaussianGuide
 from ppvae.inference.contract import Model, data_plate, spec_value
-from ppvae.batch import as_batch
 from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
-from ppvae.registry import DECODERS, ENCODERS, GUIDES, LIKELIHOODS, MODELS, PRIORS, component, describe, \
-    int_option, registered_name
+from ppvae.registry import (
+    DECODERS,
+    ENCODERS,
+    GUIDES,
+    LIKELIHOODS,
+    MODELS,
+    PRIORS,
+    component,
+    describe,
+    int_option,
+    registered_name,
+)
 
 _COMPONENTS = ("encoder", "decoder", "guide", "prior", "likelihood")
 
@@ -49,7 +58,7 @@ class VAE(Model):
             self.prior.attach_guide(self.q)
 
     @classmethod
-    def from_spec(cls, spec: dict, event_shape) -> "VAE":
+    def from_spec(cls, spec: dict, event_shape) -> VAE:
         """The VAE a spec describes (``[model]``, ``[encoder]``, ... ``[likelihood]``) for data of ``event_shape``."""
         options = {k: v for k, v in spec["model"].items() if k not in ("name", "event_shape")}
         try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ __all__ = [
     "plot_khat_histogram",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 _DPI = 120
 # Grey separators stay visible on both dark (MNIST) and light backgrounds.
@@ -64,7 +63,7 @@ def _to_cpu(x: torch.Tensor) -> torch.Tensor:
     return x.detach().cpu().float()
 
 
-def _as_images(x: torch.Tensor) -> Optional[torch.Tensor]:
+def _as_images(x: torch.Tensor) -> torch.Tensor | None:
     """
     Interpret a batch as images.
 
@@ -97,7 +96,7 @@ def _as_images(x: torch.Tensor) -> Optional[torch.Tensor]:
     return images.clamp(0.0, 1.0)
 
 
-def _save(fig: Figure, path: Optional[PathLike]) -> None:
+def _save(fig: Figure, path: PathLike | None) -> None:
     """Write ``fig`` as a PNG to ``path`` (creating parent directories) if a path is given."""
     if path is None:
         return
@@ -125,7 +124,7 @@ def tile(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float
     return grid
 
 
-def _grid_figure(images: torch.Tensor, nrow: int, title: Optional[str]) -> tuple[Figure, Axes]:
+def _grid_figure(images: torch.Tensor, nrow: int, title: str | None) -> tuple[Figure, Axes]:
     """Tile ``(N, C, H, W)`` images with :func:`tile` and draw them on a fresh figure."""
     nrow = max(1, min(nrow, images.size(0)))
     grid = tile(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
@@ -156,7 +155,7 @@ def _strip_axes(ax: Axes) -> None:
 
 
 def _heatmap_figure(
-    rows: torch.Tensor, title: Optional[str], ylabel: str = "example"
+    rows: torch.Tensor, title: str | None, ylabel: str = "example"
 ) -> tuple[Figure, Axes]:
     """Draw an ``(N, D)`` matrix as a heat map with one row per example and a colorbar."""
     n, d = rows.shape
@@ -179,8 +178,8 @@ def _heatmap_figure(
 def image_grid(
     x: torch.Tensor,
     nrow: int = 8,
-    title: Optional[str] = None,
-    path: Optional[PathLike] = None,
+    title: str | None = None,
+    path: PathLike | None = None,
 ) -> Figure:
     """
     Show a batch as a grid of images, or as a heat map for non-image flat data.
@@ -203,7 +202,7 @@ def image_grid(
     return fig
 
 
-def plot_samples(x: torch.Tensor, nrow: int = 8, path: Optional[PathLike] = None) -> Figure:
+def plot_samples(x: torch.Tensor, nrow: int = 8, path: PathLike | None = None) -> Figure:
     """
     Show samples drawn from the generative model's prior.
 
@@ -218,7 +217,7 @@ def plot_samples(x: torch.Tensor, nrow: int = 8, path: Optional[PathLike] = None
 def plot_reconstructions(
     x: torch.Tensor,
     x_rec: torch.Tensor,
-    path: Optional[PathLike] = None,
+    path: PathLike | None = None,
     n: int = 8,
 ) -> Figure:
     """
@@ -260,7 +259,7 @@ def plot_reconstructions(
 
 def plot_interpolation(
     strips: torch.Tensor,
-    path: Optional[PathLike] = None,
+    path: PathLike | None = None,
     title: str = "Latent interpolation",
 ) -> Figure:
     """
@@ -302,7 +301,7 @@ def plot_interpolation(
     return fig
 
 
-def _column(metrics: list[dict], key: str) -> list[Optional[float]]:
+def _column(metrics: list[dict], key: str) -> list[float | None]:
     """Extract ``key`` from every row, with ``None`` where it is missing."""
     values = []
     for row in metrics:
@@ -312,7 +311,7 @@ def _column(metrics: list[dict], key: str) -> list[Optional[float]]:
 
 
 def _plot_if_present(
-    ax: Axes, epochs: list[float], values: list[Optional[float]], **kwargs
+    ax: Axes, epochs: list[float], values: list[float | None], **kwargs
 ) -> None:
     """
     Plot the recorded points of a series, skipping epochs where it is missing.
@@ -327,7 +326,7 @@ def _plot_if_present(
         ax.plot(xs, ys, **kwargs)
 
 
-def plot_training_curve(metrics: list[dict], path: Optional[PathLike] = None) -> Figure:
+def plot_training_curve(metrics: list[dict], path: PathLike | None = None) -> Figure:
     """
     Plot per-epoch training diagnostics in three panels: ELBO, its two terms, and beta.
 
@@ -399,8 +398,8 @@ def plot_training_curve(metrics: list[dict], path: Optional[PathLike] = None) ->
     return fig
 
 
-def plot_traversals(grid: torch.Tensor, dims: list[int], kls: Optional[list[float]] = None,
-                    path: Optional[PathLike] = None, span: float = 3.0) -> Figure:
+def plot_traversals(grid: torch.Tensor, dims: list[int], kls: list[float] | None = None,
+                    path: PathLike | None = None, span: float = 3.0) -> Figure:
     """
     Latent traversals: row ``i`` decodes z with dimension ``dims[i]`` swept from ``-span`` to ``+span``
     (the others held fixed), so each row shows what one latent unit controls.
@@ -415,12 +414,12 @@ def plot_traversals(grid: torch.Tensor, dims: list[int], kls: Optional[list[floa
     return plot_interpolation(grid, path=path, title=title)
 
 
-def plot_manifold(images: torch.Tensor, n: int, path: Optional[PathLike] = None) -> Figure:
+def plot_manifold(images: torch.Tensor, n: int, path: PathLike | None = None) -> Figure:
     """The decoded 2-D latent manifold: an ``n x n`` grid of decodings over the prior's quantiles."""
     return image_grid(images, nrow=n, title="Latent manifold (2-D latent, grid of prior quantiles)", path=path)
 
 
-def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: Optional[PathLike] = None,
+def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: PathLike | None = None,
                         xlabel: str = "z0", ylabel: str = "z1") -> Figure:
     """A scatter of 2-D latent codes (the latent itself when 2-D, else a projection), coloured by label."""
     points = _to_cpu(torch.as_tensor(points)).numpy()
@@ -439,8 +438,8 @@ def plot_latent_scatter(points, labels=None, title: str = "Latent space", path: 
     return fig
 
 
-def plot_class_grid(grid: torch.Tensor, classes: Optional[list[str]] = None,
-                    path: Optional[PathLike] = None) -> Figure:
+def plot_class_grid(grid: torch.Tensor, classes: list[str] | None = None,
+                    path: PathLike | None = None) -> Figure:
     """
     Class-conditional samples: row ``c`` is class ``c``; each column holds one latent draw fixed while the class
     changes, so a column shows one style across the classes.
@@ -463,8 +462,8 @@ def plot_class_grid(grid: torch.Tensor, classes: Optional[list[str]] = None,
     return fig
 
 
-def plot_confusion_matrix(matrix, classes: Optional[list[str]] = None, title: str = "Confusion matrix",
-                          path: Optional[PathLike] = None) -> Figure:
+def plot_confusion_matrix(matrix, classes: list[str] | None = None, title: str = "Confusion matrix",
+                          path: PathLike | None = None) -> Figure:
     """
     A confusion matrix: rows are the true classes, columns the predicted ones, each cell the share of its row
     (counts written in the cells).
@@ -493,7 +492,7 @@ def plot_confusion_matrix(matrix, classes: Optional[list[str]] = None, title: st
     return fig
 
 
-def plot_inpainting(x: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, path: Optional[PathLike] = None,
+def plot_inpainting(x: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, path: PathLike | None = None,
                     title: str = "Inpainting") -> Figure:
     """Rows of (observed, filled, truth) for each example; the hidden pixels of the observed image are grey."""
     observed = torch.where(mask, x, torch.full_like(x, _PAD_VALUE))
@@ -505,7 +504,7 @@ def plot_inpainting(x: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, p
     return fig
 
 
-def plot_roc_curves(curves: dict, path: Optional[PathLike] = None) -> Figure:
+def plot_roc_curves(curves: dict, path: PathLike | None = None) -> Figure:
     """ROC curves of anomaly scores: ``{score: (fpr, tpr, auroc)}``, with the chance diagonal."""
     fig = Figure(figsize=(5.5, 5.0), layout="constrained")
     ax = fig.subplots()
@@ -520,7 +519,7 @@ def plot_roc_curves(curves: dict, path: Optional[PathLike] = None) -> Figure:
     return fig
 
 
-def plot_score_histograms(normal: dict, anomalous: dict, path: Optional[PathLike] = None) -> Figure:
+def plot_score_histograms(normal: dict, anomalous: dict, path: PathLike | None = None) -> Figure:
     """One histogram per score, normal against anomalous examples (higher = more anomalous)."""
     names = list(normal)
     fig = Figure(figsize=(4.0 * len(names), 3.4), layout="constrained")
@@ -538,7 +537,7 @@ def plot_score_histograms(normal: dict, anomalous: dict, path: Optional[PathLike
     return fig
 
 
-def plot_khat_histogram(khat, threshold: float = 0.7, path: Optional[PathLike] = None) -> Figure:
+def plot_khat_histogram(khat, threshold: float = 0.7, path: PathLike | None = None) -> Figure:
     """Histogram of PSIS k-hat over examples, with the 0.7 reliability threshold (Yao et al. 2018).
 
     Non-finite values (ArviZ's inf where k-hat is undefined, e.g. all weights equal) are left out and counted
@@ -562,7 +561,7 @@ def plot_khat_histogram(khat, threshold: float = 0.7, path: Optional[PathLike] =
     return fig
 
 
-def plot_kl_decomposition(metrics: list[dict], path: Optional[PathLike] = None) -> Figure:
+def plot_kl_decomposition(metrics: list[dict], path: PathLike | None = None) -> Figure:
     """The test KL split into index-code mutual information, total correlation and dimension-wise KL per epoch
     (``test_mi``, ``test_tc``, ``test_dim_kl`` of ``metrics.csv``; Chen et al. 2018), stacked: the top line is
     their sum, the sampled KL."""
@@ -587,7 +586,7 @@ def plot_kl_decomposition(metrics: list[dict], path: Optional[PathLike] = None) 
     return fig
 
 
-def plot_mutual_information(matrix, factor_names: list[str], path: Optional[PathLike] = None,
+def plot_mutual_information(matrix, factor_names: list[str], path: PathLike | None = None,
                             title: str = "Normalized mutual information I(z_i; v_k) / H(v_k)") -> Figure:
     """The (code dimensions x factors) matrix of normalized mutual information as a heat map, 0 to 1."""
     m = np.asarray(matrix, dtype=float)
@@ -607,7 +606,7 @@ def plot_mutual_information(matrix, factor_names: list[str], path: Optional[Path
 
 
 def plot_factor_traversals(grid: torch.Tensor, dims: list[int], factors: list[str], mi: list[float],
-                           path: Optional[PathLike] = None, span: float = 3.0) -> Figure:
+                           path: PathLike | None = None, span: float = 3.0) -> Figure:
     """Latent traversals with each row labelled by the factor its dimension is most informative about."""
     rows = grid.shape[0]
     fig = plot_interpolation(grid, title=f"Latent traversals, {-span:g} to {span:g} about one test code")
@@ -621,8 +620,8 @@ def plot_factor_traversals(grid: torch.Tensor, dims: list[int], factors: list[st
     return fig
 
 
-def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: Optional[PathLike] = None,
-               group: Optional[str] = None) -> Figure:
+def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: PathLike | None = None,
+               group: str | None = None) -> Figure:
     """Each metric against the swept value ``key``: the median over seeds with the range (min to max) as an
     error bar, one line per value of ``group`` (another swept key) where given."""
     metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)]
@@ -661,8 +660,8 @@ def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: Optional[Pa
     return fig
 
 
-def plot_property_histograms(generated: dict, reference: dict, path: Optional[PathLike] = None,
-                             names: Optional[dict] = None) -> Figure:
+def plot_property_histograms(generated: dict, reference: dict, path: PathLike | None = None,
+                             names: dict | None = None) -> Figure:
     """Histograms of molecular properties (QED, logP, weight, SA) of generated molecules against reference ones."""
     names = names or {"qed": "QED", "logp": "logP", "mw": "molecular weight", "sa": "SA score"}
     keys = [k for k in generated if generated[k] or reference.get(k)]

@@ -21,8 +21,9 @@ import importlib.metadata
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ENTRY_POINT_GROUP = "ppvae.components"
 

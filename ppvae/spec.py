@@ -18,8 +18,8 @@ from typing import Any
 
 import tomli_w
 
-from .inference.checkpoint import atomic_write_bytes
 from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION
+from .inference.checkpoint import atomic_write_bytes
 from .registry import int_option, registry_for
 
 # Component sections: their keys are free (checked by the component); all other sections are closed.
@@ -126,7 +126,8 @@ def validate(spec: dict) -> dict:
         elif key in _CLOSED:
             if not isinstance(value, dict):
                 raise ValueError(f"spec section [{key}] must be a table, got {value!r}; set its keys one by one, "
-                                 f"e.g. {key}.{next(iter(_CLOSED[key]))}=..., allowed: {', '.join(sorted(_CLOSED[key]))}")
+                                 f"e.g. {key}.{next(iter(_CLOSED[key]))}=..., allowed: "
+                                 f"{', '.join(sorted(_CLOSED[key]))}")
             _check_keys(key, value, _CLOSED[key])
     _check_keys("", {k: v for k, v in spec.items() if k in _CLOSED[""]}, _CLOSED[""])
     for key in ("epochs", "batch_size", "progress_every"):

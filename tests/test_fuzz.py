@@ -66,7 +66,8 @@ def valid_specs(draw):
 # (section, key, bad values, what the message must name)
 MUTATIONS = [
     ("train", "epochs", BAD_INTS, "epochs"), ("train", "batch_size", BAD_INTS, "batch_size"),
-    ("train", "progress_every", BAD_INTS, "progress_every"), ("train", "keep_checkpoints", BAD_INTS, "keep_checkpoints"),
+    ("train", "progress_every", BAD_INTS, "progress_every"),
+    ("train", "keep_checkpoints", BAD_INTS, "keep_checkpoints"),
     ("train", "figures", [1, "yes"], "figures"), ("train", "bogus", [1], "bogus"),
     ("model", "latent_dim", BAD_INTS, "latent_dim"), ("model", "name", ["nope", "no_module:Thing"], "nope|no_module"),
     ("prior", "name", ["gaussian_mixture", ""], "gaussian_mixture|prior"),

@@ -1,11 +1,10 @@
 """The training step as one CUDA graph: the capture check and the graphed step's plumbing, on the CPU (the graph
 itself is measured on a GPU by bench/gpu_check.sh)."""
 
-import pytest
-import torch
-
 import pyro
 import pyro.distributions as dist
+import pytest
+import torch
 
 import ppvae
 from ppvae.cli import main

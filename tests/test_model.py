@@ -6,8 +6,8 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
 
 import ppvae
 from ppvae import VAE

@@ -235,7 +235,8 @@ def test_sample_and_reconstruct_print_strings_and_write_text_files(selfies_run, 
     lines = (selfies_run / "figures" / "samples.txt").read_text().splitlines()
     assert len(lines) == 5 and all(canonical(s) for s in lines)
     assert "\n".join(lines) in capsys.readouterr().out
-    assert main(["sample", str(selfies_run), "-n", "4", "--temperature", "0.5", "--out", str(selfies_run / "t.txt")]) == 0
+    assert main(["sample", str(selfies_run), "-n", "4", "--temperature", "0.5",
+                 "--out", str(selfies_run / "t.txt")]) == 0
     assert len((selfies_run / "t.txt").read_text().splitlines()) == 4
     assert main(["reconstruct", str(selfies_run), "-n", "3"]) == 0
     rows = (selfies_run / "figures" / "reconstructions.txt").read_text().splitlines()

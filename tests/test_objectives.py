@@ -10,9 +10,9 @@ import ppvae
 from ppvae import VAE
 from ppvae.components.beta import ConstantBeta, CyclicalBeta, LinearWarmupBeta, make_beta
 from ppvae.inference.objectives import CapacityKL, FreeBits
-from ppvae.traces import elbo_terms
-from ppvae.registry import OBJECTIVES
 from ppvae.inference.train import Trainer
+from ppvae.registry import OBJECTIVES
+from ppvae.traces import elbo_terms
 
 
 def test_schedules_give_the_right_values_at_given_steps():
@@ -142,7 +142,8 @@ def test_bad_schedule_parameters(beta, message):
 @pytest.mark.parametrize("objective,message", [
     ({"name": "IWAE", "num_particles": 0}, r"objective num_particles must be an integer >= 1, got 0"),
     ({"name": "Trace_ELBO", "num_particles": -3}, r"objective num_particles must be an integer >= 1, got -3"),
-    ({"name": "RWS"}, r"unknown objective 'RWS'; choose one of: IWAE, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, Trace_ELBO"),
+    ({"name": "RWS"}, r"unknown objective 'RWS'; choose one of: IWAE, TraceEnum_ELBO, TraceGraph_ELBO, "
+                      r"TraceMeanField_ELBO, Trace_ELBO"),
 ])
 def test_bad_objectives(objective, message):
     opts = dict(objective)

@@ -310,7 +310,8 @@ def test_empty_batch_is_a_clear_error():
         plots.image_grid(torch.rand(0, 1, 28, 28))
 
 
-@pytest.mark.parametrize("shape, nrow", [((5, 1, 8, 8), 2), ((12, 3, 4, 6), 8), ((1, 1, 3, 3), 8), ((64, 1, 28, 28), 8)])
+@pytest.mark.parametrize("shape, nrow", [((5, 1, 8, 8), 2), ((12, 3, 4, 6), 8), ((1, 1, 3, 3), 8),
+                                         ((64, 1, 28, 28), 8)])
 def test_tile_lays_images_out_as_torchvisions_make_grid(shape, nrow):
     from torchvision.utils import make_grid
 

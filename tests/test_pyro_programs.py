@@ -86,7 +86,8 @@ def test_pyros_vae_trained_in_python_evaluates_from_the_cli_and_an_unstored_argu
     assert main(["sample", str(tmp_path / "runs/python")]) == 0
     # hidden_dim is not stored on the object: a rebuild at its default would be another network, named with its fix
     with pytest.warns(UserWarning, match=r"will not be able to rebuild.*parameter \('encoder.hidden.weight', \[32, "
-                                         r"784\]\) was trained.*does not store 'hidden_dim'.*--set model.hidden_dim=\.\.\."):
+                                         r"784\]\) was trained.*does not store 'hidden_dim'.*--set "
+                                         r"model.hidden_dim=\.\.\."):
         ppvae.train(VAE(z_dim=4, hidden_dim=32), data, epochs=1, batch_size=64, device="cpu", progress=False,
                     figures=False, run_dir=tmp_path / "runs/narrow")
     capsys.readouterr()
@@ -325,7 +326,8 @@ def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkey
         "        assert pixels.dim() == 2, 'takes flat images'\n"
         "        with pyro.plate('data', pixels.shape[0]):\n"
         "            z = pyro.sample('z', dist.Normal(pixels.new_zeros(self.z_dim), 1.0).to_event(1))\n"
-        "            pyro.sample('x', dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), obs=pixels)\n"
+        "            pyro.sample('x', dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), "
+        "obs=pixels)\n"
         "    def guide(self, pixels):\n"
         "        with pyro.plate('data', pixels.shape[0]):\n"
         "            loc, s = self.enc(pixels).chunk(2, -1)\n"

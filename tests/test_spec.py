@@ -6,8 +6,8 @@ import torch
 import ppvae
 from ppvae import VAE
 from ppvae.components.beta import LinearWarmupBeta, make_beta
-from ppvae.registry import PRIORS
 from ppvae.inference.run import build_vae
+from ppvae.registry import PRIORS
 from ppvae.spec import apply_overrides, default_spec, dump_spec, load_spec, parse_override
 
 
@@ -76,13 +76,15 @@ def test_spec_file_then_overrides(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["foo.bar=1"], r"unknown spec section or key 'foo'; allowed: .*beta.*prior"),
-    (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: backend, batch_size, deterministic, epochs"),
+    (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: backend, batch_size, deterministic, "
+                        r"epochs"),
     (["train.epochs=many"], r"train.epochs must be int, got 'many'"),
     (["train.epochs=true"], r"train.epochs must be int, got True"),
     (["train.epochs=0"], r"train.epochs must be >= 1"),
     (["model.latent_dim=0"], r"latent_dim must be an integer >= 1, got 0"),
     (["device=tpu"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
-    (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: conditional, flow, "
+    (["prior=5"], r"spec section \[prior\] needs a 'name' \(a string\), e.g. prior.name=...; choose one of: "
+                  r"conditional, flow, "
                   r"laplace, learned_normal, mixture, normal, student_t, vamp"),
     (["optimizer.name=7"], r"spec section \[optimizer\] needs a 'name' .*choose one of: adam, adamw, rmsprop, sgd"),
     (["prior.name"], r"must look like section.key=value"),
@@ -102,7 +104,8 @@ def test_missing_or_broken_spec_file(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: conditional, flow, laplace, learned_normal, "
+    (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: conditional, flow, laplace, "
+                               r"learned_normal, "
                                r"mixture, normal, student_t, vamp"),
     (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, categorical, "
                                   r"continuous_bernoulli, discretized_logistic, gaussian, laplace"),
@@ -165,10 +168,9 @@ def test_registry_lists_names_sorted():
     (["beta.name=cyclical", "beta.cycles=\"4\""], r"beta cycles must be an integer >= 1, got '4'"),
 ])
 def test_integer_options_are_not_silently_truncated(overrides, message):
-    from ppvae.inference.run import build_vae
-    from ppvae.registry import component
     from ppvae.components.beta import make_beta
-    from ppvae.registry import OBJECTIVES
+    from ppvae.inference.run import build_vae
+    from ppvae.registry import OBJECTIVES, component
 
     spec = load_spec(None, overrides + ["model.event_shape=[1, 28, 28]"])
     with pytest.raises(ValueError, match=message):

@@ -7,7 +7,8 @@ import pytest
 import ppvae
 from ppvae.cli import main
 
-tensorboard = pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
+tensorboard = pytest.importorskip("tensorboard", reason="the tracking extra is not installed (pip install -e "
+                                                        "'.[tracking]')")
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (pip install -e '.[tracking]')")
 
 SPEC = {"device": "cpu", "data": {"name": "digits", "limit_train": 200, "limit_test": 50}, "model": {"latent_dim": 3},
@@ -56,7 +57,8 @@ def test_a_logger_that_is_not_installed_says_how_to_install_it(tmp_path, monkeyp
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
     argv = ["train", "--set", "data.name=digits", "--set", "data.limit_train=100", "--set", "train.epochs=1",
-            "--set", "train.loggers=['tensorboard']", "--set", "train.figures=false", "--run-dir", str(tmp_path / "r"), "--quiet"]
+            "--set", "train.loggers=['tensorboard']", "--set", "train.figures=false", "--run-dir", str(tmp_path / "r"),
+            "--quiet"]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == ("ppvae train: error: train.loggers asks for tensorboard, which is not "
                                                "installed: pip install -e '.[tracking]' (or pip install tensorboard)")

@@ -3,12 +3,11 @@
 Loaded by the tests by file path (``tests/user_models.py:HierarchicalVAE``), as a user would name them.
 """
 
+import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import pyro
-import pyro.distributions as dist
 
 import ppvae
 

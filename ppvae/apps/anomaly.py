@@ -30,12 +30,11 @@ import zlib
 import numpy as np
 import torch
 
+from ..batch import as_batch, batches
 from ..evaluate.elbo import iwae_log_likelihood
-from ..traces import elbo_terms, seeded_eval
 from ..inference.contract import check_batch_keys
-from ..batch import as_batch
-from ..batch import batches
 from ..inference.program import program, require
+from ..traces import elbo_terms, seeded_eval
 
 SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity", "complexity_zlib")
 DEFAULT_SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity")

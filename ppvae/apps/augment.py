@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..traces import seeded_eval
 from ..inference.checkpoint import atomic_write_bytes
 from ..inference.program import require, require_class
 from ..registry import int_option
+from ..traces import seeded_eval
 
 
 @torch.no_grad()
@@ -37,7 +37,8 @@ def write_npz(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> Path:
     written to a temporary name and renamed, so a crash never leaves half a file."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise ValueError(f"--out must name an .npz file (the 'file' dataset reads its arrays x and y), got {str(path)!r}")
+        raise ValueError(f"--out must name an .npz file (the 'file' dataset reads its arrays x and y), got "
+                         f"{str(path)!r}")
     buffer = io.BytesIO()
     np.savez(buffer, x=x.numpy().astype(np.float32), y=y.numpy().astype(np.int64))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,9 @@ import math
 
 import torch
 
-from ..traces import seeded_eval
 from ..batch import as_batch
 from ..inference.program import conditional, module_of, program
+from ..traces import seeded_eval
 
 MASKS = ("center", "left", "top", "quadrant", "random:P")
 METHODS = ("importance", "gibbs")
@@ -89,7 +89,8 @@ def inpaint(model, x, mask: torch.Tensor, *, fill: torch.Tensor, method: str = "
     observed ones; ``fill`` (an image, e.g. the mean training image) starts the guide. The observed pixels are
     returned unchanged. Any program whose model observes x at one site (its traces give the rest)."""
     if conditional(model):
-        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; inpainting is for models of x alone")
+        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; inpainting is for models of x "
+                         f"alone")
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; choose one of: {', '.join(METHODS)}")
     batch = as_batch(x)

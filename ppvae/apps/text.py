@@ -61,7 +61,8 @@ def homotopy(model, start: str | torch.Tensor, end: str | torch.Tensor, steps: i
     return model.decode(path)
 
 
-def ratio_table(rows: dict[str, dict], reference: str, keys=("nll_per_token", "perplexity", "kl", "active_units")) -> str:
+def ratio_table(rows: dict[str, dict], reference: str,
+                keys=("nll_per_token", "perplexity", "kl", "active_units")) -> str:
     """A table of settings x figures with each setting's per-token NLL over the reference's (the language model)."""
     head = f"{'setting':<28}" + "".join(f"{k:>15}" for k in keys) + f"   NLL / {reference}"
     lines = [head]

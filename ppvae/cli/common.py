@@ -23,7 +23,8 @@ def _add_metric_sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=at_least(2), default=10000, help="codes for MIG and SAP (default: 10000)")
     p.add_argument("--num-eval", type=at_least(2), default=5000, help="held-out codes (default: 5000)")
     p.add_argument("--num-votes", type=at_least(2), default=1000,
-                   help="BetaVAE / FactorVAE training points, each a batch of 64; half as many held out (default: 1000)")
+                   help="BetaVAE / FactorVAE training points, each a batch of 64; half as many held out (default: "
+                        "1000)")
     p.add_argument("--dci-train", type=at_least(2), default=2000, help="codes DCI's boosted trees fit (default: 2000)")
     p.add_argument("--dci-eval", type=at_least(2), default=1000, help="held-out codes for DCI (default: 1000)")
 
@@ -53,6 +54,7 @@ def metric_sizes(args) -> dict:
 
 def load(args):
     import torch
+
     from ..inference.program import DERIVABLE
     from ..inference.run import load_run
 
@@ -98,8 +100,8 @@ def save_images(args, name: str, values, like=None) -> Path:
 
 def test_batch(run, n: int | None = None):
     """The first n test examples as the batch the model reads (x, or the whole batch for a conditional model)."""
-    from ..evaluate.figures import model_inputs
     from ..batch import take, to_device
+    from ..evaluate.figures import model_inputs
 
     batch = to_device(take(run.data.batch("test"), slice(0, n)), next(run.model.parameters()).device)
     return model_inputs(run.model, batch)

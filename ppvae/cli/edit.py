@@ -32,7 +32,8 @@ def run(args) -> int:
         raise ValueError(f"--from-label {args.from_label}: no test example has that label")
     strips = edit(run.model, data.test[rows].to(device), vector, args.strengths).cpu()
     path = out_path(args, f"edit_{args.from_label}_to_{args.to_label}.png")
-    plot_interpolation(strips, path=path, title=f"Edit along mean code({args.to_label}) - mean code({args.from_label}), "
+    plot_interpolation(strips, path=path, title=f"Edit along mean code({args.to_label}) - mean "
+                                                f"code({args.from_label}), "
                                                 f"strengths {', '.join(f'{s:g}' for s in args.strengths)}")
     print(f"wrote {path}")
     probs = judge_edits(data.train, y_train, strips, args.to_label, seed=args.seed)

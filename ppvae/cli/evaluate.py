@@ -22,6 +22,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import torch
+
     from ..evaluate.report import REPORT_FILE, evaluate_run, summary
 
     torch.manual_seed(args.seed)

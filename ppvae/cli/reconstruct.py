@@ -16,9 +16,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..batch import as_batch
     from ..inference.contract import output_of
     from ..inference.program import require
-    from ..batch import as_batch
 
     run = load(args)
     reconstruct = require(run.model, "reconstruct", "ppvae reconstruct")

@@ -54,7 +54,8 @@ def run(args) -> int:
     if not spec_world(run.spec).is_main:
         return 0
     last = run.metrics[-1] if run.metrics else {}
-    print(f"trained {len(run.metrics) - before} epochs (to epoch {len(run.metrics)}) in {time.perf_counter() - start:.1f}s; "
+    print(f"trained {len(run.metrics) - before} epochs (to epoch {len(run.metrics)}) in "
+          f"{time.perf_counter() - start:.1f}s; "
           f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats/example")
     print(f"run directory: {run.run_dir}  (spec.toml, checkpoint.pt, metrics.csv, figures/)")
     return 0
@@ -64,9 +65,8 @@ def _launch(args) -> int:
     """``ppvae train --nproc N ...``: the same command under torchrun, on N processes of this machine."""
     from ..inference.distributed import check_backend, check_nproc, launch, torchrun_env
     from ..inference.lock import RunLock
-    from ..inference.train import check_fresh
     from ..inference.run import default_run_dir, run_spec
-    from ..inference.train import resolve_device
+    from ..inference.train import check_fresh, resolve_device
     from ..spec import load_spec
 
     if torchrun_env() is not None:

@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import torch
+
     from ..apps.inpaint import upscale_report
     from ..plots import plot_interpolation
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import pyro.distributions as dist
 from pyro.distributions import constraints
+from torch import nn
 
 from ..registry import LIKELIHOODS, Component, int_option
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
-import pyro.distributions as dist
-import pyro.distributions.transforms as T
-
-from .likelihoods import inverse_softplus
 from ..registry import PRIORS, Component, int_list_option, int_option
+from .likelihoods import inverse_softplus
 
 
 class Prior(Component, nn.Module):

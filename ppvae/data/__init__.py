@@ -22,9 +22,21 @@ a model may use (all False on the test split, whose labels are for scoring only)
 drops the other training rows, which gives the supervised baseline on the same labels.
 """
 
-from .dataset import (DATASETS, DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, Dataset,  # noqa: F401
-                      as_dataset, as_float_tensor, as_labels, dataset_from_array, keep_labels, keep_train_classes,
-                      load_dataset, split_arrays)
 from . import dsprites, folder, images, molecules, text  # noqa: E402,F401  (registers the built-in datasets)
+from .dataset import (  # noqa: F401
+                      DATASETS,
+                      DEFAULT_DATASET,
+                      DEFAULT_SPLIT_SEED,
+                      DEFAULT_TEST_FRACTION,
+                      Dataset,
+                      as_dataset,
+                      as_float_tensor,
+                      as_labels,
+                      dataset_from_array,
+                      keep_labels,
+                      keep_train_classes,
+                      load_dataset,
+                      split_arrays,
+)
 
 __all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset"]

@@ -25,9 +25,8 @@ drops the other training rows, which gives the supervised baseline on the same l
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -170,7 +169,8 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
     if unknown:
         allowed = sorted({*params, "limit_train", "limit_test", "train_classes", *_LABEL_OPTIONS})
-        raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: {', '.join(allowed)}")
+        raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
+                         f"{', '.join(allowed)}")
     data = as_dataset(loader(**options), name)
     # A loader may record options as it resolved them (the file loader's absolute path) in data.spec.
     spec = {"name": absolute_path(name), **options, **(data.spec or {}), "limit_train": limit_train,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from .dataset import Dataset, check_no_split_options, as_float_tensor, as_labels, split_arrays
+from .dataset import Dataset, as_float_tensor, as_labels, check_no_split_options, split_arrays
 
 # IDX file stems shared by MNIST and Fashion-MNIST; each may also be gzipped.
 IDX_FILES: tuple[str, ...] = (
@@ -171,7 +171,8 @@ def _dataset_from_npz(arrays: dict[str, np.ndarray], path: str, **split) -> Data
     layout = {"train", "test", "train_labels", "test_labels"} if "train" in arrays or "test" in arrays else \
         {"x", "y"} if "x" in arrays else None
     if layout is not None and set(keys) - layout:
-        raise ValueError(f"{path}: unexpected array(s) {sorted(set(keys) - layout)} beside {sorted(set(keys) & layout)};"
+        raise ValueError(f"{path}: unexpected array(s) {sorted(set(keys) - layout)} beside "
+                         f"{sorted(set(keys) & layout)};"
                          f" the keys are 'train' and 'test' (optionally 'train_labels', 'test_labels'), or 'x' "
                          f"(optionally 'y' for labels)")
     if "train" in arrays or "test" in arrays:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -29,7 +29,7 @@ class Vocabulary:
         self.stoi = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sequences: Iterable[list[str]]) -> "Vocabulary":
+    def build(cls, sequences: Iterable[list[str]]) -> Vocabulary:
         counts = Counter(t for seq in sequences for t in seq)
         return cls(sorted(counts))
 

@@ -138,7 +138,8 @@ def encode_sentences(vocab: Vocabulary, sentences: list[str], max_length: int, *
     return vocab.encode(tokens, max_length, unknown="unk")
 
 
-def keep_short(sentences: list[str], max_length: int, too_long: str, lowercase: bool, name: str) -> tuple[list[str], int]:
+def keep_short(sentences: list[str], max_length: int, too_long: str, lowercase: bool,
+               name: str) -> tuple[list[str], int]:
     """(the sentences of at most ``max_length`` tokens, how many were longer); with ``too_long = "error"`` a longer
     sentence is refused instead."""
     if too_long not in ("skip", "error"):
@@ -204,7 +205,8 @@ def _corpus(sentences: list[str], *, n: int | None, n_test: int, seed: int, name
 
 @DATASETS.register("fortunes")
 def fortunes(*, n: int | None = None, n_test: int = 1000, seed: int = 0, vocab_size: int = 10000,
-             lowercase: bool = True, max_length: int = 30, too_long: str = "skip", root: str = str(FORTUNES)) -> Dataset:
+             lowercase: bool = True, max_length: int = 30, too_long: str = "skip",
+             root: str = str(FORTUNES)) -> Dataset:
     """Debian's fortune quotations (attributions dropped) of at most ``max_length`` tokens, shuffled with ``seed``:
     ``n_test`` for testing, then up to ``n`` (None: all the rest) for training. ``vocab_size`` counts the four
     special tokens; longer quotations are left out and counted (``too_long = "skip"``) or refused (``"error"``)."""

@@ -17,7 +17,7 @@ the options a transform read off the data, so a run directory rebuilds the same 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -17,17 +17,14 @@ import math
 
 import numpy as np
 import torch
-
 from pyro import poutine
 
-from ..batch import as_batch
-from ..batch import batches, take
-from ..traces import sample_sites
+from ..batch import as_batch, batches, take
 from ..batch import batch_size as num_examples
 from ..inference import particles
 from ..inference.decomposition import TERMS, kl_decomposition
 from ..inference.program import program
-from ..traces import batch_device, seeded_eval, site_terms
+from ..traces import batch_device, sample_sites, seeded_eval, site_terms
 
 KHAT_THRESHOLD = 0.7
 #: ArviZ fits the Pareto tail to the largest min(K/5, 3 sqrt(K)) weights and gives k-hat = inf for fewer than 5

@@ -25,7 +25,6 @@ rows of a labelled data set. :func:`evaluate_disentanglement` runs all five on a
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -448,6 +447,7 @@ def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True
     return scores
 
 
-__all__ = ["DISENTANGLEMENT_FILE", "disentanglement_report", "FactorSource", "RenderedFactors", "TableFactors", "factor_source", "representation", "beta_vae_score",
+__all__ = ["DISENTANGLEMENT_FILE", "disentanglement_report", "FactorSource", "RenderedFactors", "TableFactors",
+           "factor_source", "representation", "beta_vae_score",
            "factor_vae_score", "mig", "dci", "dci_from_importance", "sap", "mutual_information_matrix",
            "evaluate_codes", "evaluate_disentanglement", "headline", "METRICS"]

@@ -22,8 +22,7 @@ from ..batch import batch_size as num_examples
 from ..components.likelihoods import bits_per_dim
 from ..inference import particles
 from ..inference.program import program
-from ..traces import (batch_device, elbo_terms, sampled_enumeration, seeded_eval,
-                      site_terms)
+from ..traces import batch_device, elbo_terms, sampled_enumeration, seeded_eval, site_terms
 
 
 @torch.no_grad()

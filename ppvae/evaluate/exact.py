@@ -21,7 +21,8 @@ def linear_gaussian_parameters(vae) -> tuple[torch.Tensor, torch.Tensor, torch.T
     """(W, b, sigma) of a linear-Gaussian VAE; a clear error for any other VAE."""
     layers = [m for m in vae.decoder.modules() if isinstance(m, nn.Linear)]
     lik = vae.likelihood
-    if (len(layers) != 1 or getattr(lik, "registry_name", "") != "gaussian" or getattr(vae.prior, "registry_name", "") != "normal"
+    if (len(layers) != 1 or getattr(lik, "registry_name", "") != "gaussian"
+            or getattr(vae.prior, "registry_name", "") != "normal"
             or getattr(lik, "learn_scale", "none") in ("pixel", "decoder") or len(vae.event_shape) != 1):
         raise ValueError("exact log-likelihood needs a linear-Gaussian VAE: vector data, prior 'normal', decoder "
                          "'mlp' with hidden = [], likelihood 'gaussian' with a fixed or global scale")

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 
 from .. import plots
-from .latent import Conditioned, class_grid, interpolate
+from ..batch import as_batch, batch_size, take
 from ..components.priors import StandardNormal
-from ..batch import as_batch
-from ..batch import batch_size, take
 from ..inference.contract import output_of
 from ..inference.program import Program, conditional, program, require
 from ..traces import seeded_eval
+from .latent import Conditioned, class_grid, interpolate
 
 #: figures only ``ppvae evaluate`` writes (the training figures are rewritten on every evaluate anyway)
 REPORT_FIGURES = ("traversals.png", "khat_histogram.png", "latent_scatter.png", "manifold.png", "latent_tsne.png",

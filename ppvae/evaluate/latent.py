@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batch import as_batch
-from ..batch import take
+from ..batch import as_batch, take
 from ..inference.program import Program, program, require
 from ..registry import int_option
 

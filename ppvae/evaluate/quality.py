@@ -5,7 +5,10 @@ classifier trained on the same dataset's training split (:func:`feature_classifi
 cached by the dataset's spec in ``~/.cache/ppvae/classifiers``, its test accuracy reported beside every
 distance). Between Gaussians fitted to the two feature sets,
 
-.. math:: d^2 = \\lVert \\mu_1 - \\mu_2 \\rVert^2 + \\mathrm{Tr}\\big(\\Sigma_1 + \\Sigma_2 - 2 (\\Sigma_1 \\Sigma_2)^{1/2}\\big).
+.. math::
+
+    d^2 = \\lVert \\mu_1 - \\mu_2 \\rVert^2
+          + \\mathrm{Tr}\\big(\\Sigma_1 + \\Sigma_2 - 2 (\\Sigma_1 \\Sigma_2)^{1/2}\\big).
 
 Only distances computed with the same classifier and the same number of examples compare.
 

@@ -15,19 +15,17 @@ import numpy as np
 import pyro
 import torch
 
+from ..batch import as_batch, batches, take, to_device
 from ..components.likelihoods import bits_per_dim
 from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
-from ..batch import as_batch
-from ..batch import batches, take, to_device
 from ..inference.contract import output_of
 from ..inference.program import program
 from ..inference.run import load_run
 from ..registry import int_option
 from . import diagnostics as diag
 from .elbo import evaluate_elbo, iwae_log_likelihood, particles_vectorize
-from .figures import latent_manifold, latent_traversals, write_figures  # noqa: F401  (ppvae.report's names)
-from .figures import skipped_figures, write_report_figures
+from .figures import latent_manifold, latent_traversals, skipped_figures, write_figures, write_report_figures  # noqa: F401  (ppvae.report's names)
 
 REPORT_FILE = "report.json"
 MI_EXAMPLES = 1000
@@ -240,11 +238,13 @@ def summary(report: dict) -> str:
         f"{iw['std_error']:.2f})",
     ]
     if len(e.get("kl_sites", {})) > 1 or len(e.get("recon_sites", {})) > 1:
-        lines.append("  per site            log-likelihood " + ", ".join(f"{k} {v:.2f}" for k, v in e["recon_sites"].items())
+        lines.append("  per site            log-likelihood "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in e["recon_sites"].items())
                      + "; KL " + ", ".join(f"{k} {v:.2f}" for k, v in e["kl_sites"].items()))
     if "per_token" in iw:
         t = iw["per_token"]
-        lines.append(f"  per token           {t['nll']:10.3f}   nats (perplexity {t['perplexity']:.1f}, {t['tokens']} tokens "
+        lines.append(f"  per token           {t['nll']:10.3f}   nats (perplexity {t['perplexity']:.1f}, {t['tokens']} "
+                     f"tokens "
                      f"with the end tokens)")
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
@@ -274,7 +274,8 @@ def summary(report: dict) -> str:
     if k["share_above_0.7"] is None and k.get("undefined"):
         lines.append(f"  PSIS k-hat          {'-':>10}   (undefined for all {k['undefined']} examples)")
     elif k["share_above_0.7"] is None:
-        lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= {diag.MIN_PSIS_SAMPLES} importance samples)")
+        lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= {diag.MIN_PSIS_SAMPLES} importance "
+                     f"samples)")
     else:
         undefined = f"; {k['undefined']} undefined" if k.get("undefined") else ""
         lines.append(f"  PSIS k-hat > 0.7    {100 * k['share_above_0.7']:9.1f}%  (median {k['median']:.2f}{undefined})")

@@ -54,7 +54,8 @@ class Batching:
             full, rest = divmod(self.n, self.batch_size * w)
             return full + (rest >= w)
         if self.alternate:
-            return sum(math.ceil(len(rows) / (self.batch_size * w)) for rows in (self.labeled_rows, self.unlabeled_rows))
+            return sum(math.ceil(len(rows) / (self.batch_size * w))
+                       for rows in (self.labeled_rows, self.unlabeled_rows))
         return math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
 
     def probes(self) -> list:

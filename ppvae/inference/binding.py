@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -56,7 +56,7 @@ class Arguments(Batch):
         out[tuple(index)] = value
         return out
 
-    def without(self, keys) -> "Arguments":
+    def without(self, keys) -> Arguments:
         """The same arguments less ``keys``."""
         out = Arguments({k: v for k, v in self.items() if k not in keys})
         out.source, out.order, out.rows = self.source, self.order, self.rows
@@ -107,7 +107,8 @@ class Binder:
                  reads_labeled: bool = True):
         if inputs is not None and (not isinstance(inputs, Mapping)
                                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items())):
-            raise ValueError(f"model.inputs must be a table of parameter = batch key, e.g. {{ xs = \"x\", ys = \"y\" }}, "
+            raise ValueError(f"model.inputs must be a table of parameter = batch key, e.g. {{ xs = \"x\", ys = \"y\" "
+                             f"}}, "
                              f"got {inputs!r}")
         self.inputs = dict(inputs or {})
         self.transform = transform

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 import torch
@@ -196,7 +197,8 @@ class Capabilities:
             return fn(z) if y is None else fn(z, y)
         self.sites(context)
         rows = self._context(z.shape[0], context, y)
-        return self._decoded(z, rows, keep_labels=y is not None or (context is not None and LABELS in rows), draws=draws)
+        keep_labels = y is not None or (context is not None and LABELS in rows)
+        return self._decoded(z, rows, keep_labels=keep_labels, draws=draws)
 
     def _decoded(self, z: torch.Tensor, rows: Batch, keep_labels: bool, draws: bool = False, fixed=None):
         args = self.prepare(rows)
@@ -210,7 +212,8 @@ class Capabilities:
             start += size
         if start != z.shape[-1]:
             raise ValueError(f"{self.name}'s code for these rows has {start} numbers per example "
-                             f"({', '.join(f'{n} {list(sh)}' for n, sh in layout)}), but z has {z.shape[-1]}; a program "
+                             f"({', '.join(f'{n} {list(sh)}' for n, sh in layout)}), but z has {z.shape[-1]}; a "
+                             f"program "
                              f"whose latent sites depend on the rows (a sequence model's on their lengths) decodes a "
                              f"code only with rows like those it came from")
         for name, value in (fixed or {}).items():  # the guide's most probable discrete latents (reconstruct)
@@ -298,7 +301,7 @@ class Capabilities:
 
     # ---- conditioning on part of the output ------------------------------------------------------------------
     @torch.no_grad()
-    def proposals(self, start, truth, num_samples: int) -> "Proposals":
+    def proposals(self, start, truth, num_samples: int) -> Proposals:
         """Importance sampling with the guide for conditioning on part of x: z_k ~ q(z | ``start``) and, at each
         z_k, the model's output site scored against ``truth`` element by element (both batches, or tensors x).
 
@@ -317,7 +320,8 @@ class Capabilities:
         for k in draws:
             with quiet():
                 if vectorized:
-                    with pyro.plate("num_particles_vectorized", k, dim=-(plate_nesting(self.guide, args_q, self.max_plate_nesting) + 1)):
+                    nesting = plate_nesting(self.guide, args_q, self.max_plate_nesting)
+                    with pyro.plate("num_particles_vectorized", k, dim=-(nesting + 1)):
                         guide_tr = poutine.trace(self.guide).get_trace(args_q)
                         model_tr = poutine.trace(poutine.replay(self.model, trace=guide_tr)).get_trace(args_p)
                 else:
@@ -465,5 +469,6 @@ def quiet():
     import warnings
 
     with KLScale(1.0, skip_param_store=True), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use TraceEnum_ELBO")
+        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use "
+                                                  r"TraceEnum_ELBO")
         yield

@@ -75,9 +75,9 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -226,7 +226,8 @@ def recipe(module: nn.Module) -> tuple[dict, list[str]]:
             out[p.name] = spec_value(value, f"{cls.__name__} argument {p.name!r}")
     if missing:
         raise ValueError(f"{cls.__name__}'s constructor takes {', '.join(map(repr, missing))}, which the object does "
-                         f"not store under {'those names' if len(missing) > 1 else 'that name'}, so ppvae cannot record "
+                         f"not store under {'those names' if len(missing) > 1 else 'that name'}, so ppvae cannot "
+                         f"record "
                          f"how to rebuild it; store {'them' if len(missing) > 1 else 'it'} (self.{missing[0]} = "
                          f"{missing[0]}), or give the class a spec() method")
     return out, assumed
@@ -309,7 +310,8 @@ def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
                          f"store them as integers")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = y[(y < 0) | (y >= num_classes)]
-        raise ValueError(f"{who} has {num_classes} classes, 0..{num_classes - 1}, but {bad.numel()} label(s) lie outside "
+        raise ValueError(f"{who} has {num_classes} classes, 0..{num_classes - 1}, but {bad.numel()} label(s) lie "
+                         f"outside "
                          f"(e.g. {int(bad[0])}); set model.num_classes or fix the labels")
 
 

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 import pyro
+import torch
 
 from ..batch import as_batch
-from ..traces import DATA_PLATE, sample_sites
-from ..traces import factors, weigh, per_example
+from ..traces import DATA_PLATE, factors, per_example, sample_sites, weigh
 
 ESTIMATORS = ("mws", "mss")
 #: draws scored against every posterior at once: (ROWS, M, D) numbers, so memory stays bounded whatever M is

@@ -38,7 +38,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.held or fcntl is None:
             return self
         if not self.run_dir.exists():

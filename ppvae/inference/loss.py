@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from .decomposition import kl_decomposition
 from ..traces import elbo_terms
+from .decomposition import kl_decomposition
 from .objectives import ELBO_OBJECTIVES, KLScale, make_objective
 from .program import Program, has
 
@@ -59,7 +59,8 @@ def extra_losses(p: Program, entries) -> list[ExtraLoss]:
     for i, entry in enumerate(entries or ()):
         where = f"losses[{i}]"
         if not isinstance(entry, dict):
-            raise ValueError(f"{where} must be a table such as {{ model = \"model_classify\", guide = \"guide_classify\" "
+            raise ValueError(f"{where} must be a table such as {{ model = \"model_classify\", guide = "
+                             f"\"guide_classify\" "
                              f"}} or {{ loss = \"method\" }}, got {entry!r}")
         unknown = sorted(set(entry) - {"model", "guide", "objective", "weight", "group", "loss"})
         if unknown:

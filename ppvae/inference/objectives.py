@@ -17,13 +17,20 @@ import logging
 import math
 
 import torch
-from torch import nn
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import (ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO,
-                        config_enumerate)
+from pyro.infer import (
+    ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+    config_enumerate,
+)
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
+from torch import nn
 
 from ..components.beta import BetaSchedule, check_nonnegative, check_positive
 from ..registry import BETAS, OBJECTIVES, int_option
@@ -77,7 +84,8 @@ def _particles(num_particles) -> int:
 
 
 def _nesting(max_plate_nesting):
-    return float("inf") if max_plate_nesting is None else int_option(max_plate_nesting, 1, "objective max_plate_nesting")
+    return float("inf") if max_plate_nesting is None else int_option(max_plate_nesting, 1, "objective "
+                                                                                           "max_plate_nesting")
 
 
 class _RNGNeutralGuess:
@@ -232,7 +240,8 @@ def _register(name: str, cls: type[ELBO]) -> None:
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(f"objective {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
-                             f"num_particles, vectorize_particles, max_plate_nesting{''.join(', ' + a for a in allowed)}")
+                             f"num_particles, vectorize_particles, "
+                             f"max_plate_nesting{''.join(', ' + a for a in allowed)}")
         elbo = cls(num_particles=_particles(num_particles), vectorize_particles=bool(vectorize_particles),
                    max_plate_nesting=_nesting(max_plate_nesting))
         for key, value in options.items():
@@ -312,10 +321,11 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
     #: the plate over examples along which the weights are per example (a program may name it otherwise)
     data_plate: str | None = DATA_PLATE
 
-    def __init__(self, *, num_particles: int = 5, vectorize_particles: bool = True, max_plate_nesting: int | None = None):
+    def __init__(self, *, num_particles: int = 5, vectorize_particles: bool = True,
+                 max_plate_nesting: int | None = None):
         self._max_plate_nesting_option = max_plate_nesting
-        super().__init__(alpha=0.0, num_particles=_particles(num_particles), max_plate_nesting=_nesting(max_plate_nesting),
-                         vectorize_particles=bool(vectorize_particles))
+        super().__init__(alpha=0.0, num_particles=_particles(num_particles),
+                         max_plate_nesting=_nesting(max_plate_nesting), vectorize_particles=bool(vectorize_particles))
 
     def spec(self) -> dict:
         out = {"name": "IWAE", "num_particles": self.num_particles, "vectorize_particles": self.vectorize_particles}

@@ -13,8 +13,15 @@ import torch
 from pyro import poutine
 
 from ..batch import as_batch, batch_size, take
-from ..traces import (NotPerExample, batch_device, forked_rng, plate_nesting, sample_sites, sampled_enumeration,
-                      seeded_eval)
+from ..traces import (
+    NotPerExample,
+    batch_device,
+    forked_rng,
+    plate_nesting,
+    sample_sites,
+    sampled_enumeration,
+    seeded_eval,
+)
 from .contract import warn_once
 from .objectives import IWAE
 

@@ -21,15 +21,14 @@ import os
 import re
 import sysconfig
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
 
 import pyro
+import torch
 from pyro import poutine
+from torch import nn
 
 from ..batch import Batch, as_batch, batch_size, take, to_device
 from ..traces import DATA_PLATE, sample_sites, untouched
@@ -123,7 +122,7 @@ class Program(Capabilities):
         return p.device if p is not None else torch.device("cpu")
 
     # ---- the data ------------------------------------------------------------------------------------------
-    def attach_data(self, data) -> "Program":
+    def attach_data(self, data) -> Program:
         """Remember the data's classes and a few test rows (the rows a derived ``generate`` or ``decode`` shapes
         its arguments with)."""
         self.classes = data.classes
@@ -140,7 +139,8 @@ class Program(Capabilities):
     def conditional(self) -> bool:
         """Whether the program generates a given class: declared (``conditional = True``), or it has label
         arguments and the data have classes."""
-        if bool(getattr(self.module, "conditional", False)) and isinstance(getattr(self.module, "num_classes", None), int):
+        declared = getattr(self.module, "conditional", False)
+        if bool(declared) and isinstance(getattr(self.module, "num_classes", None), int):
             return True
         if self.declares("generate") or (self._sites is None and self.template is None):
             return False
@@ -197,7 +197,8 @@ class Program(Capabilities):
             names += [(f.name, f.size) for f in site["cond_indep_stack"] if f.vectorized]
         if self.data_plate_name is not None:
             if self.data_plate_name not in {n for n, _ in names}:
-                raise ValueError(f"model.data_plate is {self.data_plate_name!r}, but {self.name}'s programs open no such "
+                raise ValueError(f"model.data_plate is {self.data_plate_name!r}, but {self.name}'s programs open no "
+                                 f"such "
                                  f"plate; their plates: {', '.join(sorted({n for n, _ in names})) or 'none'}")
             return self.data_plate_name
         if DATA_PLATE in {n for n, _ in names}:
@@ -345,7 +346,8 @@ def check_first_batch(p: Program, args: Arguments, objective_name: str) -> dict:
     extra = [n for n in guide_sites if n not in model_sites]
     if extra:
         raise ValueError(f"the guide samples site(s) {', '.join(map(repr, extra))} that the model does not have "
-                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be latent sites of the model")
+                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be latent sites of the "
+                         f"model")
     observed_in_guide = [n for n in guide_sites if model_sites[n]["is_observed"]]
     if observed_in_guide:
         raise ValueError(f"the guide samples {', '.join(map(repr, observed_in_guide))}, which the model observes; "
@@ -429,8 +431,9 @@ def require_class(model, label, what: str) -> int:
 
 
 # ---- errors in a user's program --------------------------------------------------------------------------------
-_LIBRARY_ROOTS = tuple(str(Path(p).resolve()) for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
-                                                          sysconfig.get_paths()["platlib"], str(Path(__file__).parents[1])})
+_PATHS = sysconfig.get_paths()
+_LIBRARY_ROOTS = tuple(str(Path(p).resolve()) for p in {_PATHS["stdlib"], _PATHS["purelib"], _PATHS["platlib"],
+                                                          str(Path(__file__).parents[1])})
 
 
 def _user_frame(tb):

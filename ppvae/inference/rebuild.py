@@ -19,13 +19,12 @@ import inspect
 
 import torch
 
-from ..registry import (MODELS, check_options, class_id, file_fingerprint, load_object, registry_for,
-                        source_fingerprint)
-from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, VAE_PARTS
 from ..data.transforms import transform_functions
+from ..registry import MODELS, check_options, class_id, file_fingerprint, load_object, registry_for, source_fingerprint
+from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, VAE_PARTS
+from ..traces import forked_rng
 from .contract import check_program, recipe
 from .program import program
-from ..traces import forked_rng
 
 
 def build_model(spec: dict, event_shape=None, seed: int | None = None):
@@ -210,7 +209,8 @@ def _assumed_hint(model) -> str:
     return (f"; {type(model).__name__} does not store {', '.join(map(repr, assumed))}, so "
             f"{'their defaults were' if len(assumed) > 1 else 'its default was'} recorded: store "
             f"{'them' if len(assumed) > 1 else 'it'} (self.{assumed[0]} = {assumed[0]}), or train from a spec "
-            f"giving {'them' if len(assumed) > 1 else 'it'} (" + " ".join(f"--set model.{a}=..." for a in assumed) + ")")
+            f"giving {'them' if len(assumed) > 1 else 'it'} ("
+            + " ".join(f"--set model.{a}=..." for a in assumed) + ")")
 
 
 def still_matches(record: dict | None, model) -> dict | None:
@@ -241,7 +241,8 @@ def check_rebuilt(record: dict | None, run_dir, model) -> None:
         return
     now = sources(model)
     if set(now) != set(record["sources"]):
-        raise ValueError(f"{str(run_dir)!r} was trained with code from {', '.join(sorted(record['sources'])) or 'ppvae'}"
+        raise ValueError(f"{str(run_dir)!r} was trained with code from "
+                         f"{', '.join(sorted(record['sources'])) or 'ppvae'}"
                          f", but its spec now imports {', '.join(sorted(now)) or 'ppvae'}; the run's numbers would "
                          f"come from a different program. Put the original files first on the path")
     if "structure" in record and structure(model) != record["structure"]:

@@ -20,37 +20,35 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyro
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..batch import Batch, take, to_device
 from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
-from ..registry import int_option
 from ..evaluate.diagnostics import decomposition_means
-from .decomposition import kl_decomposition
 from ..evaluate.elbo import particles_vectorize
-from ..traces import sampled_enumeration, seeded_eval
 from ..evaluate.figures import write_figures
+from ..registry import int_option
 from ..spec import check_device_name
+from ..traces import sampled_enumeration, seeded_eval, untouched
+from .batching import Batching, streams
+from .binding import hide_unseen_labels
 from .checkpoint import CHECKPOINT, rng_state, set_rng_state
 from .contract import check_batch_keys, check_program, warn_once
-from ..batch import Batch
-from ..batch import take, to_device
-from ..traces import untouched
+from .decomposition import kl_decomposition
 from .distributed import LossModule, available_slots, evaluate_shared, rank_device, world
+from .graphs import GRAPH_CHOICES, GraphedStep, capture_problems, why_not_graphed
 from .lock import RunLock, RunLockedError
 from .loggers import require_loggers
 from .loss import MAIN, TrainingLoss
 from .objectives import make_objective
-from .batching import Batching, streams
-from .binding import hide_unseen_labels
-from .graphs import GRAPH_CHOICES, GraphedStep, capture_problems, why_not_graphed
 from .program import check_first_batch, has, user_errors
 from .program import program as as_program
 from .rebuild import program_record
@@ -347,7 +345,8 @@ class Trainer:
         bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc="train")
         if self.run_dir is not None and self.progress:
-            bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_batch['x'].shape[0]} train / "
+            bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_batch['x'].shape[0]} "
+                      f"train / "
                       f"{self.test_batch['x'].shape[0]} test examples, device {self.device})")
         # Pyro's validation (shape, support and NaN checks, each a host sync) is off unless asked for:
         # the data's support is checked once up front, and non-finite losses are caught at progress updates.

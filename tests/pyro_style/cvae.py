@@ -3,11 +3,10 @@ input being the visible quadrants of a digit (hidden pixels are -1) and the outp
 ``model(xs, ys=None)`` / ``guide(xs, ys=None)``, an unsized ``pyro.plate("data")``, a pre-trained baseline network
 as a constructor argument, and, without ``ys``, the prediction as a deterministic site."""
 
-import torch
-import torch.nn as nn
-
 import pyro
 import pyro.distributions as dist
+import torch
+import torch.nn as nn
 
 
 class Encoder(nn.Module):

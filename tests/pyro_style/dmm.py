@@ -4,13 +4,12 @@ plain ``nn.Module`` whose ``model`` and ``guide`` take the packed, reversed and 
 its own plate name ("z_minibatch"), a latent and an observed site per time step inside ``pyro.markov``, and an
 RNN guide run backwards over the sequence. Nothing in it knows about ppvae."""
 
-import torch
-import torch.nn as nn
-
 import pyro
 import pyro.contrib.examples.polyphonic_data_loader as poly
 import pyro.distributions as dist
 import pyro.poutine as poutine
+import torch
+import torch.nn as nn
 
 
 class Emitter(nn.Module):

@@ -2,10 +2,9 @@
 rolls" of a few voices stepping up and down over ``notes`` pitches, of random lengths, padded with silence; and
 the per-batch transform that builds the DMM's arguments from a batch, sorting it by length as Pyro's loader does."""
 
+import pyro.contrib.examples.polyphonic_data_loader as poly
 import torch
 import torch.nn as nn
-
-import pyro.contrib.examples.polyphonic_data_loader as poly
 
 
 def load(n: int = 240, steps: int = 12, notes: int = 8, seed: int = 0):

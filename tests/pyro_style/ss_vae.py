@@ -4,12 +4,11 @@ sibling helper module imported as ``from utils.custom_mlp import ...``, a ``clas
 classification loss as a second pair of programs, ``model_classify`` / ``guide_classify``, scaled by
 ``aux_loss_multiplier``. Nothing in it knows about ppvae."""
 
+import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn as nn
 from utils.custom_mlp import MLP, Exp
-
-import pyro
-import pyro.distributions as dist
 
 
 class SSVAE(nn.Module):
@@ -30,7 +29,8 @@ class SSVAE(nn.Module):
         self.encoder_y = MLP([self.input_size] + hidden + [self.output_size], activation=nn.Softplus,
                              output_activation=nn.Softmax, allow_broadcast=self.allow_broadcast)
         self.encoder_z = MLP([self.input_size + self.output_size] + hidden + [[self.z_dim, self.z_dim]],
-                             activation=nn.Softplus, output_activation=[None, Exp], allow_broadcast=self.allow_broadcast)
+                             activation=nn.Softplus, output_activation=[None, Exp],
+                             allow_broadcast=self.allow_broadcast)
         self.decoder = MLP([self.z_dim + self.output_size] + hidden + [self.input_size], activation=nn.Softplus,
                            output_activation=nn.Sigmoid, allow_broadcast=self.allow_broadcast)
         if self.use_cuda:

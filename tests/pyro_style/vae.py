@@ -2,11 +2,10 @@
 ``nn.Module`` whose ``model(x)`` and ``guide(x)`` take the images, with its own site names ("latent", "obs"), a
 constructor of keyword defaults and a ``reconstruct_img`` helper. Nothing in it knows about ppvae."""
 
-import torch
-import torch.nn as nn
-
 import pyro
 import pyro.distributions as dist
+import torch
+import torch.nn as nn
 
 
 class Encoder(nn.Module):

@@ -53,8 +53,10 @@ class MLP(nn.Module):
         if isinstance(last, int):
             layers += [nn.Linear(width, last), _activation(output_activation)]
         else:
-            acts = output_activation if isinstance(output_activation, (list, tuple)) else [output_activation] * len(last)
-            layers.append(_Heads([nn.Sequential(nn.Linear(width, size), _activation(act)) for size, act in zip(last, acts)]))
+            acts = output_activation if isinstance(output_activation, (list, tuple)) \
+                else [output_activation] * len(last)
+            layers.append(_Heads([nn.Sequential(nn.Linear(width, size), _activation(act))
+                                  for size, act in zip(last, acts)]))
         self.net = nn.Sequential(*layers)
 
     def forward(self, *inputs):
