@@ -52,12 +52,12 @@ def _run(overrides: list[str], component: dict, section: str, epochs: int, data:
     spec[section] = component
     start = time.perf_counter()
     run = ppvae.train_spec(spec, progress=False, run_dir=out / f"{section}-{_label(component)}")
-    result = ppvae.evaluate_elbo(run.vae, run.data.test)
+    result = ppvae.evaluate_elbo(run.model, run.data.test)
     result["seconds"] = time.perf_counter() - start
     if quality:
         from ppvae.evaluate.quality import sample_quality
 
-        q = sample_quality(run.vae, run.data, n=1000, gmm_components=None)
+        q = sample_quality(run.model, run.data, n=1000, gmm_components=None)
         result.update(fd=q["prior samples"]["frechet_distance"], sharp=q["prior samples"]["sharpness_to_real"],
                       floor=q["training images"]["frechet_distance"], accuracy=q["classifier_test_accuracy"])
     return result

@@ -170,7 +170,7 @@ def _spec(seed, device, objective, epochs, batch_size, graph="auto"):
 def train_ppvae(data, batch_size, epochs, device, seed, objective="Trace_ELBO", graph="auto"):
     spec = _spec(seed, device, objective, epochs, batch_size, graph)
     torch.manual_seed(seed)
-    vae = ppvae.build_vae(spec, data.event_shape)
+    vae = ppvae.build_model(spec, data.event_shape)
     trainer = Trainer(vae, data, spec, progress=False)
     metrics = trainer.fit()
     LAST_PPVAE["vae"] = vae

@@ -70,7 +70,7 @@ def test_trainer_uses_the_free_bits_loss(small_mnist):
     """The training loss under free bits is exactly FreeBits.loss of the trace terms (same draws)."""
     spec = ppvae.load_spec(None, ["beta.name=free_bits", "beta.threshold=2.0", "model.latent_dim=4",
                                   "device=cpu", "objective.name=TraceMeanField_ELBO"])
-    vae = ppvae.build_vae(spec, small_mnist.event_shape)
+    vae = ppvae.build_model(spec, small_mnist.event_shape)
     trainer = Trainer(vae, small_mnist, spec)
     x = small_mnist.train[:32]
     torch.manual_seed(5)
@@ -116,7 +116,7 @@ def test_iwae_trains_and_reports(small_mnist):
 
 def test_kl_rules_refuse_objectives_they_cannot_rewrite(small_mnist):
     spec = ppvae.load_spec(None, ["beta.name=capacity", "objective.name=IWAE", "device=cpu"])
-    vae = ppvae.build_vae(spec, small_mnist.event_shape)
+    vae = ppvae.build_model(spec, small_mnist.event_shape)
     with pytest.raises(ValueError, match="beta 'capacity' rewrites the ELBO's KL term, so it needs objective "
                                          "Trace_ELBO or TraceMeanField_ELBO with num_particles = 1, not IWAE"):
         Trainer(vae, small_mnist, spec)

@@ -59,13 +59,13 @@ def test_wheel_installs_models_and_guides_inside_ppvae(tmp_path):
 
 
 def test_readme_spec_example_is_a_valid_spec(tmp_path):
-    from ppvae.inference.run import build_vae
+    from ppvae.inference.rebuild import build_model
     from ppvae.spec import load_spec
 
     (tmp_path / "spec.toml").write_text(_blocks("toml")[0])
     spec = load_spec(tmp_path / "spec.toml", ["beta.value=4"])
     assert spec["data"]["name"] == "fashion-mnist" and spec["beta"]["value"] == 4
-    vae = build_vae(spec, (1, 28, 28))
+    vae = build_model(spec, (1, 28, 28))
     assert vae.spec()["encoder"]["name"] == "conv"
 
 

@@ -6,7 +6,7 @@ import torch
 import ppvae
 from ppvae import VAE
 from ppvae.components.beta import LinearWarmupBeta, make_beta
-from ppvae.inference.run import build_vae
+from ppvae.inference.rebuild import build_model
 from ppvae.registry import PRIORS
 from ppvae.spec import apply_overrides, default_spec, dump_spec, load_spec, parse_override
 
@@ -15,7 +15,7 @@ def test_spec_to_objects_to_spec_round_trip(tmp_path):
     spec = load_spec(None, ["model.latent_dim=7", "encoder.name=conv", "decoder.name=conv",
                             "likelihood.name=gaussian", "likelihood.scale=0.25", "beta.name=linear",
                             "beta.warmup_epochs=3", "objective.name=TraceMeanField_ELBO"])
-    vae = build_vae(spec, (1, 28, 28))
+    vae = build_model(spec, (1, 28, 28))
     rebuilt = vae.spec()
     assert rebuilt["model"] == {"name": "vae", "event_shape": [1, 28, 28], "latent_dim": 7}
     assert rebuilt["likelihood"] == {"name": "gaussian", "scale": 0.25}
@@ -25,7 +25,7 @@ def test_spec_to_objects_to_spec_round_trip(tmp_path):
     dump_spec(full, tmp_path / "spec.toml")
     again = load_spec(tmp_path / "spec.toml")
     assert again == full
-    vae2 = build_vae(again)
+    vae2 = build_model(again)
     assert vae2.spec() == rebuilt
     assert {k: v.shape for k, v in vae.state_dict().items()} == {k: v.shape for k, v in vae2.state_dict().items()}
     assert make_beta(again["beta"]).spec() == {"name": "linear", "value": 1.0, "start": 0.0, "warmup_epochs": 3.0}
@@ -153,7 +153,7 @@ def test_data_outside_support_and_wrong_shape():
 def test_spec_event_shape_must_match_data():
     spec = load_spec(None, ["model.event_shape=[1, 28, 28]"])
     with pytest.raises(ValueError, match=r"model.event_shape = \[1, 28, 28\] but the data has event shape \[1, 8, 8\]"):
-        build_vae(spec, (1, 8, 8))
+        build_model(spec, (1, 8, 8))
 
 
 def test_registry_lists_names_sorted():
@@ -169,20 +169,29 @@ def test_registry_lists_names_sorted():
 ])
 def test_integer_options_are_not_silently_truncated(overrides, message):
     from ppvae.components.beta import make_beta
-    from ppvae.inference.run import build_vae
+    from ppvae.inference.rebuild import build_model
     from ppvae.registry import OBJECTIVES, component
 
     spec = load_spec(None, overrides + ["model.event_shape=[1, 28, 28]"])
     with pytest.raises(ValueError, match=message):
-        build_vae(spec)
+        build_model(spec)
         make_beta(spec["beta"])
         component(OBJECTIVES, spec["objective"])
 
 
 def test_python_and_cli_defaults_build_the_same_vae():
-    from ppvae.inference.run import build_vae
+    from ppvae.inference.rebuild import build_model
 
-    cli = build_vae(load_spec(None), (1, 28, 28))
+    cli = build_model(load_spec(None), (1, 28, 28))
     python = ppvae.VAE((1, 28, 28))
     assert cli.spec() == python.spec()
     assert [p.shape for p in cli.parameters()] == [p.shape for p in python.parameters()]
+
+
+def test_the_names_from_when_ppvae_trained_only_vaes_still_work_and_say_what_replaces_them():
+    with pytest.warns(DeprecationWarning, match=r"ppvae.build_vae is deprecated; use ppvae.build_model"):
+        model = ppvae.build_vae(load_spec(None, ["model.latent_dim=2"]), (1, 8, 8))
+    assert model.latent_dim == 2
+    run = ppvae.Run(model, {})
+    with pytest.warns(DeprecationWarning, match=r"Run.vae is deprecated; use Run.model"):
+        assert run.vae is run.model is model

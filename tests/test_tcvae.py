@@ -114,7 +114,7 @@ def test_penalising_total_correlation_lowers_it(small_mnist):
     for beta in (1.0, 50.0):
         spec = ppvae.load_spec(None, [*TINY, "model.latent_dim=6", "beta.name=tcvae", f"beta.beta={beta}",
                                       "train.epochs=6", "train.figures=false"])
-        vae = ppvae.build_vae(spec, small_mnist.event_shape)
+        vae = ppvae.build_model(spec, small_mnist.event_shape)
         torch.manual_seed(0)
         tcs[beta] = Trainer(vae, small_mnist, spec, progress=False).fit()[-1]["test_tc"]
     assert tcs[50.0] < tcs[1.0]
@@ -137,7 +137,7 @@ def test_beta_tcvae_refuses_programs_it_cannot_decompose(small_mnist):
         (["objective.name=IWAE"], "beta 'tcvae' rewrites the ELBO's KL term, so it needs objective Trace_ELBO"),
     ):
         spec = ppvae.load_spec(None, [*TINY, "beta.name=tcvae", *overrides])
-        vae = ppvae.build_vae(spec, small_mnist.event_shape)
+        vae = ppvae.build_model(spec, small_mnist.event_shape)
         with pytest.raises(ValueError, match=message):
             Trainer(vae, small_mnist, spec, progress=False)
 

@@ -33,7 +33,7 @@ def test_resume_equals_uninterrupted(tmp_path, beta):
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["epoch"] == 1
     resumed = resume(tmp_path / "cut", progress=False)
 
-    a, b = full.vae.state_dict(), resumed.vae.state_dict()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -66,7 +66,7 @@ def test_nan_never_destroys_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
     # and it still loads and generates
-    assert torch.isfinite(load_run(tmp_path).vae.generate(4)).all()
+    assert torch.isfinite(load_run(tmp_path).model.generate(4)).all()
 
 
 def test_atomic_write_keeps_old_file_when_the_write_fails(tmp_path, monkeypatch):
@@ -87,9 +87,9 @@ def test_run_directory_rebuilds_what_was_trained(tmp_path, small_mnist):
     run = train_spec(None, TINY + ["train.epochs=2", "model.latent_dim=3"], run_dir=tmp_path, progress=False)
     loaded = load_run(tmp_path)
     x = small_mnist.test[:16]
-    assert loaded.vae.spec() == run.vae.spec()
-    assert torch.equal(loaded.vae.reconstruct(x), run.vae.eval().reconstruct(x))
-    again = ppvae.evaluate_elbo(loaded.vae, loaded.data.test)
+    assert loaded.model.spec() == run.model.spec()
+    assert torch.equal(loaded.model.reconstruct(x), run.model.eval().reconstruct(x))
+    again = ppvae.evaluate_elbo(loaded.model, loaded.data.test)
     assert again["elbo"] == pytest.approx(run.metrics[-1]["test_elbo"], rel=1e-6)
 
 
@@ -118,7 +118,7 @@ def test_cuda_without_gpu_is_a_clear_error():
 
 def test_trainer_rejects_data_outside_support(small_mnist):
     spec = ppvae.load_spec(None, TINY)
-    vae = ppvae.build_vae(spec, small_mnist.event_shape)
+    vae = ppvae.build_model(spec, small_mnist.event_shape)
     bad = ppvae.Dataset("bad", small_mnist.train * 2, small_mnist.test * 2)
     with pytest.raises(ValueError, match=r"Bernoulli likelihood needs data in \[0, 1\]"):
         Trainer(vae, bad, spec)

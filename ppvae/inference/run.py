@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from .writer import SPEC_FILE
 class Run:
     """A trained model with the spec that built it, its metrics and (lazily) its data."""
 
-    vae: torch.nn.Module
+    model: torch.nn.Module
     spec: dict
     metrics: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
@@ -43,9 +44,10 @@ class Run:
     resumed_from: int = 0
 
     @property
-    def model(self):
-        """The trained model (``vae`` is the same object, named from when ppvae trained only VAEs)."""
-        return self.vae
+    def vae(self):
+        """Deprecated: ``Run.model`` (the name from when ppvae trained only VAEs)."""
+        warnings.warn("Run.vae is deprecated; use Run.model", DeprecationWarning, stacklevel=2)
+        return self.model
 
     @property
     def data(self) -> Dataset:
@@ -58,7 +60,7 @@ class Run:
     def program(self) -> Program:
         """The trained program as ppvae calls it (:class:`~ppvae.inference.program.Program`): every verb's
         capabilities, declared by the model or derived from its traces."""
-        return program(self.vae)
+        return program(self.model)
 
 
 #: data options read by the trainer (streaming) or the program (the per-batch transform), not by the loader
@@ -104,7 +106,8 @@ def check_same_vocabulary(spec: dict, data: Dataset) -> Dataset:
 
 
 def build_vae(spec: dict, event_shape=None):
-    """The model a spec describes (the stock VAE unless ``model.name`` says otherwise)."""
+    """Deprecated: :func:`~ppvae.inference.rebuild.build_model` (the name from when ppvae trained only VAEs)."""
+    warnings.warn("ppvae.build_vae is deprecated; use ppvae.build_model", DeprecationWarning, stacklevel=2)
     return build_model(spec, event_shape)
 
 
