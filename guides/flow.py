@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppvae.inference.contract import data_plate
-from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, Component, int_list_option, int_option
 
 
@@ -66,7 +65,7 @@ class IAFGuide(Component, nn.Module):
             z = step.condition(context)(z)
         return z
 
-    def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pyro.module("encoder", self)
-        with data_plate(x.shape[0]), kl_weight(beta):
+        with data_plate(x.shape[0]):
             return pyro.sample("z", self.posterior(x))

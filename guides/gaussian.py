@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppvae.inference.contract import data_plate
-from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, Component
 
 
@@ -19,7 +18,6 @@ class MeanFieldGaussianGuide(Component, nn.Module):
 
     The encoder returns 2 * latent_dim features: the mean and a pre-softplus scale. Sampling is
     reparameterized (z = mu + sigma * eps), so Trace_ELBO's gradient is the low-variance pathwise one.
-    ``beta`` weights the latent site exactly as in the model, so the KL term is scaled on both sides.
     """
 
     def __init__(self, encoder: nn.Module, latent_dim: int, *, min_scale: float = 1e-4):
@@ -45,7 +43,7 @@ class MeanFieldGaussianGuide(Component, nn.Module):
         """The posterior mean."""
         return self.posterior(x).mean
 
-    def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pyro.module("encoder", self)
-        with data_plate(x.shape[0]), kl_weight(beta):
+        with data_plate(x.shape[0]):
             return pyro.sample("z", self.posterior(x))

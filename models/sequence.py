@@ -22,7 +22,6 @@ from torch import nn
 from ppvae.batch import as_batch
 from ppvae.data.sequences import END, PAD, SPECIALS, START, UNK, Vocabulary, check_tokens, lengths, sequence_mask
 from ppvae.inference.contract import Model, data_plate
-from ppvae.inference.objectives import kl_weight
 from ppvae.registry import GUIDES, MODELS, PRIORS, component, describe, int_option
 
 DECODING = ("greedy", "sample", "beam")
@@ -263,17 +262,16 @@ class SequenceVAE(TokenDecoding, Model):
         return {"vocab": list(data.vocabulary), "representation": data.representation or "chars"}
 
     # ---- the programs ------------------------------------------------------------------------------------
-    def model(self, batch, beta: float = 1.0) -> None:
+    def model(self, batch) -> None:
         x = as_batch(batch)["x"]
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         with data_plate(x.shape[0]):
-            with kl_weight(beta):
-                z = pyro.sample("z", self.prior(x.shape[0]))
+            z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.likelihood(self.decoder(z, x, self._dropout()), x), obs=x)
 
-    def guide(self, batch, beta: float = 1.0) -> torch.Tensor:
-        return self.q(as_batch(batch)["x"], beta)
+    def guide(self, batch) -> torch.Tensor:
+        return self.q(as_batch(batch)["x"])
 
     # ---- using a trained model ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -318,14 +316,14 @@ class SequenceLM(TokenDecoding, Model):
     def _no_code(self, n: int, device=None) -> torch.Tensor:
         return torch.zeros(n, 0, device=device if device is not None else self.decoder.out.weight.device)
 
-    def model(self, batch, beta: float = 1.0) -> None:
+    def model(self, batch) -> None:
         x = as_batch(batch)["x"]
         pyro.module("decoder", self.decoder)
         with data_plate(x.shape[0]):
             pyro.sample("x", self.likelihood(self.decoder(self._no_code(x.shape[0], x.device), x, self._dropout()),
                                              x), obs=x)
 
-    def guide(self, batch, beta: float = 1.0) -> None:
+    def guide(self, batch) -> None:
         """Nothing to infer: the language model has no latent variable."""
 
     @torch.no_grad()

@@ -4,9 +4,10 @@
 
 Trained with SVI on Trace_ELBO, which maximises
     ELBO(x) = E_q[log p(x | z)] - beta * KL(q(z | x) || p(z)),
-where beta scales the latent site ``z`` in both programs. Prior, likelihood, networks and guide are swappable
-by name (``prior="normal"``), by import path (``prior="my_priors:LaplacePrior"``), by spec dict, or by passing
-a built module.
+where beta scales the latent site ``z`` in both programs: the trainer's one handler does it
+(:class:`~ppvae.inference.objectives.KLScale`), so the programs know nothing of beta. Prior, likelihood, networks
+and guide are swappable by name (``prior="normal"``), by import path (``prior="my_priors:LaplacePrior"``), by spec
+dict, or by passing a built module.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ppvae.components.likelihoods import chunks
 from ppvae.components.priors import StandardNormal
 from ppvae.guides import IAFGuide, MeanFieldGaussianGuide
 from ppvae.inference.contract import Model, data_plate, spec_value
-from ppvae.inference.objectives import ELBO_OBJECTIVES, kl_weight
+from ppvae.inference.objectives import ELBO_OBJECTIVES
 from ppvae.registry import (
     DECODERS,
     ENCODERS,
@@ -77,35 +78,37 @@ class VAE(Model):
         k = self.likelihood.params_per_dim
         return (k * self.event_shape[0], *self.event_shape[1:])
 
-    def model(self, batch, beta: float = 1.0) -> None:
+    def model(self, batch) -> None:
         x = as_batch(batch)["x"]
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         pyro.module("likelihood", self.likelihood)
         with data_plate(x.shape[0]):
-            with kl_weight(beta):
-                z = pyro.sample("z", self.prior(x.shape[0]))
+            z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
-    def guide(self, batch, beta: float = 1.0) -> torch.Tensor:
-        return self.q(as_batch(batch)["x"], beta)
+    def guide(self, batch) -> torch.Tensor:
+        return self.q(as_batch(batch)["x"])
 
     # ---- the direct loss: Trace_ELBO's estimator without building traces ------------------------------------
     def supports_direct_loss(self, objective: dict) -> bool:
-        """Whether :meth:`direct_loss` is this program's loss under ``objective``: the stock programs (not a
+        """Whether :meth:`direct_terms` are this program's ELBO terms under ``objective``: the stock programs (not a
         subclass's own ``model`` or ``guide``), a guide from ``ppvae.guides``, one particle of an ELBO."""
         stock = type(self).model is VAE.model and type(self).guide is VAE.guide
         known_guide = type(self.q) in (MeanFieldGaussianGuide, IAFGuide)
         return stock and known_guide and objective.get("num_particles", 1) == 1 and objective["name"] in ELBO_OBJECTIVES
 
-    def direct_loss(self, batch, beta: float, objective: dict) -> torch.Tensor:
-        r"""Trace_ELBO's surrogate loss for the stock program on one particle, from the same modules in the same
-        order of random draws, without the two Pyro traces (which cost more than the network at small batches):
+    def direct_terms(self, batch, objective: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The two terms of Trace_ELBO's surrogate loss for the stock program on one particle, summed over the
+        batch, from the same modules in the same order of random draws, without the two Pyro traces (which cost
+        more than the network at small batches):
 
-            -[ log p(x | z) + beta * (log p(z) - log q(z | x)) ],   z = rsample(q(z | x))
+            recon = log p(x | z),   kl = log q(z | x) - log p(z),   z = rsample(q(z | x))
 
-        with the KL in closed form where registered under TraceMeanField_ELBO. Tested equal to Pyro's loss and
-        gradients on the same draws; only valid where :meth:`supports_direct_loss` says so.
+        with the KL in closed form where registered under TraceMeanField_ELBO. beta weighs them where the training
+        loss does (:func:`~ppvae.inference.objectives.beta_weighted`); tested equal to Pyro's loss and gradients
+        under :class:`~ppvae.inference.objectives.KLScale` on the same draws; only valid where
+        :meth:`supports_direct_loss` says so.
         """
         x = as_batch(batch)["x"]
         q = self.q.posterior(x)
@@ -117,11 +120,9 @@ class VAE(Model):
         else:
             z = q.rsample()
         recon = self.likelihood.log_prob_sum(self.decoder(z), x)
-        if not torch.is_tensor(beta) and beta == 0.0:  # a tensor beta (a graphed step) is never read on the host
-            return -recon
         if objective["name"] == "TraceMeanField_ELBO":
             try:
-                return beta * kl_divergence(q, self.prior(x.shape[0])).sum() - recon
+                return recon, kl_divergence(q, self.prior(x.shape[0])).sum()
             except NotImplementedError:
                 pass
         if gaussian:
@@ -130,7 +131,7 @@ class VAE(Model):
         else:
             p = self.prior(x.shape[0])
             kl = (q.log_prob(z) - p.log_prob(z)).sum()
-        return beta * kl - recon
+        return recon, kl
 
     # ---- using a trained model -------------------------------------------------------------------------
     @torch.no_grad()

@@ -11,11 +11,12 @@ from pyro.poutine.util import site_is_subsample
 
 import ppvae
 from ppvae import VAE
+from ppvae.inference.objectives import KLScale
 
 
-def _traces(vae, x, beta=1.0):
-    guide_tr = poutine.trace(vae.guide).get_trace(x, beta)
-    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x, beta)
+def _traces(vae, x):
+    guide_tr = poutine.trace(vae.guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
     return model_tr, guide_tr
 
 
@@ -69,7 +70,8 @@ def test_beta_scales_the_kl_exactly(beta, elbo_cls, analytic):
               decoder={"name": "mlp", "hidden": [16]})
     x = torch.rand(11, 1, 8, 8)
     torch.manual_seed(123)
-    loss = elbo_cls(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, x, beta=beta)
+    scale = KLScale(beta)
+    loss = elbo_cls(max_plate_nesting=1).differentiable_loss(scale(vae.model), scale(vae.guide), x)
     expected = -_hand_elbo(vae, x, beta, 123, analytic)
     assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-3), (loss.item(), expected.item())
     # and beta really changes the objective: the KL part is not zero

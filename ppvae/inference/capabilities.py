@@ -40,7 +40,7 @@ from ..traces import forked_rng, per_example_weight, plate_nesting, sample_sites
 from . import particles
 from .binding import LABELED, LABELS, Arguments
 from .contract import MissingCapability, output_of
-from .objectives import KLScale
+from .objectives import ModuleParams
 
 #: capabilities a program may declare and ppvae can otherwise derive from its traces
 DERIVABLE = ("generate", "encode", "decode", "reconstruct", "classify")
@@ -468,7 +468,7 @@ def quiet():
     parameter store) and the program's own sampling-without-enumeration warnings left out."""
     import warnings
 
-    with KLScale(1.0, skip_param_store=True), warnings.catch_warnings():
+    with ModuleParams(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use "
                                                   r"TraceEnum_ELBO")
         yield

@@ -43,8 +43,9 @@ Capabilities (:mod:`~ppvae.inference.program`: each derived from the traces wher
 Optional methods
     ``check_data(batch)`` refuses data the model cannot score, before training; ``spec()`` the spec sections that
     rebuild the model (default: the spec that built it, or its class's import path and its constructor's
-    arguments, recorded by ``ppvae.Model`` or read back from attributes of the same name); ``direct_loss(batch,
-    beta, objective)`` a tested shortcut for the objective's loss, or None where it does not apply;
+    arguments, recorded by ``ppvae.Model`` or read back from attributes of the same name); ``direct_terms(batch,
+    objective)`` a tested shortcut for the objective's two terms (log p(x | z) and the KL, summed; beta weighs them
+    as it weighs the traced program's), where ``supports_direct_loss(objective)`` says it applies;
     ``auxiliary_loss(batch)`` terms of the training objective that are not part of the ELBO (M2's classification
     term), added to the loss in training and left out of every ELBO figure.
 

@@ -6,7 +6,7 @@ r"""The training loss of one program: its objective under beta, and the extra te
 The ELBO term is the spec's objective (Pyro's ``Trace_ELBO`` by default) with beta applied by one handler
 (:class:`~ppvae.inference.objectives.KLScale`) around both programs, or an ELBO-level rule on the KL (capacity,
 free bits, beta-TCVAE) from per-example terms read off the traces. A model's tested direct loss for its own
-programs (the stock VAE's ``direct_loss``) replaces the traced ELBO where it applies.
+programs (the stock VAE's ``direct_terms``) replaces the traced ELBO where it applies.
 
 **Extra terms** (``losses`` in the spec, or the program's class attribute ``losses``), each a table:
 
@@ -31,7 +31,7 @@ import torch
 
 from ..traces import elbo_terms
 from .decomposition import kl_decomposition
-from .objectives import ELBO_OBJECTIVES, KLScale, make_objective
+from .objectives import ELBO_OBJECTIVES, KLScale, ModuleParams, beta_weighted, make_objective
 from .program import Program, has
 
 MAIN = "main"
@@ -115,14 +115,14 @@ class TrainingLoss:
         self.objective = make_objective(objective, p)
         self.objective.data_plate = p.sites().plate
         module = p.module
-        self.direct = has(module, "direct_loss") and module.supports_direct_loss(objective) \
+        self.direct = has(module, "direct_terms") and module.supports_direct_loss(objective) \
             and not spec["train"]["validate"]
         self.analytic_kl = objective["name"] == "TraceMeanField_ELBO"
         self.auxiliary = has(module, "auxiliary_loss")
-        # beta for any program: one handler around both programs, which also keeps pyro.module calls out of
-        # Pyro's parameter store (one torch optimiser trains the module's parameters).
-        self._kl_scale = KLScale(1.0, skip_param_store=True)
-        self.model_fn, self.guide_fn = self._kl_scale(p.model), self._kl_scale(p.guide)
+        # beta for any program: one handler around both programs; pyro.module calls stay out of Pyro's parameter
+        # store (one torch optimiser trains the module's parameters)
+        self._kl_scale, self._params = KLScale(1.0), ModuleParams()
+        self.model_fn, self.guide_fn = (self._params(self._kl_scale(fn)) for fn in (p.model, p.guide))
         entries = spec.get("losses")
         self.extras = extra_losses(p, entries if entries is not None else getattr(module, "losses", None))
         self.groups = parameter_groups(p)
@@ -130,7 +130,7 @@ class TrainingLoss:
         if unknown:
             raise ValueError(f"losses name parameter group(s) {', '.join(unknown)}, which {p.name} does not declare; "
                              f"its groups: {', '.join(self.groups)}")
-        self._unscaled = KLScale(1.0, skip_param_store=True)
+        self._unscaled = ModuleParams()
         #: beta as a device tensor (a graphed step fills it before each replay); None: the schedule's float
         self.beta_value = None
 
@@ -149,7 +149,7 @@ class TrainingLoss:
         if self.beta.scaling:
             beta = self.beta_value if self.beta_value is not None else self.beta(epoch, self.epochs)
             if self.direct:
-                return self.program.module.direct_loss(batch, beta, self.objective_spec)
+                return beta_weighted(*self.program.module.direct_terms(batch, self.objective_spec), beta)
             self._kl_scale.beta = beta
             return self.objective.differentiable_loss(self.model_fn, self.guide_fn, args)
         plate = self.program.sites().plate

@@ -47,16 +47,13 @@ class KLScale(Messenger):
     .. math:: \mathcal{L}_\beta = \mathbb{E}_q[\log p(x \mid z)] - \beta\, \mathbb{E}_q[\log q(z \mid x) - \log p(z)]
 
     ``poutine.scale`` refuses beta = 0, yet it is a real setting (the start of a warm-up); masking the latent
-    sites gives exactly the zero-weight objective. With ``skip_param_store`` the handler also answers
-    ``pyro.module`` / ``pyro.param`` calls for module parameters directly instead of through Pyro's parameter
-    store (the trainer's one torch optimiser trains ``module.parameters()``, so the store is unused and each
-    lookup is overhead on every step).
+    sites gives exactly the zero-weight objective. This is the only place beta meets a program: no family or
+    guide takes a beta argument.
     """
 
-    def __init__(self, beta: float = 1.0, skip_param_store: bool = False):
+    def __init__(self, beta: float = 1.0):
         super().__init__()
         self.beta = beta if torch.is_tensor(beta) else float(beta)
-        self.skip_param_store = skip_param_store
 
     def _process_message(self, msg):
         if msg["type"] == "sample":
@@ -68,15 +65,26 @@ class KLScale(Messenger):
                     msg["mask"] = False if msg["mask"] is None else msg["mask"] & False
                 else:
                     msg["scale"] = self.beta * msg["scale"]
-        elif self.skip_param_store and msg["type"] == "param" and len(msg["args"]) > 1 \
-                and isinstance(msg["args"][1], nn.Parameter):
+
+
+def beta_weighted(recon: torch.Tensor, kl: torch.Tensor, beta) -> torch.Tensor:
+    """The beta-ELBO's loss ``beta * kl - recon`` from its two terms, as :class:`KLScale` weighs a traced program:
+    beta = 0 drops the KL term (as masking the latent sites does) rather than multiplying it by zero."""
+    if not torch.is_tensor(beta) and beta == 0.0:  # a tensor beta (a graphed step) is never read on the host
+        return -recon
+    return beta * kl - recon
+
+
+class ModuleParams(Messenger):
+    """Answers ``pyro.module`` / ``pyro.param`` calls for a module's own parameters directly instead of through
+    Pyro's parameter store. ppvae's one torch optimiser trains ``module.parameters()`` and the checkpoint saves
+    ``module.state_dict()``, so the store is unused; routing every lookup through it is overhead on every step and
+    would leave a global copy behind."""
+
+    def _process_message(self, msg):
+        if msg["type"] == "param" and len(msg["args"]) > 1 and isinstance(msg["args"][1], nn.Parameter):
             msg["value"] = msg["args"][1]
             msg["done"] = msg["stop"] = True
-
-
-def kl_weight(beta: float) -> KLScale:
-    """A context that weights the latent sites inside it by ``beta`` (the stock programs' ``beta`` argument)."""
-    return KLScale(beta)
 
 
 def _particles(num_particles) -> int:

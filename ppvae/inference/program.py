@@ -35,7 +35,7 @@ from ..traces import DATA_PLATE, sample_sites, untouched
 from .binding import LABELED, LABELS, Arguments, Binder, takes_batch
 from .capabilities import DERIVABLE, Capabilities, Release, quiet
 from .contract import FunctionModel, MissingCapability
-from .objectives import ELBO_OBJECTIVES, KLScale
+from .objectives import ELBO_OBJECTIVES, ModuleParams
 
 #: an environment variable that makes an error in a user's program raise with its full traceback
 TRACEBACK_ENV = "PPVAE_TRACEBACK"
@@ -339,7 +339,7 @@ def check_first_batch(p: Program, args: Arguments, objective_name: str) -> dict:
     latents an objective cannot differentiate, parameters outside the module. Returns a summary of sites."""
     # As in training, module parameters bypass Pyro's parameter store, so a trace records only the pyro.param
     # calls that are not parameters of the module.
-    with pyro.validation_enabled(False), KLScale(1.0, skip_param_store=True):
+    with pyro.validation_enabled(False), ModuleParams():
         guide_tr = poutine.trace(p.guide).get_trace(args)
         model_tr = poutine.trace(poutine.replay(p.model, trace=guide_tr)).get_trace(args)
     model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
