@@ -28,7 +28,7 @@ _NAMES = {
     **dict.fromkeys(["Dataset", "dataset_from_array", "load_dataset"], "ppvae.data"),
     "evaluate_elbo": "ppvae.evaluate.elbo",
     "evaluate_run": "ppvae.evaluate.report",
-    **dict.fromkeys(["TCVAE", "KLScale", "ModuleParams"], "ppvae.inference.objectives"),
+    **dict.fromkeys(["TCVAE", "KLRule", "KLScale", "ModuleParams"], "ppvae.inference.objectives"),
     "build_model": "ppvae.inference.rebuild",
     **dict.fromkeys(["Run", "build_vae", "export", "load", "load_run", "resume", "train", "train_spec"],
                     "ppvae.inference.run"),

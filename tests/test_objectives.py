@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 from pyro.infer import Trace_ELBO
 
 import ppvae
@@ -248,3 +249,31 @@ def test_fast_path_only_for_programs_it_knows():
     assert not MyVAE((4,), 2).supports_direct_loss({"name": "Trace_ELBO", "num_particles": 1})
     assert not VAE((4,), 2).supports_direct_loss({"name": "IWAE", "num_particles": 5})
     assert not VAE((4,), 2).supports_direct_loss({"name": "Trace_ELBO", "num_particles": 2})
+
+
+@pytest.mark.parametrize("rule", [["name=free_bits", "threshold=2.0"], ["name=capacity", "gamma=10", "capacity=5"],
+                                  ["name=tcvae", "beta=4"]])
+def test_a_kl_rule_is_an_objective_and_its_old_beta_name_an_alias_for_it(rule, tmp_path):
+    """objective.name = free_bits trains exactly as beta.name = free_bits did (the same losses, metrics and weights
+    from the same seed); each run records the rule where it was named, and the alias's beta is the rule's."""
+    base = [*TINY, "train.epochs=2", "train.figures=false", "data.name=digits", "seed=3"]
+    old = ppvae.train_spec(None, [*base, *(f"beta.{r}" for r in rule)], run_dir=tmp_path / "old", progress=False)
+    new = ppvae.train_spec(None, [*base, *(f"objective.{r}" for r in rule)], run_dir=tmp_path / "new",
+                           progress=False)
+    assert [m["train_loss"] for m in new.metrics] == [m["train_loss"] for m in old.metrics]
+    assert [m["test_elbo"] for m in new.metrics] == [m["test_elbo"] for m in old.metrics]
+    assert [m["beta"] for m in new.metrics] == [m["beta"] for m in old.metrics]
+    for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values()):
+        assert torch.equal(a, b)
+    name = rule[0].split("=")[1]
+    assert old.spec["beta"]["name"] == name and old.spec["objective"]["name"] == "Trace_ELBO"
+    assert new.spec["objective"]["name"] == name and new.spec["beta"] == {"name": "constant", "value": 1.0}
+    resumed = ppvae.resume(tmp_path / "new", ["train.epochs=3"], progress=False)  # the recorded spec rebuilds it
+    assert len(resumed.metrics) == 3
+
+
+def test_a_kl_rule_named_twice_is_refused_in_one_line(small_mnist):
+    spec = ppvae.load_spec(None, [*TINY, "beta.name=tcvae", "objective.name=free_bits"])
+    with pytest.raises(ValueError, match=r"^beta 'tcvae' and objective 'free_bits' both rewrite the KL term; name "
+                                         r"one of them \(as the objective\)$"):
+        Trainer(ppvae.build_model(spec, small_mnist.event_shape), small_mnist, spec, progress=False)

@@ -3,7 +3,8 @@
 A schedule maps training progress (in epochs, fractional within an epoch) to beta. The trainer applies beta to
 any program with one handler (:class:`ppvae.inference.objectives.KLScale`), which scales every latent site of
 the model and the guide, so log p(z) - log q(z|x) and hence the KL, and nothing else. The rules that rewrite the
-KL term instead of scaling it (capacity, free bits) live with the objectives.
+KL term instead of scaling it (capacity, free bits, beta-TCVAE) are objectives
+(:class:`ppvae.inference.objectives.KLRule`); their old names in the beta section still name them (an alias).
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from ..registry import BETAS, Component, int_option
 
 class BetaSchedule(Component):
     """``schedule(epoch, num_epochs)`` is beta after ``epoch`` (fractional) of ``num_epochs`` epochs."""
-
-    #: True: beta scales the latent sites. False: a rule with its own loss (``ppvae.inference.objectives``).
-    scaling = True
 
     def __call__(self, epoch: float, num_epochs: int) -> float:
         raise NotImplementedError
@@ -97,8 +95,9 @@ class CyclicalBeta(BetaSchedule):
 
 
 def make_beta(beta) -> BetaSchedule:
-    """Accept a number (constant beta), a schedule's name (``"cyclical"``), a spec dict, or a schedule."""
-    if isinstance(beta, BetaSchedule):
+    """Accept a number (constant beta), a schedule's name (``"cyclical"``), a spec dict, or a schedule. The old
+    names of the KL-rewriting objectives (capacity, free_bits, tcvae) build those objectives (an alias)."""
+    if isinstance(beta, Component):
         return beta
     if isinstance(beta, str):
         return BETAS.build(beta)

@@ -128,9 +128,8 @@ def why_not_graphed(spec: dict, loss, optimizers: dict, world, device: torch.dev
         return "a step of several processes all-reduces its gradients between the ranks"
     if len(optimizers) > 1:
         return "the program trains several parameter groups"
-    if not loss.beta.scaling and not getattr(loss.beta, "decomposed", False) \
-            and type(loss.beta).__name__ == "CapacityKL":
-        return "the capacity target moves every step"
+    if loss.rule is not None and loss.rule.why_not_graphed:
+        return loss.rule.why_not_graphed
     name = spec["optimizer"]["name"]
     if name not in ("adam", "adamw"):
         return f"optimizer {name!r} keeps a state that is not zeros before its first step"

@@ -4,8 +4,9 @@ r"""The training loss of one program: its objective under beta, and the extra te
           \mathcal{L}_g = \sum_{k \in g} w_k\, \ell_k(x) \ \text{for each other parameter group } g
 
 The ELBO term is the spec's objective (Pyro's ``Trace_ELBO`` by default) with beta applied by one handler
-(:class:`~ppvae.inference.objectives.KLScale`) around both programs, or an ELBO-level rule on the KL (capacity,
-free bits, beta-TCVAE) from per-example terms read off the traces. A model's tested direct loss for its own
+(:class:`~ppvae.inference.objectives.KLScale`) around both programs, or an objective that rewrites the KL
+(capacity, free bits, beta-TCVAE: :class:`~ppvae.inference.objectives.KLRule`) from per-example terms read off
+the traces. A model's tested direct loss for its own
 programs (the stock VAE's ``direct_terms``) replaces the traced ELBO where it applies.
 
 **Extra terms** (``losses`` in the spec, or the program's class attribute ``losses``), each a table:
@@ -29,9 +30,15 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from ..traces import elbo_terms
-from .decomposition import kl_decomposition
-from .objectives import ELBO_OBJECTIVES, KLScale, ModuleParams, beta_weighted, make_objective
+from .objectives import (
+    ELBO_OBJECTIVES,
+    KLRule,
+    KLScale,
+    ModuleParams,
+    base_objective,
+    beta_weighted,
+    make_objective,
+)
 from .program import Program, has
 
 MAIN = "main"
@@ -109,9 +116,12 @@ class TrainingLoss:
     """The loss of one training step for a program, ``loss(batch, epoch)`` (the main group's) and
     ``group_losses(batch, epoch)`` (every group's), free of host synchronisation."""
 
-    def __init__(self, p: Program, spec: dict, beta, epochs: int):
-        self.program, self.beta, self.epochs = p, beta, epochs
-        objective = self.objective_spec = spec["objective"]
+    def __init__(self, p: Program, spec: dict, beta, epochs: int, rule: KLRule | None = None,
+                 rule_section: str | None = None):
+        #: beta (a schedule: it scales the latent sites), and the KL rule that rewrites the KL term, if any
+        self.program, self.beta, self.rule, self.epochs = p, beta, rule, epochs
+        self.rule_section = rule_section
+        objective = self.objective_spec = base_objective(spec, rule_section)
         self.objective = make_objective(objective, p)
         self.objective.data_plate = p.sites().plate
         module = p.module
@@ -135,9 +145,11 @@ class TrainingLoss:
         self.beta_value = None
 
     def check_kl_objective(self, spec: dict) -> None:
-        # Capacity and free bits rewrite the ELBO's KL term: they need an ELBO, one particle.
+        """A KL rule named in the beta section (its alias) rewrites the terms of the spec's objective, which must
+        be a one-particle ELBO."""
         objective = spec["objective"]
-        if objective["name"] not in ELBO_OBJECTIVES or objective.get("num_particles", 1) != 1:
+        if self.rule_section == "beta" and (objective["name"] not in ELBO_OBJECTIVES
+                                            or objective.get("num_particles", 1) != 1):
             raise ValueError(
                 f"beta {spec['beta']['name']!r} rewrites the ELBO's KL term, so it needs objective "
                 f"Trace_ELBO or TraceMeanField_ELBO with num_particles = 1, not {objective['name']} with "
@@ -146,20 +158,19 @@ class TrainingLoss:
 
     def elbo(self, batch, args, epoch: float) -> torch.Tensor:
         """The negative (beta-weighted) ELBO summed over the batch, or the KL rule's loss."""
-        if self.beta.scaling:
-            beta = self.beta_value if self.beta_value is not None else self.beta(epoch, self.epochs)
-            if self.direct:
-                return beta_weighted(*self.program.module.direct_terms(batch, self.objective_spec), beta)
-            self._kl_scale.beta = beta
-            return self.objective.differentiable_loss(self.model_fn, self.guide_fn, args)
-        plate = self.program.sites().plate
-        if getattr(self.beta, "decomposed", False):
-            terms = kl_decomposition(self.model_fn, self.guide_fn, args, self.beta.dataset_size, self.beta.estimator,
-                                     plate=plate)
-            return self.beta.loss_from_terms(terms, epoch, self.epochs)
-        recon, kl = elbo_terms(self.model_fn, self.guide_fn, args, analytic=self.analytic_kl,
-                               per_dim=self.beta.per_dim_kl, plate=plate)
-        return self.beta.loss(recon, kl, epoch, self.epochs)
+        if self.rule is not None:
+            return self.rule.loss_of(self.model_fn, self.guide_fn, args, epoch, self.epochs,
+                                     plate=self.program.sites().plate, analytic=self.analytic_kl)
+        beta = self.beta_value if self.beta_value is not None else self.beta(epoch, self.epochs)
+        if self.direct:
+            return beta_weighted(*self.program.module.direct_terms(batch, self.objective_spec), beta)
+        self._kl_scale.beta = beta
+        return self.objective.differentiable_loss(self.model_fn, self.guide_fn, args)
+
+    def log_values(self, epoch: float) -> dict[str, float]:
+        """What the metrics record about the KL weighting at ``epoch``: beta, and the rule's own values."""
+        return {**self.beta.log_values(epoch, self.epochs),
+                **(self.rule.log_values(epoch, self.epochs) if self.rule is not None else {})}
 
     def group_losses(self, batch, epoch: float) -> dict[str, torch.Tensor]:
         p = self.program

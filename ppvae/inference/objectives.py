@@ -7,8 +7,9 @@ Pyro reads it off a first trace.
 
 beta is one handler, :class:`KLScale`, that the trainer puts around the model and the guide: it scales every
 latent sample site by beta, so any program's KL term is weighted without the program knowing about beta.
-Capacity and free bits are not a scaling of the KL; they are ELBO-level rules (:class:`KLObjective`) computed
-from per-example terms read off the traces.
+Capacity, free bits and beta-TCVAE are not a scaling of the KL; they are objectives that rewrite it
+(:class:`KLRule`), computed from per-example terms read off the traces, named as the objective or, as before, in
+the beta section (an alias).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from ..components.beta import BetaSchedule, check_nonnegative, check_positive
-from ..registry import BETAS, OBJECTIVES, int_option
+from ..components.beta import check_nonnegative, check_positive
+from ..registry import BETAS, OBJECTIVES, Component, int_option
 from ..traces import DATA_PLATE, forked_rng, per_example_weight
 
 #: objectives whose estimator is a single-particle ELBO, which the KL-rewriting rules need
@@ -372,31 +373,74 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
 def make_objective(spec: dict | str, model=None) -> ELBO:
     """The objective a spec names, with ``max_plate_nesting`` from the spec, else from the model's declaration."""
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
-    if options.get("max_plate_nesting") is None and getattr(model, "max_plate_nesting", None) is not None:
+    rule = isinstance(OBJECTIVES.get(options["name"]), type) and issubclass(OBJECTIVES.get(options["name"]), KLRule)
+    if not rule and options.get("max_plate_nesting") is None and getattr(model, "max_plate_nesting", None) is not None:
         options["max_plate_nesting"] = model.max_plate_nesting
     return OBJECTIVES.build(options.pop("name"), **options)
 
 
-class KLObjective(BetaSchedule):
-    """An ELBO-level rule on the KL term: ``loss(recon, kl, epoch, num_epochs)`` from per-example terms.
+def kl_weighting(spec: dict):
+    """How a spec weighs the KL term: (beta schedule, KL rule or None, the section naming the rule or None).
 
-    ``recon`` has shape (batch,); ``kl`` has shape (batch, latent dims of all latent sites) when ``per_dim_kl``
-    is set, else (batch,). Both are read off the traces of any program (:func:`ppvae.evaluate.elbo_terms`).
-    The loss is summed over the batch like Pyro's ELBO losses.
+    beta scales the latent sites (:class:`KLScale`); a KL rule rewrites the KL term instead. A rule is named as
+    the objective, or under its old name in the beta section (an alias: beta is then constant 1)."""
+    from ..components.beta import ConstantBeta, make_beta
+
+    beta, objective = make_beta(spec["beta"]), make_objective(spec["objective"])
+    if isinstance(beta, KLRule) and isinstance(objective, KLRule):
+        raise ValueError(f"beta {spec['beta']['name']!r} and objective {spec['objective']['name']!r} both rewrite the "
+                         f"KL term; name one of them (as the objective)")
+    if isinstance(beta, KLRule):
+        return ConstantBeta(value=1.0), beta, "beta"
+    if isinstance(objective, KLRule):
+        return beta, objective, "objective"
+    return beta, None, None
+
+
+def base_objective(spec: dict, section: str | None) -> dict:
+    """The one-particle ELBO whose terms a KL rule rewrites: the spec's objective where the rule is named in the
+    beta section (its alias), Trace_ELBO where the rule is the objective; the spec's objective without a rule."""
+    return {"name": "Trace_ELBO", "num_particles": 1} if section == "objective" else spec["objective"]
+
+
+class KLRule(Component):
+    """An objective that rewrites the ELBO's KL term instead of scaling it: its loss is computed from the
+    per-example reconstruction and KL terms of one particle, read off the traces of any program
+    (:func:`~ppvae.traces.elbo_terms`; the KL in closed form where registered with ``analytic``).
+
+    Named as the objective (``objective.name = "free_bits"``, ``objective.threshold = 2``) the terms are
+    Trace_ELBO's. Named in the beta section as before (``beta.name = "free_bits"``) it is the same objective under
+    an alias: the run's beta schedule is then constant 1, and the terms are those of the spec's objective
+    (Trace_ELBO, or TraceMeanField_ELBO for the KL in closed form), which must be a one-particle ELBO.
+
+    ``loss(recon, kl, epoch, num_epochs)`` is the rule on the terms: ``recon`` has shape (batch,), ``kl`` (batch,
+    latent dims of all latent sites) where ``per_dim_kl`` is set, else (batch,); summed over the batch like Pyro's
+    ELBO losses.
     """
 
-    scaling = False
     per_dim_kl = False
+    #: why a step under the rule cannot be replayed as one CUDA graph (None: it can)
+    why_not_graphed: str | None = None
 
-    def __call__(self, epoch: float, num_epochs: int) -> float:
-        return 1.0
+    def log_values(self, epoch: float, num_epochs: int) -> dict[str, float]:
+        """What the metrics record about the KL weighting at this point of training (its ``beta`` column)."""
+        return {"beta": 1.0}
 
     def loss(self, recon, kl, epoch: float, num_epochs: int):
         raise NotImplementedError
 
+    def loss_of(self, model, guide, args, epoch: float, num_epochs: int, *, plate: str | None = DATA_PLATE,
+                analytic: bool = False) -> torch.Tensor:
+        """The rule's loss for the programs ``model`` and ``guide`` on the arguments ``args``."""
+        from ..traces import elbo_terms
 
+        recon, kl = elbo_terms(model, guide, args, analytic=analytic, per_dim=self.per_dim_kl, plate=plate)
+        return self.loss(recon, kl, epoch, num_epochs)
+
+
+@OBJECTIVES.register("capacity")
 @BETAS.register("capacity")
-class CapacityKL(KLObjective):
+class CapacityKL(KLRule):
     r"""Capacity-controlled KL (Burgess et al. 2018, "Understanding disentangling in beta-VAE"):
 
     .. math:: \mathcal{L} = \mathbb{E}_q[\log p(x \mid z)] - \gamma \, |\mathrm{KL}(q \| p) - C(t)|,
@@ -411,11 +455,10 @@ class CapacityKL(KLObjective):
         self.capacity = check_nonnegative("capacity", capacity)
         self.anneal_epochs = check_positive("anneal_epochs", anneal_epochs)
 
+    why_not_graphed = "the capacity target moves every step"
+
     def target(self, epoch: float) -> float:
         return self.capacity * min(1.0, max(0.0, epoch / self.anneal_epochs))
-
-    def __call__(self, epoch: float, num_epochs: int) -> float:
-        return self.gamma
 
     def log_values(self, epoch: float, num_epochs: int) -> dict[str, float]:
         return {"beta": self.gamma, "capacity": self.target(epoch)}
@@ -425,8 +468,9 @@ class CapacityKL(KLObjective):
         return -recon.sum() + self.gamma * n * (kl.mean() - self.target(epoch)).abs()
 
 
+@OBJECTIVES.register("free_bits")
 @BETAS.register("free_bits")
-class FreeBits(KLObjective):
+class FreeBits(KLRule):
     r"""Free bits (Kingma et al. 2016, appendix C): each latent dimension's KL, averaged over the minibatch,
     costs nothing below ``threshold`` nats:
 
@@ -450,8 +494,9 @@ class FreeBits(KLObjective):
         return -recon.sum() + n * kl.mean(0).clamp(min=self.threshold).sum()
 
 
+@OBJECTIVES.register("tcvae")
 @BETAS.register("tcvae")
-class TCVAE(KLObjective):
+class TCVAE(KLRule):
     r"""beta-TCVAE (Chen et al. 2018, "Isolating Sources of Disentanglement in Variational Autoencoders"): the KL
     split into index-code mutual information, total correlation and dimension-wise KL, each with its own weight:
 
@@ -466,7 +511,7 @@ class TCVAE(KLObjective):
     (beta = 6 on dSprites). Needs a guide and a prior that factorize over the dimensions of one latent site.
     """
 
-    #: the trainer computes the decomposition (not the per-example KL) and calls :meth:`loss_from_terms`
+    #: the KL is decomposed (MI, TC, dimension-wise KL) over the minibatch, not taken per example
     decomposed = True
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
@@ -484,3 +529,10 @@ class TCVAE(KLObjective):
     def loss_from_terms(self, terms: dict, epoch: float, num_epochs: int):
         return -(terms["recon"] - self.alpha * terms["mi"] - self.beta * terms["tc"]
                  - self.gamma * terms["dim_kl"]).sum()
+
+    def loss_of(self, model, guide, args, epoch: float, num_epochs: int, *, plate: str | None = DATA_PLATE,
+                analytic: bool = False) -> torch.Tensor:
+        from .decomposition import kl_decomposition
+
+        terms = kl_decomposition(model, guide, args, self.dataset_size, self.estimator, plate=plate)
+        return self.loss_from_terms(terms, epoch, num_epochs)

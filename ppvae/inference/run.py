@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..components.beta import BetaSchedule, make_beta
+from ..components.beta import make_beta
 from ..data import Dataset, load_dataset
 from ..data.transforms import make_transform
-from ..registry import MODELS, import_path
+from ..registry import MODELS, Component, import_path
 from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, default_spec, load_spec, merge, validate
 from .checkpoint import load_checkpoint, load_latest, save_checkpoint
 from .distributed import world
@@ -168,7 +168,7 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     """
     spec = merge(default_spec(), {
         "seed": seed, "device": device,
-        "beta": beta.spec() if isinstance(beta, BetaSchedule) else
+        "beta": beta.spec() if isinstance(beta, Component) else
         beta if isinstance(beta, dict) else {"name": beta} if isinstance(beta, str) else
         {"name": "constant", "value": beta},
         "objective": {"name": objective} if isinstance(objective, str) else objective,

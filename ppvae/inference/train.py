@@ -29,7 +29,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..batch import Batch, take, to_device
-from ..components.beta import make_beta
 from ..components.optimizers import make_optimizer
 from ..data import Dataset
 from ..evaluate.diagnostics import decomposition_means
@@ -48,7 +47,7 @@ from .graphs import GRAPH_CHOICES, GraphedStep, capture_problems, why_not_graphe
 from .lock import RunLock, RunLockedError
 from .loggers import require_loggers
 from .loss import MAIN, TrainingLoss
-from .objectives import make_objective
+from .objectives import base_objective, kl_weighting, make_objective
 from .program import check_first_batch, has, user_errors
 from .program import program as as_program
 from .rebuild import program_record
@@ -126,11 +125,12 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress and self.world.is_main
         self.epochs = spec["train"]["epochs"]
-        self.beta = make_beta(spec["beta"])
-        if getattr(self.beta, "decomposed", False) and not self.beta.dataset_size:
+        #: beta (a schedule scaling the latent sites) and the objective rewriting the KL term, if any
+        self.beta, self.rule, self.rule_section = kl_weighting(spec)
+        if getattr(self.rule, "decomposed", False) and not self.rule.dataset_size:
             # q(z) averages over the training set: its size is part of the objective, recorded in the spec
-            self.beta.dataset_size = self.n_train
-            self.spec = spec = {**spec, "beta": self.beta.spec()}
+            self.rule.dataset_size = self.n_train
+            self.spec = spec = {**spec, self.rule_section: self.rule.spec()}
         graphed = self._prepare_loss(spec)
         # one optimiser per parameter group (the main one trains every parameter no other group takes); a graphed
         # step updates Adam's step count on the device (capturable)
@@ -199,10 +199,10 @@ class Trainer:
             with user_errors(p.name):
                 p.sites(first)
                 for probe in probes:
-                    self.sites = check_first_batch(p, p.prepare(take(probe, slice(0, 2))), objective["name"])
-                self.loss = TrainingLoss(p, spec, self.beta, self.epochs)
-                if not self.beta.scaling:
-                    self.loss.check_kl_objective(spec)
+                    self.sites = check_first_batch(p, p.prepare(take(probe, slice(0, 2))),
+                                                   base_objective(spec, self.rule_section)["name"])
+                self.loss = TrainingLoss(p, spec, self.beta, self.epochs, self.rule, self.rule_section)
+                self.loss.check_kl_objective(spec)
                 # on the rows the per-epoch figures use (test rows), and those a beta-TCVAE trains on
                 self.decomposable = self._check_decomposition(
                     to_device(take(self.test_batch, slice(0, 2)), self.device), take(first, slice(0, 2)))
@@ -276,12 +276,13 @@ class Trainer:
         p = self.program
         try:
             with sampled_enumeration():  # M2's enumerated label is traced here only to be counted as a site
-                for rows in (first, test) if getattr(self.beta, "decomposed", False) else (test,):
+                for rows in (first, test) if getattr(self.rule, "decomposed", False) else (test,):
                     kl_decomposition(p.model, p.guide, p.prepare(rows), max(2, self.n_train), plate=p.sites().plate)
             return True
         except ValueError as e:
-            if getattr(self.beta, "decomposed", False):
-                raise ValueError(f"beta {self.spec['beta']['name']!r} cannot train this model: {e}") from None
+            if getattr(self.rule, "decomposed", False):
+                section = self.rule_section
+                raise ValueError(f"{section} {self.spec[section]['name']!r} cannot train this model: {e}") from None
             return False
 
     # ---- state ---------------------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ class Trainer:
             self._progress(bar, i, steps, total, rows_done)
         n = self.world.sum(torch.tensor(float(n), device=self.device)).item()
         total = self.world.sum(total / self.world.size).item()
-        row = self._epoch_metrics(total / n, self.beta.log_values(t, self.epochs), time.perf_counter() - start)
+        row = self._epoch_metrics(total / n, self.loss.log_values(t), time.perf_counter() - start)
         self._end_epoch(bar, row)
 
     def _step(self, batch, t: float, full: bool) -> torch.Tensor:
