@@ -47,8 +47,8 @@ def main() -> None:
                     f"{d}/fashion")
         normal = anomaly_scores(run.model, run.data.test, scores=SCORES, num_samples=args.k)
         odd = anomaly_scores(run.model, digits, scores=SCORES, num_samples=args.k)
-    print(f"(a) Fashion-MNIST test (10,000, normal) against MNIST digits (5,000, anomalous); VAE {args.epochs} epochs, "
-          f"K = {args.k}")
+    print(f"(a) Fashion-MNIST test (10,000, normal) against MNIST digits (5,000, anomalous); VAE "
+          f"{args.epochs} epochs, K = {args.k}")
     print(f"{'score':<16} {'AUROC':>7} {'AP':>7} {'FPR@95%TPR':>11}")
     for s in SCORES:
         m = detection_metrics(normal[s], odd[s])

@@ -257,8 +257,8 @@ class SequenceVAE(TokenDecoding, Model):
     def options_from_data(cls, data) -> dict:
         if data.vocabulary is None:
             raise ValueError(f"model 'sequence_vae' reads integer token data with a vocabulary, but dataset "
-                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file, fortunes, bible, "
-                             f"text)")
+                             f"{data.name!r} has none; use a sequence data set (moses, smiles-file, "
+                             f"fortunes, bible, text)")
         return {"vocab": list(data.vocabulary), "representation": data.representation or "chars"}
 
     # ---- the programs ------------------------------------------------------------------------------------

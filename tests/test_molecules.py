@@ -159,8 +159,7 @@ def test_ppvae_imports_without_the_chemistry_packages_and_says_how_to_install_th
     import subprocess
     import sys
     code = ("import sys; sys.modules['rdkit'] = None; sys.modules['selfies'] = None\n"
-            "import ppvae\n"
-            "try:\n    ppvae.load_dataset('moses', n=10, n_test=5, representation='selfies')\n"
+            "import ppvae\ntry:\n    ppvae.load_dataset('moses', n=10, n_test=5, representation='selfies')\n"
             "except ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -277,3 +277,12 @@ def test_a_kl_rule_named_twice_is_refused_in_one_line(small_mnist):
     with pytest.raises(ValueError, match=r"^beta 'tcvae' and objective 'free_bits' both rewrite the KL term; name "
                                          r"one of them \(as the objective\)$"):
         Trainer(ppvae.build_model(spec, small_mnist.event_shape), small_mnist, spec, progress=False)
+
+
+def test_a_kl_rule_as_the_objective_keeps_beta_at_one_rather_than_ignoring_it(small_mnist):
+    spec = ppvae.load_spec(None, [*TINY, "objective.name=free_bits", "beta.value=4"])
+    with pytest.raises(ValueError, match=r"^objective 'free_bits' rewrites the KL term with its own weights, so beta "
+                                         r"must stay constant 1; got \{'name': 'constant', 'value': 4"):
+        Trainer(ppvae.build_model(spec, small_mnist.event_shape), small_mnist, spec, progress=False)
+    with pytest.raises(TypeError, match="beta must be a number"):
+        make_beta(ppvae.VAE((4,), 2).prior)  # a component, but no beta

@@ -198,15 +198,13 @@ def test_two_plain_functions_of_x_as_in_pyros_examples(tmp_path, monkeypatch, ca
         "        super().__init__()\n"
         "        self.enc = nn.Linear(784, 8)\n"
         "        self.dec = nn.Linear(4, 784)\n"
-        "nets = Nets()\n"
-        "def model(x):\n"
+        "nets = Nets()\ndef model(x):\n"
         "    pyro.module('nets', nets)\n"
         "    with pyro.plate('data', x.shape[0]):\n"
         "        z = pyro.sample('z', dist.Normal(x.new_zeros(4), 1.0).to_event(1))\n"
         "        pyro.sample('x', dist.Bernoulli(logits=nets.dec(z), validate_args=False).to_event(1),\n"
         "                    obs=x.reshape(-1, 784))\n"
-        "def guide(x):\n"
-        "    with pyro.plate('data', x.shape[0]):\n"
+        "def guide(x):\n    with pyro.plate('data', x.shape[0]):\n"
         "        loc, s = nets.enc(x.reshape(-1, 784)).chunk(2, -1)\n"
         "        pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -327,8 +325,7 @@ def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkey
         "        with pyro.plate('data', pixels.shape[0]):\n"
         "            z = pyro.sample('z', dist.Normal(pixels.new_zeros(self.z_dim), 1.0).to_event(1))\n"
         "            pyro.sample('x', dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), "
-        "obs=pixels)\n"
-        "    def guide(self, pixels):\n"
+        "obs=pixels)\n    def guide(self, pixels):\n"
         "        with pyro.plate('data', pixels.shape[0]):\n"
         "            loc, s = self.enc(pixels).chunk(2, -1)\n"
         "            pyro.sample('z', dist.Normal(loc, s.exp()).to_event(1))\n")

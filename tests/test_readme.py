@@ -56,6 +56,10 @@ def test_wheel_installs_models_and_guides_inside_ppvae(tmp_path):
     assert "ppvae/models/vae.py" in names and "ppvae/guides/gaussian.py" in names
     assert not any(n.startswith(("models/", "guides/")) for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
+    # every package of the source tree is in the wheel (a subpackage left out of pyproject's list would not be)
+    for init in (ROOT / "ppvae").rglob("__init__.py"):
+        assert init.relative_to(ROOT).as_posix() in names, init
+    assert "ppvae/cli/train.py" in names  # the console script's verbs
 
 
 def test_readme_spec_example_is_a_valid_spec(tmp_path):

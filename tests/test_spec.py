@@ -76,8 +76,8 @@ def test_spec_file_then_overrides(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["foo.bar=1"], r"unknown spec section or key 'foo'; allowed: .*beta.*prior"),
-    (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: backend, batch_size, deterministic, "
-                        r"epochs"),
+    (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: backend, batch_size, "
+                        r"deterministic, epochs"),
     (["train.epochs=many"], r"train.epochs must be int, got 'many'"),
     (["train.epochs=true"], r"train.epochs must be int, got True"),
     (["train.epochs=0"], r"train.epochs must be >= 1"),
@@ -105,8 +105,7 @@ def test_missing_or_broken_spec_file(tmp_path):
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prior="hyperbolic"), r"unknown prior 'hyperbolic'; choose one of: conditional, flow, laplace, "
-                               r"learned_normal, "
-                               r"mixture, normal, student_t, vamp"),
+                               r"learned_normal, mixture, normal, student_t, vamp"),
     (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of: bernoulli, categorical, "
                                   r"continuous_bernoulli, discretized_logistic, gaussian, laplace"),
     (dict(encoder="rnn"), r"unknown encoder 'rnn'; choose one of: conv, mlp"),

@@ -89,8 +89,8 @@ def inpaint(model, x, mask: torch.Tensor, *, fill: torch.Tensor, method: str = "
     observed ones; ``fill`` (an image, e.g. the mean training image) starts the guide. The observed pixels are
     returned unchanged. Any program whose model observes x at one site (its traces give the rest)."""
     if conditional(model):
-        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; inpainting is for models of x "
-                         f"alone")
+        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; inpainting is "
+                         f"for models of x alone")
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; choose one of: {', '.join(METHODS)}")
     batch = as_batch(x)
@@ -182,8 +182,8 @@ def upscale(model, low: torch.Tensor, factor: int, *, num_samples: int = 100, se
     returns the weighted E[x | z] and, given the high-resolution ``truth``, its log-likelihood
     log sum_k w_k p(x | z_k) per example (nats). Any program whose model observes x at one site."""
     if conditional(model):
-        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; super-resolution is for models of "
-                         f"x alone")
+        raise ValueError(f"{type(module_of(model)).__name__} conditions on a label; super-resolution is "
+                         f"for models of x alone")
     if factor not in (2, 4):
         raise ValueError(f"--factor must be 2 or 4, got {factor}")
     shape = tuple(low.shape[1:-2]) + (low.shape[-2] * factor, low.shape[-1] * factor)

@@ -93,10 +93,10 @@ def check_grid(source, overrides: list[str], grid: dict[str, list]) -> None:
                 continue
             check_options(cls, {option: value}, who, keyword_only=section != "model")
             _check_type(cls, option, value, key)
-        if any(k.startswith("beta.") for k in combo):
-            from ..components.beta import make_beta
+        if any(k.startswith(("beta.", "objective.")) for k in combo):
+            from ..inference.objectives import kl_weighting
             try:
-                make_beta(spec["beta"])
+                kl_weighting(spec)  # beta and the objective, checked together (a KL rule is named once)
             except ValueError as e:
                 raise ValueError(f"sweep grid {_describe(combo)}: {e}") from None
 
@@ -120,8 +120,8 @@ def _check_type(cls, option: str, value, key: str) -> None:
     else:
         return
     if not ok:
-        raise ValueError(f"sweep grid key {key!r}: the value {value!r} is not {kind} (the option's default is "
-                         f"{default!r})")
+        raise ValueError(f"sweep grid key {key!r}: the value {value!r} is not {kind} (the "
+                         f"option's default is {default!r})")
 
 
 def _describe(combo: dict) -> str:

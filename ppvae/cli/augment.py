@@ -17,8 +17,8 @@ def run(args) -> int:
     from ..apps.augment import synthesize, write_npz
 
     if not args.out.endswith(".npz"):  # before the run is loaded: a typo costs nothing
-        raise ValueError(f"--out must name an .npz file (the 'file' dataset reads its arrays x and y), got "
-                         f"{args.out!r}")
+        raise ValueError(f"--out must name an .npz file (the 'file' dataset reads its arrays "
+                         f"x and y), got {args.out!r}")
     run = load(args)
     x, y = synthesize(run.model, args.per_class, seed=args.seed)
     path = write_npz(args.out, x, y)

@@ -23,8 +23,8 @@ def _add_metric_sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=at_least(2), default=10000, help="codes for MIG and SAP (default: 10000)")
     p.add_argument("--num-eval", type=at_least(2), default=5000, help="held-out codes (default: 5000)")
     p.add_argument("--num-votes", type=at_least(2), default=1000,
-                   help="BetaVAE / FactorVAE training points, each a batch of 64; half as many held out (default: "
-                        "1000)")
+                   help="BetaVAE / FactorVAE training points, each a batch of 64; half as many held "
+                        "out (default: 1000)")
     p.add_argument("--dci-train", type=at_least(2), default=2000, help="codes DCI's boosted trees fit (default: 2000)")
     p.add_argument("--dci-eval", type=at_least(2), default=1000, help="held-out codes for DCI (default: 1000)")
 
@@ -35,8 +35,8 @@ FLAGS = {
     "run": lambda p: p.add_argument("run", help="a run directory written by `ppvae train`"),
     "device": lambda p: p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)"),
     "seed": lambda p: p.add_argument("--seed", type=int, default=0, help="seed for the random draws (default: 0)"),
-    "out": lambda p: p.add_argument("--out", help="output file (default: a PNG in RUN/figures/, a .txt for sequence "
-                                                  "models)"),
+    "out": lambda p: p.add_argument("--out", help="output file (default: a PNG in RUN/figures/, a "
+                                                  ".txt for sequence models)"),
     "figures": lambda p: p.add_argument("--no-figures", action="store_true", help="write no figures"),
     "metric_sizes": _add_metric_sizes,
 }

@@ -32,8 +32,8 @@ def run(args) -> int:
     path = out_path(args, f"inpaint_{name}_{args.method}.png")
     plot_inpainting(x[: args.n].cpu(), mask.cpu(), filled[: args.n].cpu(), path=path,
                     title=f"{args.mask}, {args.method}")
-    print(f"mask {args.mask}: {int((~mask).sum())} of {mask.numel()} pixels hidden; {len(x)} test examples, per "
-          f"example")
+    print(f"mask {args.mask}: {int((~mask).sum())} of {mask.numel()} pixels hidden; {len(x)} test "
+          f"examples, per example")
     print(f"{'way':<14} {'held-out log-lik (nats)':>24} {'squared error':>14}")
     for way, r in report.items():
         ll = r.get("held_out_log_likelihood")

@@ -13,9 +13,9 @@ def add_arguments(p) -> None:
                    help="straight line or great-circle arc between the codes (default: linear)")
     p.add_argument("--steps", type=at_least(2), default=10, help="points along each path (default: 10)")
     p.add_argument("--pairs", type=at_least(1), default=4, help="paths, each between two test examples (default: 4)")
-    p.add_argument("--between", nargs=2, metavar="TEXT", help="sequence models: the two molecules (SMILES) or "
-                                                              "sentences "
-                                                               "to interpolate between (default: test examples)")
+    p.add_argument("--between", nargs=2, metavar="TEXT",
+                   help="sequence models: the two molecules (SMILES) or sentences to interpolate between (default: "
+                        "test examples)")
 
 
 def run(args) -> int:

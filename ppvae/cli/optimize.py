@@ -10,8 +10,8 @@ FLAGS = ("run", "device", "seed", "figures")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--property", default="qed", choices=["qed", "logp", "mw"], help="the property to raise (default: "
-                                                                                    "qed)")
+    p.add_argument("--property", default="qed", choices=["qed", "logp", "mw"], help="the property to "
+                                                                                    "raise (default: qed)")
     p.add_argument("--steps", type=at_least(1), default=100, help="gradient steps from each start (default: 100)")
     p.add_argument("--starts", type=at_least(1), default=5, help="test molecules to start from (default: 5)")
     p.add_argument("--lr", type=float, default=0.05, help="Adam step size on z (default: 0.05)")

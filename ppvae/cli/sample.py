@@ -12,8 +12,8 @@ def add_arguments(p) -> None:
     p.add_argument("-n", type=at_least(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--label", type=int, help="generate this class (conditional models: cvae, m2)")
     p.add_argument("--decoding", choices=["sample", "greedy", "beam"], default="sample",
-                   help="sequence models: token by token at random, the likeliest token, or beam search (default: "
-                        "sample)")
+                   help="sequence models: token by token at random, the likeliest token, or beam "
+                        "search (default: sample)")
     p.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
                    help="draw codes from the prior, or from a Gaussian mixture fitted to the training set's posterior "
                         "means (ex-post density estimation, Ghosh et al. 2020) (default: prior)")

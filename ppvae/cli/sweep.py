@@ -13,8 +13,8 @@ def add_arguments(p) -> None:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a spec key and its values, e.g. --grid beta.value=1,2,4,8,16 (repeatable: all combinations)")
     p.add_argument("--seeds", type=at_least(1), default=1, help="seeds per combination: seed, seed+1, ... (default: 1)")
-    p.add_argument("--jobs", type=at_least(1), default=1, help="runs trained at once, at most one per CPU core "
-                                                                "(default: 1)")
+    p.add_argument("--jobs", type=at_least(1), default=1, help="runs trained at once, at most "
+                                                                "one per CPU core (default: 1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field for every run, e.g. --set train.epochs=10")
     p.add_argument("--out", help="sweep directory (default: sweeps/<spec name>)")

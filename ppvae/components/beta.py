@@ -97,8 +97,8 @@ class CyclicalBeta(BetaSchedule):
 def make_beta(beta) -> BetaSchedule:
     """Accept a number (constant beta), a schedule's name (``"cyclical"``), a spec dict, or a schedule. The old
     names of the KL-rewriting objectives (capacity, free_bits, tcvae) build those objectives (an alias)."""
-    if isinstance(beta, Component):
-        return beta
+    if isinstance(beta, BetaSchedule) or (isinstance(beta, Component) and BETAS.holds(beta)):
+        return beta  # a schedule, or a KL-rewriting objective under its old beta name
     if isinstance(beta, str):
         return BETAS.build(beta)
     if isinstance(beta, dict):

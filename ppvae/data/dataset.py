@@ -100,11 +100,11 @@ class Dataset:
         for split, x, extra in (("train", self.train, self.train_extra), ("test", self.test, self.test_extra)):
             for key, value in extra.items():
                 if key in ("x", "y"):
-                    raise ValueError(f"dataset {self.name!r}: {key!r} is not an extra key (x is the data, y the "
-                                     f"labels)")
+                    raise ValueError(f"dataset {self.name!r}: {key!r} is not an extra key (x is "
+                                     f"the data, y the labels)")
                 if value.shape[0] != x.shape[0]:
-                    raise ValueError(f"dataset {self.name!r}: {split} {key!r} has {value.shape[0]} rows, the data "
-                                     f"{x.shape[0]}")
+                    raise ValueError(f"dataset {self.name!r}: {split} {key!r} has {value.shape[0]} "
+                                     f"rows, the data {x.shape[0]}")
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -196,14 +196,14 @@ def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: 
     if (labels_per_class is None) == (labeled is None):
         raise ValueError("give exactly one of data.labels_per_class (labels kept in each class) and data.labeled "
                          "(labels kept in all)" if labels_per_class is not None else
-                         "data.label_seed and data.keep_unlabeled apply only with data.labels_per_class or "
-                         "data.labeled")
+                         "data.label_seed and data.keep_unlabeled apply only with "
+                         "data.labels_per_class or data.labeled")
     what = "data.labels_per_class" if labels_per_class is not None else "data.labeled"
     y = data.train_labels
     if y is None or y.ndim != 1:
         raise ValueError(f"{what} keeps some class labels, but dataset {data.name!r} has "
-                         f"{'no labels' if y is None else 'factor labels (N, K), not classes'}; choose a dataset with "
-                         f"class labels")
+                         f"{'no labels' if y is None else 'factor labels (N, K), not classes'}; choose "
+                         f"a dataset with class labels")
     if not isinstance(keep_unlabeled, bool):
         raise ValueError(f"data.keep_unlabeled must be true or false, got {keep_unlabeled!r}")
     seed = int_option(label_seed, 0, "data.label_seed")

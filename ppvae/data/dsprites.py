@@ -84,7 +84,7 @@ def dsprites(*, n: int = 20000, seed: int = 0, test_fraction: float, split_seed:
         raise ValueError(f"data.n = {n} is more than the {COMBINATIONS} dSprites combinations")
     pick = torch.randperm(COMBINATIONS, generator=torch.Generator().manual_seed(int(seed)))[:n]
     factors = torch.stack([(pick // math.prod(LEVELS[i + 1:])) % LEVELS[i] for i in range(len(LEVELS))], 1)
-    data = split_arrays(render(factors), factors, "dsprites", f"procedural dSprites ({n} of {COMBINATIONS}, seed "
-                                                              f"{seed})",
+    data = split_arrays(render(factors), factors, "dsprites", f"procedural dSprites ({n} of "
+                                                              f"{COMBINATIONS}, seed {seed})",
                         test_fraction, split_seed)
     return replace(data, factor_names=list(FACTORS), factor_sizes=LEVELS, render=render)

@@ -57,8 +57,8 @@ def _open(path: Path):
         image.load()
         return image
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"could not decode image {str(path)!r} ({type(e).__name__}: {e}); remove or replace "
-                         f"it") from None
+        raise ValueError(f"could not decode image {str(path)!r} ({type(e).__name__}: {e}); "
+                         f"remove or replace it") from None
 
 
 def _is_grey(image) -> bool:

@@ -156,8 +156,8 @@ def read_smiles_file(path: str, column: str = "smiles", invalid: str = "skip") -
         rows = list(csv.DictReader(io.StringIO(text)))
         header = {h.lower(): h for h in (rows[0].keys() if rows else [])}
         if rows and column.lower() not in header:
-            raise ValueError(f"{str(file)!r} has no column {column!r} (columns: {', '.join(rows[0])}); set "
-                             f"data.column")
+            raise ValueError(f"{str(file)!r} has no column {column!r} (columns: "
+                             f"{', '.join(rows[0])}); set data.column")
         smiles = [r[header[column.lower()]].strip() for r in rows] if rows else []
     else:
         smiles = [line.split()[0] for line in text.splitlines() if line.strip()]

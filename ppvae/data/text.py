@@ -84,8 +84,8 @@ def read_text_file(path: str) -> list[str]:
     sentences = [" ".join(line.split()) for line in file.read_text(encoding="utf-8", errors="replace").splitlines()]
     sentences = [s for s in sentences if s]
     if not sentences:
-        raise ValueError(f"text file {str(file)!r} has no sentences (it is empty or blank); write one sentence per "
-                         f"line")
+        raise ValueError(f"text file {str(file)!r} has no sentences (it is empty or blank); write "
+                         f"one sentence per line")
     return sentences
 
 
@@ -143,8 +143,8 @@ def keep_short(sentences: list[str], max_length: int, too_long: str, lowercase: 
     """(the sentences of at most ``max_length`` tokens, how many were longer); with ``too_long = "error"`` a longer
     sentence is refused instead."""
     if too_long not in ("skip", "error"):
-        raise ValueError(f"data.too_long must be 'skip' (leave longer sentences out and count them) or 'error', got "
-                         f"{too_long!r}")
+        raise ValueError(f"data.too_long must be 'skip' (leave longer sentences out and count them) "
+                         f"or 'error', got {too_long!r}")
     max_length = int_option(max_length, 1, "data.max_length")
     if not isinstance(lowercase, bool):
         raise ValueError(f"data.lowercase must be true or false, got {lowercase!r}")

@@ -141,8 +141,8 @@ def fit_gmm(model, x: torch.Tensor, components: int = 10, *, seed: int = 0, chun
     with torch.no_grad():
         z = torch.cat([encode(part["x"]) for part in batches({"x": x}, chunk)])
     if not z.is_floating_point():
-        raise ValueError(f"the gmm sampler needs a continuous latent code, and {type(model).__name__}'s encode gives "
-                         f"{z.dtype}")
+        raise ValueError(f"the gmm sampler needs a continuous latent code, and "
+                         f"{type(model).__name__}'s encode gives {z.dtype}")
     z = z.flatten(1).cpu().double().numpy()
     if components > len(z):
         raise ValueError(f"--components {components} is more than the {len(z)} training codes it is fitted to")

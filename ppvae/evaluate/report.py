@@ -244,8 +244,7 @@ def summary(report: dict) -> str:
     if "per_token" in iw:
         t = iw["per_token"]
         lines.append(f"  per token           {t['nll']:10.3f}   nats (perplexity {t['perplexity']:.1f}, {t['tokens']} "
-                     f"tokens "
-                     f"with the end tokens)")
+                     f"tokens with the end tokens)")
     if "bits_per_dim" in iw:
         lines.append(f"  bits per dimension  {iw['bits_per_dim']:10.4f}")
     elif "bits_per_dim_note" in iw:
@@ -274,8 +273,8 @@ def summary(report: dict) -> str:
     if k["share_above_0.7"] is None and k.get("undefined"):
         lines.append(f"  PSIS k-hat          {'-':>10}   (undefined for all {k['undefined']} examples)")
     elif k["share_above_0.7"] is None:
-        lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= {diag.MIN_PSIS_SAMPLES} importance "
-                     f"samples)")
+        lines.append(f"  PSIS k-hat          {'-':>10}   (not computed: needs K >= "
+                     f"{diag.MIN_PSIS_SAMPLES} importance samples)")
     else:
         undefined = f"; {k['undefined']} undefined" if k.get("undefined") else ""
         lines.append(f"  PSIS k-hat > 0.7    {100 * k['share_above_0.7']:9.1f}%  (median {k['median']:.2f}{undefined})")

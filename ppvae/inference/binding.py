@@ -108,8 +108,7 @@ class Binder:
         if inputs is not None and (not isinstance(inputs, Mapping)
                                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items())):
             raise ValueError(f"model.inputs must be a table of parameter = batch key, e.g. {{ xs = \"x\", ys = \"y\" "
-                             f"}}, "
-                             f"got {inputs!r}")
+                             f"}}, got {inputs!r}")
         self.inputs = dict(inputs or {})
         self.transform = transform
         #: False for a program taking named arguments none of which reads the ``labeled`` mask

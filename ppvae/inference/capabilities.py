@@ -36,7 +36,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from ..batch import Batch, as_batch, batch_size, take, to_device
-from ..traces import forked_rng, per_example_weight, plate_nesting, sample_sites, untouched
+from ..traces import forked_rng, per_example_weight, plate_nesting, sample_sites, sampled_enumeration, untouched
 from . import particles
 from .binding import LABELED, LABELS, Arguments
 from .contract import MissingCapability, output_of
@@ -98,8 +98,8 @@ class Capabilities:
         """Raise :class:`MissingCapability` saying why ``capability`` cannot be derived for this program."""
         s = self.sites()
         if capability in ("generate", "decode", "reconstruct") and not s.outputs:
-            raise MissingCapability(f"{self.name}.model observes no site, so there is nothing to "
-                                    f"{capability}")
+            raise MissingCapability(f"{self.name}.model observes no site, so there "
+                                    f"is nothing to {capability}")
         if capability in ("encode", "decode", "reconstruct") and not s.code:
             raise MissingCapability(f"{self.name}.guide has no continuous latent site inside the data plate "
                                     f"({s.plate!r}), so there is no code to {capability} with")
@@ -111,8 +111,8 @@ class Capabilities:
         """The capability's function (declared or derived), or one line saying why there is none."""
         if not self.declares(capability):
             if capability not in DERIVABLE:
-                raise MissingCapability(f"{what} needs the model's {capability}() method, which {self.name} does not "
-                                        f"have")
+                raise MissingCapability(f"{what} needs the model's {capability}() method, which "
+                                        f"{self.name} does not have")
             try:
                 self.why_not(capability)
             except MissingCapability as e:
@@ -466,9 +466,5 @@ def _per_example(value: torch.Tensor, site: dict, plate: str | None, rows: int) 
 def quiet():
     """A trace run for reading sites or outputs: module parameters answered directly (not through Pyro's
     parameter store) and the program's own sampling-without-enumeration warnings left out."""
-    import warnings
-
-    with ModuleParams(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*If you want to enumerate sites, you need to use "
-                                                  r"TraceEnum_ELBO")
+    with ModuleParams(), sampled_enumeration():
         yield

@@ -140,8 +140,8 @@ def load_latest(run_dir: str | os.PathLike, map_location="cpu") -> dict[str, Any
             warnings.warn(f"{e}; using the previous checkpoint {older.name} (epoch {state['epoch']}) instead",
                           stacklevel=2)
             return state
-        raise CorruptCheckpointError(f"{e}; no earlier good checkpoint is kept (train.keep_checkpoints = 2 keeps "
-                                     f"one)") from None
+        raise CorruptCheckpointError(f"{e}; no earlier good checkpoint is kept "
+                                     f"(train.keep_checkpoints = 2 keeps one)") from None
 
 
 def rng_state() -> dict[str, Any]:

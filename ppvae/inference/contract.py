@@ -33,7 +33,7 @@ Declared (class attributes; each has a default read off a trace)
     image grids where they are images; ``"strings"``: token rows the module spells with ``strings(ids)``, written
     as text and scored per token). The verbs, reports and figures look the row up; none names a family.
 
-Capabilities (:mod:`~ppvae.inference.program`: each derived from the traces where the module declares none)
+Capabilities (:mod:`~ppvae.inference.capabilities`: each derived from the traces where the module declares none)
     ``generate(n)`` samples E[x | z], z ~ p(z) (``ppvae sample``); ``encode(x)`` a point code of q(z | x) and
     ``decode(z)`` E[x | z] (interpolations, traversals, latent scatter); ``reconstruct(x)`` decode(encode(x))
     (``ppvae reconstruct``; Pyro's ``reconstruct_img`` counts); ``classify(x)`` class probabilities q(y | x),
@@ -108,6 +108,8 @@ OUTPUTS = {
 def output_of(module) -> Output:
     """The row of :data:`OUTPUTS` a model module declares (``"images"`` where it declares none)."""
     name = getattr(module, "output", "images")
+    if not isinstance(name, str):  # an attribute of another meaning (a layer named output): no declaration
+        return OUTPUTS["images"]
     if name not in OUTPUTS:
         raise ValueError(f"{type(module).__name__}.output is {name!r}; a model's output is one of "
                          f"{', '.join(map(repr, OUTPUTS))}")
@@ -191,8 +193,8 @@ def spec_value(value, what: str):
     if isinstance(value, nn.Module):
         return recipe(value)[0]
     raise ValueError(f"{what} is a {type(value).__name__}, which a spec file cannot hold; pass a number, a string, "
-                     f"a list, a table (a component by name or spec dict, e.g. {{'name': 'mlp', 'hidden': [400]}}) "
-                     f"or a module")
+                     f"a list, a table (a component by name or spec dict, e.g. "
+                     f"{{'name': 'mlp', 'hidden': [400]}}) or a module")
 
 
 def recipe(module: nn.Module) -> tuple[dict, list[str]]:
@@ -228,8 +230,7 @@ def recipe(module: nn.Module) -> tuple[dict, list[str]]:
     if missing:
         raise ValueError(f"{cls.__name__}'s constructor takes {', '.join(map(repr, missing))}, which the object does "
                          f"not store under {'those names' if len(missing) > 1 else 'that name'}, so ppvae cannot "
-                         f"record "
-                         f"how to rebuild it; store {'them' if len(missing) > 1 else 'it'} (self.{missing[0]} = "
+                         f"record how to rebuild it; store {'them' if len(missing) > 1 else 'it'} (self.{missing[0]} = "
                          f"{missing[0]}), or give the class a spec() method")
     return out, assumed
 
@@ -312,8 +313,7 @@ def check_labels(y: torch.Tensor, num_classes: int, who: str) -> None:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = y[(y < 0) | (y >= num_classes)]
         raise ValueError(f"{who} has {num_classes} classes, 0..{num_classes - 1}, but {bad.numel()} label(s) lie "
-                         f"outside "
-                         f"(e.g. {int(bad[0])}); set model.num_classes or fix the labels")
+                         f"outside (e.g. {int(bad[0])}); set model.num_classes or fix the labels")
 
 
 def check_batch_keys(model, data_keys) -> None:

@@ -89,8 +89,8 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
     guide_sites = sample_sites(guide_tr)
     if len(latents) != 1 or latents[0] not in guide_sites:
         raise ValueError(f"the KL decomposition into mutual information, total correlation and dimension-wise KL "
-                         f"needs exactly one latent site with a site in the guide; this program has latent sites "
-                         f"{latents}")
+                         f"needs exactly one latent site with a site in the guide; this program "
+                         f"has latent sites {latents}")
     name = latents[0]
     q = factors(guide_sites[name]["fn"], name)
     p = factors(sites[name]["fn"], name)
@@ -113,8 +113,8 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
             matrix = q.log_prob(rows.unsqueeze(1))
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"the guide's q({name} | x) cannot score every draw under every example's posterior "
-                             f"({e}); the KL decomposition needs a guide whose distribution is batched over "
-                             f"examples") from None
+                             f"({e}); the KL decomposition needs a guide whose distribution "
+                             f"is batched over examples") from None
         if tuple(matrix.shape) != (len(rows), m, z.shape[1]):
             raise ValueError(f"the guide's q({name} | x) is not batched over the {m} examples (scoring every draw "
                              f"under every posterior gave shape {tuple(matrix.shape)}, expected "

@@ -373,10 +373,16 @@ class IWAE(_RNGNeutralGuess, RenyiELBO):
 def make_objective(spec: dict | str, model=None) -> ELBO:
     """The objective a spec names, with ``max_plate_nesting`` from the spec, else from the model's declaration."""
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
-    rule = isinstance(OBJECTIVES.get(options["name"]), type) and issubclass(OBJECTIVES.get(options["name"]), KLRule)
-    if not rule and options.get("max_plate_nesting") is None and getattr(model, "max_plate_nesting", None) is not None:
+    if not is_kl_rule(options["name"]) and options.get("max_plate_nesting") is None \
+            and getattr(model, "max_plate_nesting", None) is not None:
         options["max_plate_nesting"] = model.max_plate_nesting
     return OBJECTIVES.build(options.pop("name"), **options)
+
+
+def is_kl_rule(name: str) -> bool:
+    """Whether the objective ``name`` is one that rewrites the KL term (:class:`KLRule`)."""
+    cls = OBJECTIVES.get(name)
+    return isinstance(cls, type) and issubclass(cls, KLRule)
 
 
 def kl_weighting(spec: dict):
@@ -386,13 +392,17 @@ def kl_weighting(spec: dict):
     the objective, or under its old name in the beta section (an alias: beta is then constant 1)."""
     from ..components.beta import ConstantBeta, make_beta
 
-    beta, objective = make_beta(spec["beta"]), make_objective(spec["objective"])
-    if isinstance(beta, KLRule) and isinstance(objective, KLRule):
+    beta = make_beta(spec["beta"])
+    objective = make_objective(spec["objective"]) if is_kl_rule(spec["objective"]["name"]) else None
+    if isinstance(beta, KLRule) and objective is not None:
         raise ValueError(f"beta {spec['beta']['name']!r} and objective {spec['objective']['name']!r} both rewrite the "
                          f"KL term; name one of them (as the objective)")
     if isinstance(beta, KLRule):
         return ConstantBeta(value=1.0), beta, "beta"
-    if isinstance(objective, KLRule):
+    if objective is not None:
+        if beta.spec() != ConstantBeta(value=1.0).spec():  # it would be ignored: the rule weighs the KL itself
+            raise ValueError(f"objective {spec['objective']['name']!r} rewrites the KL term with its own weights, so "
+                             f"beta must stay constant 1; got {beta.spec()}")
         return beta, objective, "objective"
     return beta, None, None
 

@@ -198,8 +198,7 @@ class Program(Capabilities):
         if self.data_plate_name is not None:
             if self.data_plate_name not in {n for n, _ in names}:
                 raise ValueError(f"model.data_plate is {self.data_plate_name!r}, but {self.name}'s programs open no "
-                                 f"such "
-                                 f"plate; their plates: {', '.join(sorted({n for n, _ in names})) or 'none'}")
+                                 f"such plate; their plates: {', '.join(sorted({n for n, _ in names})) or 'none'}")
             return self.data_plate_name
         if DATA_PLATE in {n for n, _ in names}:
             return DATA_PLATE
@@ -346,8 +345,8 @@ def check_first_batch(p: Program, args: Arguments, objective_name: str) -> dict:
     extra = [n for n in guide_sites if n not in model_sites]
     if extra:
         raise ValueError(f"the guide samples site(s) {', '.join(map(repr, extra))} that the model does not have "
-                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be latent sites of the "
-                         f"model")
+                         f"(model sites: {', '.join(model_sites)}); the guide's sites must be "
+                         f"latent sites of the model")
     observed_in_guide = [n for n in guide_sites if model_sites[n]["is_observed"]]
     if observed_in_guide:
         raise ValueError(f"the guide samples {', '.join(map(repr, observed_in_guide))}, which the model observes; "

@@ -168,7 +168,7 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     """
     spec = merge(default_spec(), {
         "seed": seed, "device": device,
-        "beta": beta.spec() if isinstance(beta, Component) else
+        "beta": make_beta(beta).spec() if isinstance(beta, Component) else
         beta if isinstance(beta, dict) else {"name": beta} if isinstance(beta, str) else
         {"name": "constant", "value": beta},
         "objective": {"name": objective} if isinstance(objective, str) else objective,
@@ -206,8 +206,8 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     check_rebuilt(state.get("program"), run_dir, model)
     if state["epoch"] > spec["train"]["epochs"]:
         raise ValueError(f"{str(run_dir)!r} has already trained {state['epoch']} epochs, more than "
-                         f"train.epochs = {spec['train']['epochs']}; set train.epochs above {state['epoch']} "
-                         f"to train on")
+                         f"train.epochs = {spec['train']['epochs']}; set train.epochs above "
+                         f"{state['epoch']} to train on")
     trainer = Trainer(model, data, spec, run_dir, callbacks=callbacks, progress=progress, resuming=True,
                       program=state.get("program"))
     try:

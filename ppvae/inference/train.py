@@ -154,7 +154,7 @@ class Trainer:
             if not self.record["rebuildable"]:
                 warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
                                             f"evaluate/sample/resume will refuse it: {self.record['why']}")
-        self.writer = RunWriter(self.run_dir, spec, self.world.is_main)
+        self.writer = RunWriter(self.run_dir, self.world.is_main)
 
     def _place(self, model, data, spec) -> None:
         """The model on the device, checked against the data; the splits where training reads them (on the device,
@@ -347,8 +347,7 @@ class Trainer:
                    disable=not self.progress, desc="train")
         if self.run_dir is not None and self.progress:
             bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_batch['x'].shape[0]} "
-                      f"train / "
-                      f"{self.test_batch['x'].shape[0]} test examples, device {self.device})")
+                      f"train / {self.test_batch['x'].shape[0]} test examples, device {self.device})")
         # Pyro's validation (shape, support and NaN checks, each a host sync) is off unless asked for:
         # the data's support is checked once up front, and non-finite losses are caught at progress updates.
         try:

@@ -28,8 +28,8 @@ METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "
 class RunWriter:
     """Writes a trainer's epochs into ``run_dir`` (None: nowhere; the loggers still log) on the main process."""
 
-    def __init__(self, run_dir: Path | None, spec: dict, is_main: bool):
-        self.run_dir, self.spec, self.is_main = run_dir, spec, is_main
+    def __init__(self, run_dir: Path | None, is_main: bool):
+        self.run_dir, self.is_main = run_dir, is_main
         self.spec_written = False
         #: TensorBoard / MLflow, started by the first epoch's end (so a run refused before it logs nothing)
         self.loggers = None
@@ -43,7 +43,7 @@ class RunWriter:
                 dump_spec(trainer.spec, self.run_dir / SPEC_FILE)
                 self.spec_written = True
             trainer.record = still_matches(trainer.record, trainer.model)
-            self._checkpoint(trainer.state_dict(), trainer.epoch)
+            self._checkpoint(trainer.state_dict(), trainer.epoch, trainer.spec["train"].get("keep_checkpoints", 1))
             self._metrics(trainer.metrics, trainer.epoch)
         if self.loggers is None:
             self.loggers = make_loggers(trainer.spec, self.run_dir)
@@ -54,9 +54,9 @@ class RunWriter:
         for logger in self.loggers or ():
             logger.close(trainer, ok)
 
-    def _checkpoint(self, state: dict, epoch: int) -> None:
+    def _checkpoint(self, state: dict, epoch: int, keep: int) -> None:
         try:
-            save_checkpoint(state, self.run_dir / CHECKPOINT, keep=self.spec["train"].get("keep_checkpoints", 1))
+            save_checkpoint(state, self.run_dir / CHECKPOINT, keep=keep)
         except OSError as e:  # a full disk, a quota, a vanished mount: the old files are untouched
             kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written"
             raise OSError(e.errno, f"could not write the checkpoint of epoch {epoch} to {self.run_dir} "
