@@ -147,20 +147,7 @@ def test_homotopies_decode_a_sentence_at_every_step(tmp_path):
         homotopy(run.model, "life", "death", method="cubic")
 
 
-KL_FLOOR = 0.4  # nats per sentence: above it z carries information, below it the posterior has collapsed
-
-
-@needs_fortunes
-@pytest.mark.slow
-def test_annealing_and_word_dropout_keep_the_kl_above_a_floor_that_the_plain_run_falls_below(tmp_path):
-    base = {"seed": 0, "device": "cpu", "data": {"name": "fortunes", "n": 3000, "n_test": 300, "vocab_size": 2000},
-            "model": {"name": "sequence_vae", "latent_dim": 16, "hidden": 96, "embed_dim": 64},
-            "train": {"epochs": 8, "batch_size": 32, "figures": False}}
-    plain = ppvae.train_spec(base, run_dir=tmp_path / "plain", progress=False)
-    cured = ppvae.train_spec({**base, "model": {**base["model"], "word_dropout": 0.75},
-                              "beta": {"name": "linear", "value": 1.0, "warmup_epochs": 8}},
-                             run_dir=tmp_path / "cured", progress=False)
-    a, b = (text_metrics(r.model, r.data.test, num_samples=10) for r in (plain, cured))
-    assert a["kl"] < KL_FLOOR < b["kl"]  # measured: 0.09 and 0.82 nats (seed 1: 0.07 and 0.92)
-    assert plain.metrics[-1]["test_kl"] < KL_FLOOR < cured.metrics[-1]["test_kl"]
-    assert b["active_units"] > a["active_units"]  # measured: 16 and 0 of 16
+# The cures of collapse on real text (annealing and word dropout keep the KL above 0.4 nats per sentence, the
+# plain run falls below it, in text_metrics and in the runs' own per-epoch test KL; more active units) are
+# asserted by tutorial 12, which tests/test_tutorials.py runs at the setting this file trained the same two runs
+# at (fortunes 3,000 / 300, vocabulary 2,000, hidden 96, 8 epochs, seed 0).
