@@ -12,6 +12,8 @@ dict, or by passing a built module.
 
 from __future__ import annotations
 
+import operator
+
 import pyro
 import torch
 from pyro.distributions.kl import kl_divergence
@@ -39,12 +41,24 @@ from ppvae.registry import (
 _COMPONENTS = ("encoder", "decoder", "guide", "prior", "likelihood")
 
 
+def event_shape_option(event_shape) -> tuple[int, ...]:
+    """The shape of one example, checked: a tuple of positive ints such as (1, 28, 28) or (784,)."""
+    try:
+        shape = tuple(operator.index(s) for s in event_shape)
+    except TypeError:
+        shape = None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"event_shape is the shape of one example, a tuple of positive ints such as (1, 28, 28) or "
+                         f"(784,) (data.event_shape gives it); got {event_shape!r}")
+    return shape
+
+
 @MODELS.register("vae")
 class VAE(Model):
     def __init__(self, event_shape, latent_dim: int = 20, *, encoder="mlp", decoder="mlp", guide="normal",
                  prior="normal", likelihood="bernoulli"):
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        self.event_shape = event_shape_option(event_shape)
         self.latent_dim = int_option(latent_dim, 1, "latent_dim")
         self.prior = component(PRIORS, prior, self.latent_dim, self.event_shape)
         self.likelihood = component(LIKELIHOODS, likelihood, self.event_shape)
@@ -137,7 +151,7 @@ class VAE(Model):
     @torch.no_grad()
     def generate(self, n: int) -> torch.Tensor:
         """E[x | z] for n draws z ~ p(z): the usual picture of 'samples' from a VAE."""
-        return self.decode(self.prior(n).sample())
+        return self.decode(self.prior(int_option(n, 1, "generate's n (how many samples)")).sample())
 
     @torch.no_grad()
     def encode(self, x) -> torch.Tensor:

@@ -15,6 +15,7 @@ Kinds are the registry names below (``model``, ``prior``, ``likelihood``, ``enco
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -62,9 +63,11 @@ class Registry:
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            close = difflib.get_close_matches(name, self.names, n=1) if isinstance(name, str) else []
             raise ValueError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names)}, or name your own class by "
                 f"import path ('module:Class' or 'path/to/file.py:Class')"
+                + (f"; did you mean {close[0]!r}?" if close else "")
             ) from None
 
     def holds(self, obj) -> bool:

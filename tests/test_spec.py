@@ -194,3 +194,25 @@ def test_the_names_from_when_ppvae_trained_only_vaes_still_work_and_say_what_rep
     run = ppvae.Run(model, {})
     with pytest.warns(DeprecationWarning, match=r"Run.vae is deprecated; use Run.model"):
         assert run.vae is run.model is model
+
+
+def test_python_api_mistakes_are_one_line_each():
+    data = ppvae.load_dataset("digits", limit_train=64, limit_test=16)
+    vae = ppvae.VAE(data.event_shape, 2)
+    with pytest.raises(ValueError, match=r"^event_shape is the shape of one example, a tuple of positive ints such as "
+                                         r"\(1, 28, 28\) or \(784,\) \(data.event_shape gives it\); got 784$"):
+        ppvae.VAE(784, 2)
+    with pytest.raises(TypeError, match=r"^ppvae.train's data must be a ppvae Dataset: ppvae.load_dataset\(name\), or "
+                                        r"ppvae.dataset_from_array\(x, labels\) for a tensor or array; got Tensor$"):
+        ppvae.train(vae, data.train, epochs=1, device="cpu", progress=False, figures=False)
+    with pytest.raises(TypeError, match=r"^ppvae.train\(model, data\) takes the model first and the data second; got "
+                                        r"a Dataset first \(are the arguments swapped\?\)$"):
+        ppvae.train(data, vae)
+    with pytest.raises(ValueError, match=r"^generate's n \(how many samples\) must be an integer >= 1, got '4'$"):
+        vae.generate("4")
+    with pytest.raises(ValueError, match=r"^interpolation pairs x0\[i\] with x1\[i\], so both ends need as many "
+                                         r"examples; got 4 and 3$"):
+        ppvae.interpolate(vae, data.test[:4], data.test[4:7])
+    with pytest.raises(ValueError, match=r"^unknown dataset 'fashion_mnist'; choose one of: .*; did you mean "
+                                         r"'fashion-mnist'\?$"):
+        ppvae.load_dataset("fashion_mnist")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batch import as_batch, take
+from ..batch import as_batch, batch_size, take
 from ..inference.program import Program, program, require
 from ..registry import int_option
 
@@ -46,6 +46,9 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
     if method not in METHODS:
         raise ValueError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
     steps = int_option(steps, 2, "interpolation steps")
+    n0, n1 = batch_size(as_batch(x0)), batch_size(as_batch(x1))
+    if n0 != n1:
+        raise ValueError(f"interpolation pairs x0[i] with x1[i], so both ends need as many examples; got {n0} and {n1}")
     encode, decode = require(model, "encode", "interpolation"), require(model, "decode", "interpolation")
     z0, z1 = encode(x0), encode(x1)
     if z0.shape != z1.shape:

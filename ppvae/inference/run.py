@@ -166,6 +166,12 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     ``labeled_batches = "alternate"`` feeds semi-supervised data as whole labelled and unlabelled batches.
     Options are checked as a spec's are.
     """
+    if isinstance(model, Dataset):
+        raise TypeError("ppvae.train(model, data) takes the model first and the data second; got a Dataset first "
+                        "(are the arguments swapped?)")
+    if not isinstance(data, Dataset):
+        raise TypeError(f"ppvae.train's data must be a ppvae Dataset: ppvae.load_dataset(name), or "
+                        f"ppvae.dataset_from_array(x, labels) for a tensor or array; got {type(data).__name__}")
     spec = merge(default_spec(), {
         "seed": seed, "device": device,
         "beta": make_beta(beta).spec() if isinstance(beta, Component) else
