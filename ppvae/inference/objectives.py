@@ -33,9 +33,10 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from ..components.beta import check_nonnegative, check_positive
+from ..components.beta import ConstantBeta, check_nonnegative, check_positive, make_beta
 from ..registry import BETAS, OBJECTIVES, Component, int_option
-from ..traces import DATA_PLATE, forked_rng, per_example_weight
+from ..traces import DATA_PLATE, elbo_terms, forked_rng, per_example_weight
+from .decomposition import check_estimator, kl_decomposition
 
 #: objectives whose estimator is a single-particle ELBO, which the KL-rewriting rules need
 ELBO_OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO")
@@ -390,8 +391,6 @@ def kl_weighting(spec: dict):
 
     beta scales the latent sites (:class:`KLScale`); a KL rule rewrites the KL term instead. A rule is named as
     the objective, or under its old name in the beta section (an alias: beta is then constant 1)."""
-    from ..components.beta import ConstantBeta, make_beta
-
     beta = make_beta(spec["beta"])
     objective = make_objective(spec["objective"]) if is_kl_rule(spec["objective"]["name"]) else None
     if isinstance(beta, KLRule) and objective is not None:
@@ -442,8 +441,6 @@ class KLRule(Component):
     def loss_of(self, model, guide, args, epoch: float, num_epochs: int, *, plate: str | None = DATA_PLATE,
                 analytic: bool = False) -> torch.Tensor:
         """The rule's loss for the programs ``model`` and ``guide`` on the arguments ``args``."""
-        from ..traces import elbo_terms
-
         recon, kl = elbo_terms(model, guide, args, analytic=analytic, per_dim=self.per_dim_kl, plate=plate)
         return self.loss(recon, kl, epoch, num_epochs)
 
@@ -526,7 +523,6 @@ class TCVAE(KLRule):
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
                  dataset_size: int = 0):
-        from .decomposition import check_estimator
         self.alpha = check_nonnegative("alpha", alpha)
         self.beta = check_nonnegative("beta", beta)
         self.gamma = check_nonnegative("gamma", gamma)
@@ -542,7 +538,5 @@ class TCVAE(KLRule):
 
     def loss_of(self, model, guide, args, epoch: float, num_epochs: int, *, plate: str | None = DATA_PLATE,
                 analytic: bool = False) -> torch.Tensor:
-        from .decomposition import kl_decomposition
-
         terms = kl_decomposition(model, guide, args, self.dataset_size, self.estimator, plate=plate)
         return self.loss_from_terms(terms, epoch, num_epochs)
