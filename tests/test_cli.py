@@ -231,3 +231,18 @@ def test_help_and_a_refused_command_line_answer_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_evaluate_shows_its_progress_on_stderr_and_quiet_shows_none(run_dir, capsys):
+    argv = ["evaluate", str(run_dir), "-k", "25", "--max-examples", "50", "--no-figures"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "evaluate: 100%" in err and "IWAE log-likelihood, K=25" in err and "PSIS k-hat" in err
+    assert "%|" not in out and "evaluated 50 test examples" in out
+    assert main(argv + ["--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "%|" not in err and "evaluated 50 test examples" in out
+    for verb in ("disentanglement", "molecules", "sweep", "anomaly"):  # every long verb takes --quiet
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert "--quiet no progress bars" in " ".join(capsys.readouterr().out.split())

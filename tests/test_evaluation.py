@@ -293,3 +293,40 @@ def test_active_units_of_a_flow_guide_are_not_inflated_by_sampling_noise():
     assert (noise > 1.5 * diag.ACTIVE_THRESHOLD).all(), noise
     active, variance = diag.active_units(vae, x)
     assert active == 0 and variance.max() < diag.ACTIVE_THRESHOLD / 2, variance
+
+
+def test_the_long_computations_draw_their_bars_on_stderr_and_none_without_progress(capsys):
+    """Each function behind a long command draws a bar saying what it computes, with the stage's own bar inside
+    (on stderr, never stdout), and nothing at all with progress=False, which the command line's --quiet passes."""
+    from ppvae.apps.anomaly import anomaly_scores
+    from ppvae.apps.text import text_metrics
+    from ppvae.data.sequences import END, PAD
+    from ppvae.evaluate.disentanglement import TableFactors, evaluate_codes
+    from ppvae.models.sequence import SequenceLM
+
+    vae = _model_with_columns([2.0, 1.0])
+    x = _sample(vae, 60)
+    source = TableFactors(x, torch.stack([torch.arange(60) % 2, torch.arange(60) % 3], 1))
+    lm = SequenceLM((6,), [f"w{i}" for i in range(16)], representation="words", embed_dim=8, hidden=8)
+    sentences = torch.tensor([[4, 5, END, PAD, PAD, PAD], [6, 7, 8, 9, END, PAD]])
+    calls = {  # the bar's description, and what shows inside it
+        ("ELBO", "example"): lambda progress: ppvae.evaluate_elbo(vae, x, progress=progress),
+        ("IWAE log-likelihood, K=7", "60/60"): lambda progress: iwae_log_likelihood(vae, x, 7, progress=progress),
+        ("active units", "example"): lambda progress: diag.active_units(vae, x, num_draws=10, progress=progress),
+        ("KL per dimension", "example"): lambda progress: diag.kl_per_dimension(vae, x, progress=progress),
+        ("evaluate", "IWAE log-likelihood, K=25"): lambda progress: ppvae.report.evaluate_model(
+            vae, x, num_samples=25, posterior_draws=5, progress=progress),
+        ("anomaly scores", "IWAE log-likelihood, K=5"): lambda progress: anomaly_scores(
+            vae, x, scores=["reconstruction", "neg_elbo", "neg_iwae"], num_samples=5, progress=progress),
+        ("disentanglement", "DCI boosted trees"): lambda progress: evaluate_codes(
+            source, lambda v: v.double().numpy(), num_train=40, num_eval=20, num_votes=20, dci_train=40, dci_eval=20,
+            batch_size=4, progress=progress),
+        ("text metrics", "IWAE log-likelihood, K=3"): lambda progress: text_metrics(lm, sentences, num_samples=3,
+                                                                                    progress=progress),
+    }
+    for (desc, inside), call in calls.items():
+        call(False)
+        assert capsys.readouterr() == ("", ""), desc
+        call(True)
+        out, err = capsys.readouterr()
+        assert out == "" and f"{desc}: 100%" in err and inside in err, (desc, err)

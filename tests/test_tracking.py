@@ -1,6 +1,17 @@
-"""Experiment tracking: TensorBoard event files and a local MLflow store, read back."""
+"""Experiment tracking: TensorBoard event files and a local MLflow store, read back, and the README's `mlflow ui`
+serving the store."""
 
+import json
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +73,48 @@ def test_a_logger_that_is_not_installed_says_how_to_install_it(tmp_path, monkeyp
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == ("ppvae train: error: train.loggers asks for tensorboard, which is not "
                                                "installed: pip install -e '.[tracking]' (or pip install tensorboard)")
+
+
+def test_the_readmes_mlflow_ui_serves_the_runs(tmp_path, monkeypatch):
+    """The README's `mlflow ui` command, on a free loopback port, serves the UI's page and lists the store's
+    experiment: the tracking extra installs the full mlflow (mlflow-skinny has neither the server's packages,
+    Flask and SQLAlchemy among them, nor the page)."""
+    from mlflow.tracking import MlflowClient
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (store,) = re.findall(r"MLFLOW_ALLOW_FILE_STORE=true \.venv/bin/mlflow ui --backend-store-uri (\S+)", readme)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=f"file:{tmp_path / store}")  # a store as the mlflow logger writes one
+    run = client.create_run(client.create_experiment("ppvae"))
+    client.log_metric(run.info.run_id, "val_elbo", -100.0, step=1)
+    client.set_terminated(run.info.run_id)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "mlflow-ui.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", store,
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"mlflow ui exited with {server.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"mlflow ui did not answer in 60 s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        assert page.lower().startswith("<!doctype html>") and "Unable to display MLflow UI" not in page, page[:500]
+        found = json.loads(urllib.request.urlopen(url + "/ajax-api/2.0/mlflow/experiments/search?max_results=100",
+                                                  timeout=10).read())
+        assert "ppvae" in [e["name"] for e in found["experiments"]]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

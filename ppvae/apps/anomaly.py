@@ -34,6 +34,7 @@ from ..batch import as_batch, batches
 from ..evaluate.elbo import iwae_log_likelihood
 from ..inference.contract import check_batch_keys
 from ..inference.program import program, require
+from ..progress import Stages
 from ..traces import elbo_terms, seeded_eval
 
 SCORES = ("reconstruction", "neg_elbo", "neg_iwae", "complexity", "complexity_zlib")
@@ -71,9 +72,10 @@ def check_scores(scores) -> tuple[str, ...]:
 
 @torch.no_grad()
 def anomaly_scores(model, data, *, scores=None, num_samples: int = 100, seed: int = 0,
-                   batch_size: int = 500) -> dict[str, np.ndarray]:
+                   batch_size: int = 500, progress: bool = False) -> dict[str, np.ndarray]:
     """{score: (N,) array} for the examples of ``data`` (a tensor x or a batch mapping), higher = more anomalous;
-    deterministic for a seed, and the global random state is left as it was."""
+    deterministic for a seed, and the global random state is left as it was. ``progress``: a bar over the scores
+    (and one over the examples for the IWAE estimate)."""
     from ..evaluate.figures import model_inputs
 
     scores = check_scores(scores)
@@ -85,29 +87,36 @@ def anomaly_scores(model, data, *, scores=None, num_samples: int = 100, seed: in
                          f"needs the label of every anomaly") from None
     x = batch["x"]
     out: dict[str, np.ndarray] = {}
-    if "reconstruction" in scores:
-        reconstruct = require(model, "reconstruct", "the reconstruction score")
-        with seeded_eval(seed, x.device, model):
-            errors = [(reconstruct(model_inputs(model, part)) - part["x"]).flatten(1).square().sum(1)
-                      for part in batches(batch, batch_size)]
-        out["reconstruction"] = torch.cat(errors).cpu().numpy()
-    if "neg_elbo" in scores:
-        p = program(model)
-        plate = p.sites(batch).plate
-        with seeded_eval(seed, x.device, p.module):
-            parts = []
-            for part in batches(batch, batch_size):
-                args = p.prepare(part)
-                recon, kl = elbo_terms(p.model, p.guide, args, plate=plate)
-                parts.append(args.restore(kl - recon))
-        out["neg_elbo"] = torch.cat(parts).cpu().numpy()
-    if any(s in scores for s in ("neg_iwae", "complexity", "complexity_zlib")):
-        nll = -iwae_log_likelihood(model, batch, num_samples, seed=seed).cpu().numpy()
-        if "neg_iwae" in scores:
-            out["neg_iwae"] = nll
-        for name, compressor in (("complexity", "png"), ("complexity_zlib", "zlib")):
-            if name in scores:
-                out[name] = nll / math.log(2) - complexity_bits(x, compressor)
+    iwae = any(s in scores for s in ("neg_iwae", "complexity", "complexity_zlib"))
+    total = len(set(scores) - {"neg_iwae"}) + iwae  # the compressions are stages of their own
+    with Stages("anomaly scores", total, progress) as stage:
+        if "reconstruction" in scores:
+            stage("reconstruction")
+            reconstruct = require(model, "reconstruct", "the reconstruction score")
+            with seeded_eval(seed, x.device, model):
+                errors = [(reconstruct(model_inputs(model, part)) - part["x"]).flatten(1).square().sum(1)
+                          for part in batches(batch, batch_size)]
+            out["reconstruction"] = torch.cat(errors).cpu().numpy()
+        if "neg_elbo" in scores:
+            stage("ELBO")
+            p = program(model)
+            plate = p.sites(batch).plate
+            with seeded_eval(seed, x.device, p.module):
+                parts = []
+                for part in batches(batch, batch_size):
+                    args = p.prepare(part)
+                    recon, kl = elbo_terms(p.model, p.guide, args, plate=plate)
+                    parts.append(args.restore(kl - recon))
+            out["neg_elbo"] = torch.cat(parts).cpu().numpy()
+        if iwae:
+            stage(f"IWAE, K={num_samples}")
+            nll = -iwae_log_likelihood(model, batch, num_samples, seed=seed, progress=progress).cpu().numpy()
+            if "neg_iwae" in scores:
+                out["neg_iwae"] = nll
+            for name, compressor in (("complexity", "png"), ("complexity_zlib", "zlib")):
+                if name in scores:
+                    stage(f"{compressor} compression")
+                    out[name] = nll / math.log(2) - complexity_bits(x, compressor)
     return {s: out[s] for s in scores}
 
 
@@ -151,10 +160,11 @@ def anomalous_data(name: str, event_shape: tuple, limit: int | None = None):
 
 def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: int | None = None, scores=None,
                        num_samples: int = 100, max_examples: int | None = None, seed: int = 0, device: str = "cpu",
-                       figures: bool = True) -> dict:
+                       figures: bool = True, progress: bool = True) -> dict:
     """Score a run's test split (normal) against anomalous data, or, with ``normal_class``, the run's test
     examples of that class against the others (one-class detection: the run was trained on that class, e.g.
-    ``data.train_classes = [k]``); write ``anomaly.json``, ``anomaly_scores.csv`` and the figures."""
+    ``data.train_classes = [k]``); write ``anomaly.json``, ``anomaly_scores.csv`` and the figures. ``progress``:
+    a bar over the two sets, and the scores' inside it (``--quiet``: none)."""
     import csv
     import json
     from pathlib import Path
@@ -185,9 +195,13 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
                              f"{', '.join(map(str, torch.unique(y).tolist()))})")
         normal_x, odd_x = test["x"][y == normal_class][:max_examples], test["x"][y != normal_class][:max_examples]
         what = {"normal": f"test examples of class {normal_class}", "anomalous": "test examples of the other classes"}
-    with torch.no_grad():
-        s_normal = anomaly_scores(model, normal_x.to(dev), scores=scores, num_samples=num_samples, seed=seed)
-        s_odd = anomaly_scores(model, odd_x.to(dev), scores=scores, num_samples=num_samples, seed=seed)
+    with torch.no_grad(), Stages("anomaly", 2, progress) as stage:
+        stage(f"normal: {len(normal_x)} examples")
+        s_normal = anomaly_scores(model, normal_x.to(dev), scores=scores, num_samples=num_samples, seed=seed,
+                                  progress=progress)
+        stage(f"anomalous: {len(odd_x)} examples")
+        s_odd = anomaly_scores(model, odd_x.to(dev), scores=scores, num_samples=num_samples, seed=seed,
+                               progress=progress)
     metrics = {s: detection_metrics(s_normal[s], s_odd[s]) for s in scores}
     report = {"normal": {"data": what["normal"], "examples": len(normal_x)},
               "anomalous": {"data": what["anomalous"], "examples": len(odd_x)}, "num_samples": num_samples,

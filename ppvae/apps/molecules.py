@@ -26,6 +26,7 @@ import torch
 
 from ..data.molecules import need
 from ..inference.contract import output_of
+from ..progress import Stages, bar
 
 MOLECULES_FILE = "molecules.json"
 
@@ -118,37 +119,54 @@ def property_distances(generated: dict, reference: dict) -> dict[str, float]:
             if generated[k] and reference.get(k)}
 
 
-def reconstruction_accuracy(model, x: torch.Tensor, batch_size: int = 256) -> float:
-    """The share of molecules whose greedy reconstruction is the same molecule (canonical SMILES)."""
+def reconstruction_accuracy(model, x: torch.Tensor, batch_size: int = 256, progress: bool = False) -> float:
+    """The share of molecules whose greedy reconstruction is the same molecule (canonical SMILES); ``progress``:
+    a bar over the molecules, updated per batch."""
     hits = 0
-    for i in range(0, len(x), batch_size):
-        part = x[i:i + batch_size]
-        for a, b in zip(model.strings(part), model.reconstruct(part)):
-            hits += canonical(a) is not None and canonical(a) == canonical(b)
+    with bar(len(x), "reconstruction", progress, unit="molecule") as shown:
+        for i in range(0, len(x), batch_size):
+            part = x[i:i + batch_size]
+            for a, b in zip(model.strings(part), model.reconstruct(part)):
+                hits += canonical(a) is not None and canonical(a) == canonical(b)
+            shown.update(len(part))
     return hits / max(1, len(x))
 
 
 def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstruct: int = 1000,
-                     temperature: float = 1.0) -> dict:
+                     temperature: float = 1.0, progress: bool = True) -> dict:
     """Every metric above for ``n`` samples of a trained sequence model on its data (``molecules.json``'s
-    content), with the samples themselves."""
+    content), with the samples themselves. ``progress``: a bar over the metrics, and one over the samples and
+    the reconstructed molecules."""
     from ..traces import seeded_eval
     if not output_of(model).text:
         raise ValueError(f"{type(model).__name__} does not generate strings; molecule metrics need a sequence model "
                          f"trained on molecules (data.name=moses or smiles-file)")
     device = next(model.parameters()).device
-    with seeded_eval(seed, device, model):
-        samples = []
-        for start in range(0, n, 1000):
-            samples += model.generate(min(1000, n - start), temperature=temperature)
-        train = model.strings(data.train)
-        test = model.strings(data.test)
-        recon = reconstruction_accuracy(model, data.test[:max_reconstruct].to(device))
-    gen_props, test_props = properties(samples), properties(test)
+    with Stages("molecule metrics", 7, progress) as stage:
+        with seeded_eval(seed, device, model):
+            stage(f"sampling {n} molecules")
+            samples = []
+            with bar(n, "sampling", progress, unit="molecule") as shown:
+                for start in range(0, n, 1000):
+                    samples += model.generate(min(1000, n - start), temperature=temperature)
+                    shown.update(min(1000, n - start))
+            stage("decoding the training and test molecules")
+            train = model.strings(data.train)
+            test = model.strings(data.test)
+            stage("reconstruction")
+            recon = reconstruction_accuracy(model, data.test[:max_reconstruct].to(device), progress=progress)
+        stage("properties")
+        gen_props, test_props = properties(samples), properties(test)
+        stage("validity and uniqueness")
+        valid, unique = validity(samples), {k: unique_at(samples, k) for k in (1000, 10000)}
+        stage("novelty")
+        novel = novelty(samples, train)
+        stage("internal diversity")
+        diversity = internal_diversity(samples)
     return {
         "samples": n, "seed": seed, "temperature": temperature, "representation": model.representation,
-        "validity": validity(samples), "unique@1k": unique_at(samples, 1000), "unique@10k": unique_at(samples, 10000),
-        "novelty": novelty(samples, train), "internal_diversity": internal_diversity(samples),
+        "validity": valid, "unique@1k": unique[1000], "unique@10k": unique[10000],
+        "novelty": novel, "internal_diversity": diversity,
         "reconstruction_accuracy": recon, "reconstruction_examples": min(max_reconstruct, len(data.test)),
         "property_wasserstein": property_distances(gen_props, test_props),
         "property_means": {k: {"samples": float(np.mean(v)) if v else math.nan,
@@ -158,16 +176,18 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
     }
 
 
-def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "cpu", figures: bool = True) -> dict:
+def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "cpu", figures: bool = True,
+                     progress: bool = True) -> dict:
     """``ppvae molecules RUN``: the metrics written to ``RUN/molecules.json``, the samples to
     ``RUN/samples.smi``, and ``RUN/figures/molecules.png`` (a grid of valid samples) and
-    ``RUN/figures/properties.png`` (property histograms of samples against the test set)."""
+    ``RUN/figures/properties.png`` (property histograms of samples against the test set). ``progress``: a bar over
+    the metrics (``--quiet``: none)."""
     from ..inference.checkpoint import atomic_write_bytes
     from ..inference.run import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
-    result = molecule_metrics(run.model, run.data, n, seed=seed)
+    result = molecule_metrics(run.model, run.data, n, seed=seed, progress=progress)
     samples = result.pop("_samples")
     gen_props, test_props = result.pop("_properties")
     atomic_write_bytes(run_dir / MOLECULES_FILE, json.dumps(result, indent=2).encode())

@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..progress import bar, write
 from ..registry import check_options, registry_for
 from ..spec import COMPONENT_SECTIONS, load_spec, parse_override
 
@@ -164,8 +165,10 @@ def _finished(run_dir: Path) -> bool:
         return sum(1 for _ in csv.DictReader(f)) >= epochs
 
 
-def _job(source, overrides: list[str], run_dir: str, threads: int, metric_options: dict | None) -> dict:
-    """One run of the sweep (in a worker process): train, resume or skip it, then its metrics."""
+def _job(source, overrides: list[str], run_dir: str, threads: int, metric_options: dict | None,
+         progress: bool = False) -> dict:
+    """One run of the sweep (in a worker process): train, resume or skip it, then its metrics; ``progress``: the
+    training's bar and the metrics' (one run at a time only: several would draw over each other)."""
     import torch
 
     from ..evaluate.disentanglement import DISENTANGLEMENT_FILE, disentanglement_report
@@ -177,10 +180,10 @@ def _job(source, overrides: list[str], run_dir: str, threads: int, metric_option
     if _finished(path):
         status = "skipped (finished)"
     elif (path / CHECKPOINT).is_file():
-        resume(path, progress=False)
+        resume(path, progress=progress)
         status = "resumed"
     else:
-        train_spec(source, overrides, run_dir=path, progress=False)
+        train_spec(source, overrides, run_dir=path, progress=progress)
         status = "trained"
     if metric_options is not None:
         cached = path / DISENTANGLEMENT_FILE
@@ -188,7 +191,7 @@ def _job(source, overrides: list[str], run_dir: str, threads: int, metric_option
         old = json.loads(cached.read_text()) if cached.is_file() else None
         if old is None or any(old["settings"].get(k) != v for k, v in settings.items()) \
                 or status != "skipped (finished)":
-            disentanglement_report(path, **metric_options)
+            disentanglement_report(path, progress=progress, **metric_options)
             status += ", metrics computed"
         else:
             status += ", metrics kept"
@@ -197,11 +200,12 @@ def _job(source, overrides: list[str], run_dir: str, threads: int, metric_option
 
 def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: str | Path | None = None,
           overrides: list[str] = (), metric_options: dict | None = None, figures: bool = True,
-          say=print) -> list[dict]:
+          say=print, progress: bool = True) -> list[dict]:
     """Train (or skip, or resume) every grid combination for ``seeds`` seeds into ``out``; returns the summary
     rows and writes ``OUT/summary.csv`` and ``OUT/figures/sweep.png``. ``metric_options`` (the keyword
     arguments of :func:`~ppvae.evaluate.disentanglement.disentanglement_report`) adds the disentanglement
-    metrics where the data has factors; None leaves them out."""
+    metrics where the data has factors; None leaves them out. ``progress``: a bar over the runs naming the one
+    training, and, one run at a time, the training's and the metrics' bars inside it (``--quiet``: none)."""
     from ..evaluate.disentanglement import factor_source
     from ..inference.run import load_data
 
@@ -228,18 +232,25 @@ def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: 
     say(f"sweep: {len(tasks)} runs ({len(combinations(grid))} combinations x {seeds} seed(s)) into {out}, "
         f"{jobs} at a time")
     spec_source = str(source) if source is not None and not isinstance(source, dict) else source
-    args = [(spec_source, o, str(d), threads, metric_options) for _, _, d, o in tasks]
-    if jobs == 1:
-        results = [_job(*a) for a in args]
-        for r in results:
-            say(f"  {Path(r['run']).name}: {r['status']}")
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_job, *a) for a in args]
+    args = [(spec_source, o, str(d), threads, metric_options, progress and jobs == 1) for _, _, d, o in tasks]
+    with bar(len(tasks), "sweep", progress, unit="run") as shown:
+        if jobs == 1:
             results = []
-            for f in futures:
-                results.append(f.result())
-                say(f"  {Path(results[-1]['run']).name}: {results[-1]['status']}")
+            for a in args:
+                shown.set_postfix_str(f"training {Path(a[2]).name}")
+                results.append(_job(*a))
+                shown.update()
+                write(say, f"  {Path(results[-1]['run']).name}: {results[-1]['status']}")
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_job, *a) for a in args]
+                results = []
+                for a, f in zip(args, futures):
+                    shown.set_postfix_str(f"training {Path(a[2]).name} ({jobs} at a time)")
+                    results.append(f.result())
+                    shown.update()
+                    write(say, f"  {Path(results[-1]['run']).name}: {results[-1]['status']}")
+        shown.set_postfix_str("", refresh=False)  # the bar that stays says how long the sweep took, not a run
     rows = [summary_row(combo, seed, run_dir) for combo, seed, run_dir, _ in tasks]
     write_summary(rows, list(grid), out / SUMMARY_FILE)
     if figures:

@@ -18,17 +18,26 @@ from ..evaluate import diagnostics as diag
 from ..evaluate.elbo import evaluate_elbo, iwae_log_likelihood
 from ..evaluate.latent import lerp, slerp
 from ..inference.contract import output_of
+from ..progress import Stages
 
 
-def text_metrics(model, x: torch.Tensor, *, num_samples: int = 100, seed: int = 0) -> dict:
+def text_metrics(model, x: torch.Tensor, *, num_samples: int = 100, seed: int = 0, progress: bool = True) -> dict:
     """Held-out figures of a sequence model on token rows ``x``: the IWAE log-likelihood (K = ``num_samples``)
-    per sentence and per token, the perplexity, the ELBO's KL and the active units (none for a language model)."""
+    per sentence and per token, the perplexity, the ELBO's KL and the active units (none for a language model).
+    ``progress``: a bar over these, and one over the sentences inside each."""
     if not output_of(model).text:
         raise ValueError(f"{type(model).__name__} is not a sequence model; text metrics need sequence_vae or "
                          f"sequence_lm trained on text (data.name = fortunes, bible or text)")
-    ll = iwae_log_likelihood(model, x, num_samples, seed=seed)
-    elbo = evaluate_elbo(model, x, seed=seed)
-    units = diag.active_units(model, x, seed=seed)[0] if getattr(model, "latent_dim", 0) else 0
+    latent = bool(getattr(model, "latent_dim", 0))
+    with Stages("text metrics", 2 + latent, progress) as stage:
+        stage(f"IWAE, K={num_samples}")
+        ll = iwae_log_likelihood(model, x, num_samples, seed=seed, progress=progress)
+        stage("ELBO")
+        elbo = evaluate_elbo(model, x, seed=seed, progress=progress)
+        units = 0
+        if latent:
+            stage("active units")
+            units = diag.active_units(model, x, seed=seed, progress=progress)[0]
     tokens = per_token(ll, x)
     return {"sentences": int(x.shape[0]), "num_samples": num_samples, "seed": seed,
             "log_likelihood": float(ll.mean()), "elbo": elbo["elbo"], "kl": elbo["kl"],

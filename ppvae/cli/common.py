@@ -38,6 +38,7 @@ FLAGS = {
     "out": lambda p: p.add_argument("--out", help="output file (default: a PNG in RUN/figures/, a "
                                                   ".txt for sequence models)"),
     "figures": lambda p: p.add_argument("--no-figures", action="store_true", help="write no figures"),
+    "quiet": lambda p: p.add_argument("--quiet", action="store_true", help="no progress bars"),
     "metric_sizes": _add_metric_sizes,
 }
 

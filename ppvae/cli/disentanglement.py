@@ -8,7 +8,7 @@ from .common import metric_sizes
 
 HELP = ("BetaVAE, FactorVAE, MIG, DCI and SAP scores of a run's code against "
         "its data's ground-truth factors (dsprites)")
-FLAGS = ("run", "device", "seed", "metric_sizes", "figures")
+FLAGS = ("run", "device", "seed", "metric_sizes", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -20,7 +20,8 @@ def run(args) -> int:
     from ..evaluate.disentanglement import DISENTANGLEMENT_FILE, METRICS, disentanglement_report
 
     scores = disentanglement_report(args.run, device=args.device, figures=not args.no_figures, seed=args.seed,
-                                    metrics=tuple(args.metrics or METRICS), **metric_sizes(args))
+                                    metrics=tuple(args.metrics or METRICS), progress=not args.quiet,
+                                    **metric_sizes(args))
     s = scores["settings"]
     print(f"factors: {', '.join(f'{n} ({k})' for n, k in zip(scores['factor_names'], scores['factor_sizes']))}; "
           f"seed {s['seed']}; {s['num_train']} / {s['num_eval']} codes (MIG, SAP), {s['dci_train']} / {s['dci_eval']} "

@@ -7,7 +7,7 @@ from pathlib import Path
 from .common import at_least
 
 HELP = "test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures"
-FLAGS = ("run", "device", "seed", "figures")
+FLAGS = ("run", "device", "seed", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -28,7 +28,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     report = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, seed=args.seed,
                           device=args.device, figures=not args.no_figures, tsne=args.tsne,
-                          quality=args.sample_quality)
+                          quality=args.sample_quality, progress=not args.quiet)
     print(summary(report))
     print(f"wrote {Path(args.run) / REPORT_FILE}, {Path(args.run) / 'posterior.nc'}"
           + (f" and {len(report['figures'])} figures in {Path(args.run) / 'figures'}" if "figures" in report else "")

@@ -8,7 +8,7 @@ from .common import at_least
 
 HELP = ("validity, uniqueness, novelty, diversity, properties and reconstruction of "
         "a molecule VAE (RDKit)")
-FLAGS = ("run", "device", "seed", "figures")
+FLAGS = ("run", "device", "seed", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..apps.molecules import MOLECULES_FILE, molecules_report
 
-    r = molecules_report(args.run, args.n, seed=args.seed, device=args.device, figures=not args.no_figures)
+    r = molecules_report(args.run, args.n, seed=args.seed, device=args.device, figures=not args.no_figures,
+                         progress=not args.quiet)
     print(f"{r['samples']} samples ({r['representation']}), seed {r['seed']}")
     for k in ("validity", "unique@1k", "unique@10k", "novelty", "internal_diversity", "reconstruction_accuracy"):
         print(f"{k:<24} {r[k]:.3f}")

@@ -6,7 +6,7 @@ from .common import at_least, metric_sizes
 
 HELP = ("train every combination of a grid of spec values over seeds, then tabulate and "
         "plot reconstruction, KL and the disentanglement metrics against them")
-FLAGS = ("spec", "metric_sizes", "figures")
+FLAGS = ("spec", "metric_sizes", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -27,7 +27,7 @@ def run(args) -> int:
     grid = parse_grid(args.grid)
     metrics = None if args.no_metrics else {"figures": not args.no_figures, **metric_sizes(args)}
     rows = sweep(args.spec, grid, seeds=args.seeds, jobs=args.jobs, out=args.out, overrides=args.overrides,
-                 metric_options=metrics, figures=not args.no_figures)
+                 metric_options=metrics, figures=not args.no_figures, progress=not args.quiet)
     print(format_summary(rows, list(grid)))
     where = sweep_dir(args.spec, args.out)
     print(f"wrote {where / SUMMARY_FILE}" + ("" if args.no_figures else f", {where / 'figures' / SWEEP_FIGURE}"))

@@ -24,6 +24,7 @@ from ..batch import batch_size as num_examples
 from ..inference import particles
 from ..inference.decomposition import TERMS, kl_decomposition
 from ..inference.program import program
+from ..progress import bar
 from ..traces import batch_device, sample_sites, seeded_eval, site_terms
 
 KHAT_THRESHOLD = 0.7
@@ -33,22 +34,25 @@ ACTIVE_THRESHOLD = 0.01
 
 
 @torch.no_grad()
-def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site: bool = False):
+def kl_per_dimension(model, x, *, batch_size: int = 1000, seed: int = 0, by_site: bool = False,
+                     progress: bool = False):
     """Mean KL(q(z_d | x) || p(z_d)) over ``x`` for each latent dimension d, in nats (analytic where registered):
     the dimensions of every latent site side by side, or ``{site: tensor}`` with ``by_site``.
 
     Raises ``ValueError`` naming the site where the prior or guide does not factorize over dimensions
-    (mixture, VampPrior, flows), where a per-dimension KL is not defined.
+    (mixture, VampPrior, flows), where a per-dimension KL is not defined. ``progress``: a bar over the examples.
     """
     totals: dict[str, torch.Tensor] = {}
     data = as_batch(x)
     p = program(model)
     plate = p.sites(data).plate
-    with seeded_eval(seed, batch_device(data), p.module):
+    shown = bar(num_examples(data), "KL per dimension", progress)
+    with seeded_eval(seed, batch_device(data), p.module), shown:
         for part in batches(data, batch_size):
             _, kls = site_terms(p.model, p.guide, p.prepare(part), per_dim=True, plate=plate)
             for name, kl in kls.items():
                 totals[name] = kl.sum(0) if name not in totals else totals[name] + kl.sum(0)
+            shown.update(num_examples(part))
     n = num_examples(data)
     out = {name: total / n for name, total in totals.items()}
     return out if by_site else torch.cat(list(out.values()))
@@ -73,16 +77,20 @@ def guide_draws(model, data, num_draws: int, sites=None, means: bool = False) ->
 
 
 def active_units(model, x, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000,
-                 num_draws: int = 1000, seed: int = 0, by_site: bool = False):
+                 num_draws: int = 1000, seed: int = 0, by_site: bool = False, progress: bool = False):
     """(number of active units, Cov_x(E_q[z_d | x]) for each d), Burda et al. (2016), over every continuous
     latent site (dimensions side by side), or ``{site: (count, variance)}`` with ``by_site``.
 
     E_q[z | x] comes from :func:`posterior_means`; where it is a Monte Carlo average, the noise that this adds to
     the variance across x, E_x[Var of the average], is subtracted, so a dead unit is not counted as active
-    because of sampling noise.
+    because of sampling noise. ``progress``: a bar over the examples, updated per batch.
     """
     data = as_batch(x)
-    parts = [posterior_means(model, part, num_draws=num_draws, seed=seed) for part in batches(data, batch_size)]
+    parts = []
+    with bar(num_examples(data), "active units", progress) as shown:
+        for part in batches(data, batch_size):
+            parts.append(posterior_means(model, part, num_draws=num_draws, seed=seed))
+            shown.update(num_examples(part))
     out = {}
     for name in parts[0]:
         means = torch.cat([p[name][0] for p in parts])

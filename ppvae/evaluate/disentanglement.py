@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..progress import Stages, bar
+
 #: the metrics :func:`evaluate_disentanglement` computes, in order
 METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap")
 
@@ -161,68 +163,78 @@ def _chunks(total: int, size: int):
 
 
 # ---- BetaVAE score -----------------------------------------------------------------------------------------
-def _beta_vae_points(source, represent, rng, batch_size, num_points):
+def _beta_vae_points(source, represent, rng, batch_size, num_points, progress=False, desc="BetaVAE points"):
     features, labels = [], []
-    for p in _chunks(num_points, max(1, 4096 // batch_size)):
-        which = rng.integers(0, source.num_factors, size=p)
-        f1, x1 = source.sample(p * batch_size, rng)
-        rows = np.repeat(which, batch_size)
-        _, x2 = source.sample_given(rows, f1[np.arange(len(rows)), rows], rng)
-        z1, z2 = represent(x1), represent(x2)
-        features.append(np.abs(z1 - z2).reshape(p, batch_size, -1).mean(1))
-        labels.append(which)
+    with bar(num_points, desc, progress, unit="point") as shown:
+        for p in _chunks(num_points, max(1, 4096 // batch_size)):
+            which = rng.integers(0, source.num_factors, size=p)
+            f1, x1 = source.sample(p * batch_size, rng)
+            rows = np.repeat(which, batch_size)
+            _, x2 = source.sample_given(rows, f1[np.arange(len(rows)), rows], rng)
+            z1, z2 = represent(x1), represent(x2)
+            features.append(np.abs(z1 - z2).reshape(p, batch_size, -1).mean(1))
+            labels.append(which)
+            shown.update(p)
     return np.concatenate(features), np.concatenate(labels)
 
 
 def beta_vae_score(source: FactorSource, represent, rng: np.random.Generator, *, batch_size: int = 64,
-                   num_train: int = 10000, num_eval: int = 5000, seed: int = 0) -> dict:
+                   num_train: int = 10000, num_eval: int = 5000, seed: int = 0, progress: bool = False) -> dict:
     """The BetaVAE score (Higgins et al. 2017, sec. 3; disentanglement_lib ``beta_vae.py``).
 
     A point: a factor k uniformly at random, ``batch_size`` pairs of examples sharing factor k (the others drawn
     independently), the feature mean_b |z(x1_b) - z(x2_b)| and the label k. A logistic regression is fitted on
     ``num_train`` points; ``score`` is its accuracy on ``num_eval`` new points (1 for a code in which each factor
-    moves its own dimensions; 1 / K, chance, for a code that ignores the factors)."""
+    moves its own dimensions; 1 / K, chance, for a code that ignores the factors). ``progress``: a bar over the
+    points, updated per chunk."""
     from sklearn.linear_model import LogisticRegression
-    train_x, train_y = _beta_vae_points(source, represent, rng, batch_size, num_train)
+    train_x, train_y = _beta_vae_points(source, represent, rng, batch_size, num_train, progress,
+                                        "BetaVAE training points")
     model = LogisticRegression(random_state=seed, max_iter=1000).fit(train_x, train_y)
-    eval_x, eval_y = _beta_vae_points(source, represent, rng, batch_size, num_eval)
+    eval_x, eval_y = _beta_vae_points(source, represent, rng, batch_size, num_eval, progress,
+                                      "BetaVAE held-out points")
     return {"score": float(model.score(eval_x, eval_y)), "train_accuracy": float(model.score(train_x, train_y))}
 
 
 # ---- FactorVAE score ---------------------------------------------------------------------------------------
-def _factor_vae_votes(source, represent, rng, batch_size, num_points, scale, active):
+def _factor_vae_votes(source, represent, rng, batch_size, num_points, scale, active, progress=False,
+                      desc="FactorVAE votes"):
     votes = np.zeros((source.num_factors, len(scale)), dtype=np.int64)
     active_index = np.flatnonzero(active)
-    for p in _chunks(num_points, max(1, 4096 // batch_size)):
-        which = rng.integers(0, source.num_factors, size=p)
-        f0, _ = source.sample(p, rng)  # the fixed value: that of a random example, as disentanglement_lib
-        rows = np.repeat(which, batch_size)
-        _, x = source.sample_given(rows, np.repeat(f0[np.arange(p), which], batch_size), rng)
-        z = represent(x).reshape(p, batch_size, -1)
-        local = z.var(axis=1, ddof=1)[:, active] / scale[active]
-        np.add.at(votes, (which, active_index[local.argmin(1)]), 1)
+    with bar(num_points, desc, progress, unit="vote") as shown:
+        for p in _chunks(num_points, max(1, 4096 // batch_size)):
+            which = rng.integers(0, source.num_factors, size=p)
+            f0, _ = source.sample(p, rng)  # the fixed value: that of a random example, as disentanglement_lib
+            rows = np.repeat(which, batch_size)
+            _, x = source.sample_given(rows, np.repeat(f0[np.arange(p), which], batch_size), rng)
+            z = represent(x).reshape(p, batch_size, -1)
+            local = z.var(axis=1, ddof=1)[:, active] / scale[active]
+            np.add.at(votes, (which, active_index[local.argmin(1)]), 1)
+            shown.update(p)
     return votes
 
 
 def factor_vae_score(source: FactorSource, represent, rng: np.random.Generator, *, batch_size: int = 64,
                      num_train: int = 10000, num_eval: int = 5000, num_variance_estimate: int = 10000,
-                     threshold: float = 0.05) -> dict:
+                     threshold: float = 0.05, progress: bool = False) -> dict:
     """The FactorVAE score (Kim & Mnih 2018, sec. 4; disentanglement_lib ``factor_vae.py``).
 
     Each code dimension's variance over ``num_variance_estimate`` examples scales it; dimensions with standard
     deviation below ``threshold`` are pruned (collapsed). A vote: a factor k at random held at one value over
     ``batch_size`` examples; the active dimension whose scaled variance is smallest votes for k. The classifier
     maps each dimension to the factor it got most votes for; ``score`` is its accuracy on ``num_eval`` new votes.
-    With no active dimension the score is 0."""
+    With no active dimension the score is 0. ``progress``: a bar over the votes, updated per chunk."""
     _, x = source.sample(num_variance_estimate, rng)
     variances = represent(x).var(axis=0, ddof=1)
     active = np.sqrt(variances) >= threshold
     if not active.any():
         return {"score": 0.0, "train_accuracy": 0.0, "num_active_dims": 0}
-    train = _factor_vae_votes(source, represent, rng, batch_size, num_train, variances, active)
+    train = _factor_vae_votes(source, represent, rng, batch_size, num_train, variances, active, progress,
+                              "FactorVAE training votes")
     classifier = train.argmax(0)
     columns = np.arange(train.shape[1])
-    evaluation = _factor_vae_votes(source, represent, rng, batch_size, num_eval, variances, active)
+    evaluation = _factor_vae_votes(source, represent, rng, batch_size, num_eval, variances, active, progress,
+                                   "FactorVAE held-out votes")
     return {"score": float(evaluation[classifier, columns].sum() / evaluation.sum()),
             "train_accuracy": float(train[classifier, columns].sum() / train.sum()),
             "num_active_dims": int(active.sum())}
@@ -281,42 +293,50 @@ def dci_from_importance(importance: np.ndarray) -> tuple[float, float]:
     return d, c
 
 
-def dci(codes_train, factors_train, codes_test, factors_test, *, seed: int = 0) -> dict:
+def dci(codes_train, factors_train, codes_test, factors_test, *, seed: int = 0, progress: bool = False) -> dict:
     """Disentanglement, completeness and informativeness (Eastwood & Williams 2018; disentanglement_lib
     ``dci.py``): one gradient-boosted tree classifier (scikit-learn's defaults) per factor on the code; its
-    feature importances are that factor's column of R. ``informativeness_test`` is the mean held-out accuracy."""
+    feature importances are that factor's column of R. ``informativeness_test`` is the mean held-out accuracy.
+    ``progress``: a bar over the factors, one tree ensemble each."""
     from sklearn.ensemble import GradientBoostingClassifier
     _check_codes(codes_train, factors_train)
     importance = np.zeros((codes_train.shape[1], factors_train.shape[1]))
     train_acc, test_acc = [], []
-    for k in range(factors_train.shape[1]):
-        model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factors_train[:, k])
-        importance[:, k] = np.abs(model.feature_importances_)
-        train_acc.append(np.mean(model.predict(codes_train) == factors_train[:, k]))
-        test_acc.append(np.mean(model.predict(codes_test) == factors_test[:, k]))
+    with bar(factors_train.shape[1], "DCI boosted trees", progress, unit="factor") as shown:
+        for k in range(factors_train.shape[1]):
+            model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factors_train[:, k])
+            importance[:, k] = np.abs(model.feature_importances_)
+            train_acc.append(np.mean(model.predict(codes_train) == factors_train[:, k]))
+            test_acc.append(np.mean(model.predict(codes_test) == factors_test[:, k]))
+            shown.update()
     d, c = dci_from_importance(importance)
     return {"disentanglement": d, "completeness": c, "informativeness_train": float(np.mean(train_acc)),
             "informativeness_test": float(np.mean(test_acc)), "importance": importance.tolist()}
 
 
 # ---- SAP ---------------------------------------------------------------------------------------------------
-def sap(codes_train, factors_train, codes_test, factors_test, *, continuous: bool = False) -> dict:
+def sap(codes_train, factors_train, codes_test, factors_test, *, continuous: bool = False,
+        progress: bool = False) -> dict:
     """The SAP score (Kumar et al. 2018, sec. 3; disentanglement_lib ``sap_score.py``): a score S_ik of how well
     code dimension i alone predicts factor k, then the mean over factors of the gap between the two best
     dimensions. Discrete factors: S_ik is the held-out accuracy of a linear SVM (C = 0.01, balanced classes) on
-    z_i; continuous: the squared correlation of z_i with v_k (0 where z_i is constant)."""
+    z_i; continuous: the squared correlation of z_i with v_k (0 where z_i is constant). ``progress``: a bar over
+    the code dimensions."""
     from sklearn.svm import LinearSVC
     _check_codes(codes_train, factors_train)
     d, k_count = codes_train.shape[1], factors_train.shape[1]
     scores = np.zeros((d, k_count))
-    for i in range(d):
-        for k in range(k_count):
-            if continuous:
-                cov = np.cov(codes_train[:, i], factors_train[:, k], ddof=1)
-                scores[i, k] = cov[0, 1] ** 2 / (cov[0, 0] * cov[1, 1]) if cov[0, 0] > 1e-12 else 0.0
-            else:
-                svm = LinearSVC(C=0.01, class_weight="balanced").fit(codes_train[:, i:i + 1], factors_train[:, k])
-                scores[i, k] = np.mean(svm.predict(codes_test[:, i:i + 1]) == factors_test[:, k])
+    with bar(d, "SAP classifiers", progress, unit="dimension") as shown:
+        for i in range(d):
+            for k in range(k_count):
+                if continuous:
+                    cov = np.cov(codes_train[:, i], factors_train[:, k], ddof=1)
+                    scores[i, k] = cov[0, 1] ** 2 / (cov[0, 0] * cov[1, 1]) if cov[0, 0] > 1e-12 else 0.0
+                else:
+                    svm = LinearSVC(C=0.01, class_weight="balanced").fit(codes_train[:, i:i + 1],
+                                                                         factors_train[:, k])
+                    scores[i, k] = np.mean(svm.predict(codes_test[:, i:i + 1]) == factors_test[:, k])
+            shown.update()
     top = np.sort(scores, axis=0)
     gap = top[-1] - top[-2] if d > 1 else top[-1]
     return {"score": float(gap.mean()), "per_factor": gap.tolist(), "matrix": scores.tolist()}
@@ -333,7 +353,7 @@ def _check_codes(codes, factors):
 # ---- all of them -------------------------------------------------------------------------------------------
 def evaluate_codes(source: FactorSource, represent, *, seed: int = 0, num_train: int = 10000,
                    num_eval: int = 5000, num_votes: int = 1000, dci_train: int = 2000, dci_eval: int = 1000,
-                   batch_size: int = 64, metrics=METRICS) -> dict:
+                   batch_size: int = 64, metrics=METRICS, progress: bool = False) -> dict:
     """The chosen metrics of a representation on a factor source, with the sample sizes and seed they used.
 
     ``num_train`` / ``num_eval`` (code, factor) pairs for MIG and SAP (disentanglement_lib's 10,000 / 5,000);
@@ -342,7 +362,8 @@ def evaluate_codes(source: FactorSource, represent, *, seed: int = 0, num_train:
     here by default). BetaVAE and FactorVAE train on ``num_votes`` points of ``batch_size`` examples each and are
     scored on half as many (disentanglement_lib: 10,000 and 5,000 points, which costs 2 million encoded images).
     Each metric draws from its own random stream (seeded by ``seed`` and the metric's name), so a metric's value
-    does not depend on which others were computed."""
+    does not depend on which others were computed. ``progress``: a bar over the metrics, and one inside each over
+    its points, votes, factors or dimensions."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown disentanglement metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
@@ -359,26 +380,37 @@ def evaluate_codes(source: FactorSource, represent, *, seed: int = 0, num_train:
     out = {"factor_names": list(source.names), "factor_sizes": list(source.sizes),
            "settings": {**settings, "num_votes_eval": held_out, "num_variance_estimate": num_train,
                         "prune_threshold": 0.05, "mig_bins": 20}}
-    if "beta_vae" in metrics:
-        out["beta_vae"] = beta_vae_score(source, represent, stream("beta_vae"), batch_size=batch_size,
-                                         num_train=votes, num_eval=held_out, seed=seed)
-    if "factor_vae" in metrics:
-        out["factor_vae"] = factor_vae_score(source, represent, stream("factor_vae"), batch_size=batch_size,
-                                             num_train=votes, num_eval=held_out, num_variance_estimate=num_train)
-    if {"mig", "dci", "sap"} & set(metrics):
-        rng = stream("mig")
-        f_train, x_train = source.sample(num_train, rng)
-        f_test, x_test = source.sample(num_eval, rng)
-        z_train, z_test = represent(x_train), represent(x_test)
-        _check_codes(z_train, f_train)
-        result = mig(z_train, f_train)
-        out["mutual_information"] = result.pop("normalized_mi")
-        if "mig" in metrics:
-            out["mig"] = result
-        if "dci" in metrics:
-            out["dci"] = dci(z_train[:dci_train], f_train[:dci_train], z_test[:dci_eval], f_test[:dci_eval], seed=seed)
-        if "sap" in metrics:
-            out["sap"] = sap(z_train, f_train, z_test, f_test)
+    codes = bool({"mig", "dci", "sap"} & set(metrics))  # MIG's mutual information is computed for all three
+    total = ("beta_vae" in metrics) + ("factor_vae" in metrics) + codes * (2 + ("dci" in metrics) + ("sap" in metrics))
+    with Stages("disentanglement", total, progress) as stage:
+        if "beta_vae" in metrics:
+            stage("BetaVAE")
+            out["beta_vae"] = beta_vae_score(source, represent, stream("beta_vae"), batch_size=batch_size,
+                                             num_train=votes, num_eval=held_out, seed=seed, progress=progress)
+        if "factor_vae" in metrics:
+            stage("FactorVAE")
+            out["factor_vae"] = factor_vae_score(source, represent, stream("factor_vae"), batch_size=batch_size,
+                                                 num_train=votes, num_eval=held_out, num_variance_estimate=num_train,
+                                                 progress=progress)
+        if codes:
+            stage(f"codes of {num_train + num_eval} examples")
+            rng = stream("mig")
+            f_train, x_train = source.sample(num_train, rng)
+            f_test, x_test = source.sample(num_eval, rng)
+            z_train, z_test = represent(x_train), represent(x_test)
+            _check_codes(z_train, f_train)
+            stage("MIG")
+            result = mig(z_train, f_train)
+            out["mutual_information"] = result.pop("normalized_mi")
+            if "mig" in metrics:
+                out["mig"] = result
+            if "dci" in metrics:
+                stage("DCI")
+                out["dci"] = dci(z_train[:dci_train], f_train[:dci_train], z_test[:dci_eval], f_test[:dci_eval],
+                                 seed=seed, progress=progress)
+            if "sap" in metrics:
+                stage("SAP")
+                out["sap"] = sap(z_train, f_train, z_test, f_test, progress=progress)
     return out
 
 
@@ -395,12 +427,12 @@ def headline(scores: dict) -> dict[str, float]:
     return out
 
 
-def evaluate_disentanglement(model, data, **options) -> dict:
+def evaluate_disentanglement(model, data, *, progress: bool = True, **options) -> dict:
     """All five metrics of a trained model's code on a data set's factors (:func:`factor_source`), plus the most
     informative factor of each code dimension (from the normalized mutual information). ``options`` go to
-    :func:`evaluate_codes`."""
+    :func:`evaluate_codes`; ``progress``: its bars."""
     source = factor_source(data)
-    scores = evaluate_codes(source, representation(model), **options)
+    scores = evaluate_codes(source, representation(model), progress=progress, **options)
     if "mutual_information" in scores:
         mi = np.asarray(scores["mutual_information"])
         scores["dimension_factors"] = [source.names[k] for k in mi.argmax(1)]
@@ -412,11 +444,12 @@ def evaluate_disentanglement(model, data, **options) -> dict:
 DISENTANGLEMENT_FILE = "disentanglement.json"
 
 
-def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True, **options) -> dict:
+def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True, progress: bool = True,
+                           **options) -> dict:
     """``ppvae disentanglement RUN``: the metrics of a run's model on its data's factors, written atomically to
     ``RUN/disentanglement.json`` (with the sample sizes and seed), and the figures ``mutual_information.png`` and
     ``factor_traversals.png`` in ``RUN/figures/``. Refused, with the reason, where the run cannot be rebuilt
-    exactly or its data has no factors."""
+    exactly or its data has no factors. ``progress``: a bar over the metrics (``--quiet``: none)."""
     import json
     from pathlib import Path
 
@@ -429,7 +462,7 @@ def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
     source = factor_source(run.data)  # before any work: data without factors is refused here
-    scores = evaluate_disentanglement(run.model, run.data, **options)
+    scores = evaluate_disentanglement(run.model, run.data, progress=progress, **options)
     scores["run"] = str(run_dir)
     scores["epochs"] = run.metrics[-1]["epoch"] if run.metrics else 0
     atomic_write_bytes(run_dir / DISENTANGLEMENT_FILE, json.dumps(scores, indent=2).encode())

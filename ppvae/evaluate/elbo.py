@@ -22,26 +22,29 @@ from ..batch import batch_size as num_examples
 from ..components.likelihoods import bits_per_dim
 from ..inference import particles
 from ..inference.program import program
+from ..progress import bar
 from ..traces import batch_device, elbo_terms, sampled_enumeration, seeded_eval, site_terms
 
 
 @torch.no_grad()
-def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0) -> dict:
+def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Mean ELBO, reconstruction and KL per example (nats) over ``data`` (a tensor x or a batch mapping), with
     the terms of each observed site (``recon_sites``) and latent site (``kl_sites``); deterministic for a given
-    ``seed`` and leaves the global random state untouched, so evaluating does not change a training run."""
+    ``seed`` and leaves the global random state untouched, so evaluating does not change a training run.
+    ``progress``: a bar over the examples, updated per batch."""
     data = as_batch(data)
     p = program(model)
     plate = p.sites(data).plate
     sums_obs: dict[str, float] = {}
     sums_kl: dict[str, float] = {}
-    with seeded_eval(seed, batch_device(data), p.module):
+    with seeded_eval(seed, batch_device(data), p.module), bar(num_examples(data), "ELBO", progress) as shown:
         for part in batches(data, batch_size):
             observed, kls = site_terms(p.model, p.guide, p.prepare(part), plate=plate)
             for name, v in observed.items():
                 sums_obs[name] = sums_obs.get(name, 0.0) + v.sum()
             for name, v in kls.items():
                 sums_kl[name] = sums_kl.get(name, 0.0) + v.sum()
+            shown.update(num_examples(part))
     n = num_examples(data)
     recon_sites = {k: float(v) / n for k, v in sums_obs.items()}
     kl_sites = {k: float(v) / n for k, v in sums_kl.items()}
@@ -85,23 +88,26 @@ def log_importance_weights(model, x, num_samples: int, *, max_rows: int = 20000)
 
 @torch.no_grad()
 def iwae_log_likelihood(model, x, num_samples: int = 1000, *, batch_size: int = 100, seed: int = 0,
-                        return_weights: bool = False):
+                        return_weights: bool = False, progress: bool = False):
     r"""The importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats:
 
     .. math:: \log p(x) \approx \log \frac{1}{K} \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k \mid x)}, \quad z_k \sim q(z|x)
 
     A lower bound in expectation that tightens as K grows. ``x`` is a tensor or a batch mapping. Returns a
     tensor of shape (N,), and with ``return_weights`` also the (N, K) log weights (for PSIS diagnostics).
-    Deterministic for a seed and leaves the global random state alone.
+    Deterministic for a seed and leaves the global random state alone. ``progress``: a bar over the examples,
+    updated per batch of ``batch_size``.
     """
     estimates, weights = [], []
     data = as_batch(x)
-    with seeded_eval(seed, batch_device(data), model):
+    shown = bar(num_examples(data), f"IWAE log-likelihood, K={num_samples}", progress)
+    with seeded_eval(seed, batch_device(data), model), shown:
         for part in batches(data, batch_size):
             lw = log_importance_weights(model, part, num_samples)
             estimates.append(torch.logsumexp(lw, 0) - math.log(num_samples))
             if return_weights:
                 weights.append(lw.T.cpu())
+            shown.update(num_examples(part))
     ll = torch.cat(estimates)
     return (ll, torch.cat(weights)) if return_weights else ll
 

@@ -22,20 +22,30 @@ from ..inference.checkpoint import atomic_write_bytes
 from ..inference.contract import output_of
 from ..inference.program import program
 from ..inference.run import load_run
+from ..progress import Stages
 from ..registry import int_option
 from . import diagnostics as diag
 from .elbo import evaluate_elbo, iwae_log_likelihood, particles_vectorize
 from .figures import latent_manifold, latent_traversals, skipped_figures, write_figures, write_report_figures  # noqa: F401  (ppvae.report's names)
 
 REPORT_FILE = "report.json"
+#: the stages of :func:`evaluate_model` its progress bar counts: ELBO, IWAE, PSIS, active units, KL per dimension,
+#: mutual information, classification, posterior draws
+EVALUATION_STAGES = 8
 MI_EXAMPLES = 1000
 POSTERIOR_EXAMPLES = 20
 
 
 def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples: int = 1000,
-                   seed: int = 0, posterior_draws: int = 500) -> tuple[dict, dict]:
+                   seed: int = 0, posterior_draws: int = 500, progress: bool = True) -> tuple[dict, dict]:
     """(report, arrays): the numbers of the report, and the per-example arrays the figures need, for any
-    ppvae model; ``x`` is a tensor or a batch mapping (with labels, masks, ... where the model reads them)."""
+    ppvae model; ``x`` is a tensor or a batch mapping (with labels, masks, ... where the model reads them).
+    ``progress``: a bar over the stages (and one over the examples inside the long ones, the IWAE estimate first)."""
+    with Stages("evaluate", EVALUATION_STAGES, progress) as stage:
+        return _evaluate_model(model, x, num_samples, seed, posterior_draws, stage)
+
+
+def _evaluate_model(model, x, num_samples: int, seed: int, posterior_draws: int, stage: Stages) -> tuple[dict, dict]:
     start = time.perf_counter()
     num_samples = int_option(num_samples, 1, "num_samples (importance samples per example)")
     posterior_draws = int_option(posterior_draws, 1, "posterior_draws")
@@ -45,14 +55,18 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         raise ValueError(f"evaluation needs at least 2 examples (active units and the mutual information are "
                          f"taken across examples), got {n}")
     p = program(model)
-    elbo = evaluate_elbo(model, batch, seed=seed)
-    iwae, ll, khat = _iwae(p, batch, elbo, num_samples, seed)
-    units = diag.active_units(model, batch, seed=seed, by_site=True)
+    stage("ELBO")
+    elbo = evaluate_elbo(model, batch, seed=seed, progress=stage.progress)
+    iwae, ll, khat = _iwae(p, batch, elbo, num_samples, seed, stage)
+    stage("active units")
+    units = diag.active_units(model, batch, seed=seed, by_site=True, progress=stage.progress)
     variance = torch.cat([v for _, v in units.values()]) if units else torch.zeros(0)
     active = sum(c for c, _ in units.values())
     latent_dim = int(variance.numel())
-    kl_dims, kl_per_dimension = _kl_per_dimension(model, batch, seed)
+    stage("KL per dimension")
+    kl_dims, kl_per_dimension = _kl_per_dimension(model, batch, seed, stage.progress)
     psis_khat = _khat_summary(khat, num_samples)
+    stage("mutual information")
     report = {
         "num_examples": n,
         "seed": seed,
@@ -72,11 +86,13 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
         "mutual_information": _mutual_information(model, batch, seed),
         "psis_khat": psis_khat,
     }
+    stage("classification")
     classification, confusion = _classification(model, batch)
     if classification is not None:
         report["classification"] = classification
     report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
     report["warnings"] += _psis_warning(p, psis_khat.get("share_above_0.7"))
+    stage("posterior draws")
     report["seconds"] = time.perf_counter() - start
     arrays = {"confusion": confusion, "khat": khat, "log_likelihood": ll, "variance": variance, "kl_dims": kl_dims,
               "latent_dim": latent_dim,
@@ -85,18 +101,22 @@ def evaluate_model(model, x, *, labels: torch.Tensor | None = None, num_samples:
     return report, arrays
 
 
-def _iwae(p, batch, elbo: dict, num_samples: int, seed: int) -> tuple[dict, torch.Tensor, np.ndarray | None]:
+def _iwae(p, batch, elbo: dict, num_samples: int, seed: int,
+          stage: Stages) -> tuple[dict, torch.Tensor, np.ndarray | None]:
     """The IWAE log-likelihood's report entry (in bits per dimension where that is a code length; per token for
     token data), the per-example estimates, and the PSIS k-hat of each example's weights (enough samples only)."""
     model, xs = p.module, batch["x"]
     n, dims = xs.shape[0], math.prod(xs.shape[1:])
     vectorized = particles_vectorize(model, batch)
+    stage(f"IWAE, K={num_samples}")
     if num_samples >= diag.MIN_PSIS_SAMPLES:
-        ll, log_w = iwae_log_likelihood(model, batch, num_samples, seed=seed, return_weights=True)
+        ll, log_w = iwae_log_likelihood(model, batch, num_samples, seed=seed, return_weights=True,
+                                        progress=stage.progress)
+        stage("PSIS k-hat")
         khat = diag.psis_khat(log_w)
         del log_w
     else:
-        ll, khat = iwae_log_likelihood(model, batch, num_samples, seed=seed), None
+        ll, khat = iwae_log_likelihood(model, batch, num_samples, seed=seed, progress=stage.progress), None
     iwae = {"value": float(ll.mean()), "std_error": float(ll.std() / math.sqrt(n)),
             "of": p.sites(batch).evidence,  # what the log-likelihood is of, by the program's site names
             "how": f"log-mean-exp of {num_samples} importance weights p(x,z)/q(z|x), z ~ q(z|x), per example "
@@ -120,10 +140,10 @@ def _iwae(p, batch, elbo: dict, num_samples: int, seed: int) -> tuple[dict, torc
     return iwae, ll, khat
 
 
-def _kl_per_dimension(model, batch, seed: int) -> tuple[list | None, dict]:
+def _kl_per_dimension(model, batch, seed: int, progress: bool = False) -> tuple[list | None, dict]:
     """The KL of each latent dimension (all sites side by side) and its report entry (per site too)."""
     try:
-        by_site = diag.kl_per_dimension(model, batch, seed=seed, by_site=True)
+        by_site = diag.kl_per_dimension(model, batch, seed=seed, by_site=True, progress=progress)
     except ValueError as e:
         return None, {"value": None, "sites": None, "how": str(e)}
     kl_dims = torch.cat(list(by_site.values())).tolist() if by_site else []
@@ -195,10 +215,12 @@ def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
 
 
 def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: int | None = None, seed: int = 0,
-                 device: str = "cpu", figures: bool = True, tsne: bool = False, quality: bool = False) -> dict:
+                 device: str = "cpu", figures: bool = True, tsne: bool = False, quality: bool = False,
+                 progress: bool = True) -> dict:
     """Evaluate a run directory on its test split: write ``report.json``, ``posterior.nc`` (ArviZ) and the
     figures, and return the report. ``quality``: also the Frechet distance and sharpness of prior samples,
-    reconstructions and ex-post mixture samples (:mod:`ppvae.evaluate.quality`; labelled image data)."""
+    reconstructions and ex-post mixture samples (:mod:`ppvae.evaluate.quality`; labelled image data).
+    ``progress``: a bar over the stages, the figures' included, as ``ppvae evaluate`` draws it (``--quiet``: none)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
     data = run.data
@@ -206,14 +228,17 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
     batch = to_device(take(data.batch("test"), slice(0, max_examples)), device)
     labels = batch.get("y")
     # Pyro's validation as the run was trained (train.validate): a program that trained evaluates too.
-    with pyro.validation_enabled(run.spec["train"]["validate"]):
-        report, arrays = evaluate_model(run.model, batch, labels=labels, num_samples=num_samples, seed=seed)
+    stages = Stages("evaluate", EVALUATION_STAGES + figures + quality, progress)
+    with pyro.validation_enabled(run.spec["train"]["validate"]), stages as stage:
+        report, arrays = _evaluate_model(run.model, batch, num_samples, seed, posterior_draws=500, stage=stage)
         if figures:
+            stage("figures")
             report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics,
                                                      run_dir / "figures", seed=seed, tsne=tsne,
                                                      classes=data.classes)
             report["figures_skipped"] = skipped_figures(run.model)
         if quality:
+            stage("sample quality")
             from .quality import sample_quality
             report["sample_quality"] = sample_quality(run.model, data, n=min(1000, batch["x"].shape[0]), seed=seed)
     x = batch["x"]
