@@ -2,7 +2,7 @@
 Figures for inspecting a trained VAE: sample and reconstruction grids, latent
 interpolations and training curves.
 
-Why one module of some 700 lines: it is a flat list of independent figure functions that share only the grid
+Why one module of some 800 lines: it is a flat list of independent figure functions that share only the grid
 and saving helpers at the top; a reader looks for a figure by name, and ``ppvae.plots`` is the one place to
 find each of them (what computes the numbers behind a figure lives in ``ppvae.evaluate``).
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 __all__ = [
     "image_grid",
@@ -124,8 +124,41 @@ def tile(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float
     return grid
 
 
-def _grid_figure(images: torch.Tensor, nrow: int, title: str | None) -> tuple[Figure, Axes]:
-    """Tile ``(N, C, H, W)`` images with :func:`tile` and draw them on a fresh figure."""
+def _text_size(text: str, size="large") -> tuple[float, float]:
+    """(width, height) in inches of ``text`` (its lines as drawn) at font size ``size`` (points, or a name such as
+    "large", the titles' size), measured by Agg's font metrics."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    prop = FontProperties(size=size)
+    widths = [RendererAgg(1, 1, 72).get_text_width_height_descent(line, prop, ismath=False)[0]
+              for line in text.split("\n")]
+    return max(widths) / 72, 1.2 * prop.get_size_in_points() * len(widths) / 72  # matplotlib's line spacing 1.2
+
+
+def _wrap(text: str, width: float, size="large") -> str:
+    """``text`` broken at spaces into lines at most ``width`` inches wide at font size ``size``, so a long title
+    or label wraps inside its figure instead of running off its edges (a word longer than a line stays whole)."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            longer = f"{line} {word}" if line else word
+            if line and _text_size(longer, size)[0] > width:
+                lines.append(line)
+                line = word
+            else:
+                line = longer
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _grid_figure(images: torch.Tensor, nrow: int, title: str | None, *, columns: list[str] | None = None,
+                 xlabel: str | None = None, rows: list[str] | None = None,
+                 ylabel: str | None = None) -> tuple[Figure, Axes]:
+    """Tile ``(N, C, H, W)`` images with :func:`tile` and draw them on a fresh figure, with optional labels under
+    each column (``columns``) and beside each row (``rows``) of the grid. The title and labels are wrapped to the
+    figure, and the figure grows by the room they take, so none runs off its edges."""
     nrow = max(1, min(nrow, images.size(0)))
     grid = tile(images, nrow=nrow, padding=2, pad_value=_PAD_VALUE)  # (3, Hg, Wg)
     height_px, width_px = grid.shape[1:]
@@ -135,14 +168,42 @@ def _grid_figure(images: torch.Tensor, nrow: int, title: str | None) -> tuple[Fi
     height = width * height_px / width_px
     if height > _MAX_INCHES:
         width, height = width * _MAX_INCHES / height, _MAX_INCHES
-    extra = 0.5 if title else 0.1
-    fig = Figure(figsize=(width, height + extra), layout="constrained")
+    # Text around the grid, each with the room it takes (inches) beyond the grid itself.
+    left = below = 0.0
+    above = 0.1
+    if title:
+        title = _wrap(title, width - 0.2)
+        above += 0.2 + _text_size(title)[1]
+    if columns is not None:
+        columns = [_wrap(c, 0.95 * width / nrow, "small") for c in columns]
+        below += 0.1 + max(_text_size(c, "small")[1] for c in columns)
+    if xlabel:
+        xlabel = _wrap(xlabel, width - 0.2, "medium")
+        below += 0.1 + _text_size(xlabel, "medium")[1]
+    if rows is not None:
+        left += 0.15 + max(_text_size(r, "small")[0] for r in rows)
+    if ylabel:
+        ylabel = _wrap(ylabel, height - 0.1, "medium")
+        left += 0.1 + _text_size(ylabel, "medium")[1]
+    # constrained layout pads each side of the axes by about 0.05 inch: added, so the grid keeps its width
+    fig = Figure(figsize=(width + left + 0.1, height + above + below), layout="constrained")
     ax = fig.subplots()
     # Nearest-neighbour keeps individual pixels crisp when the grid is upscaled.
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest", vmin=0.0, vmax=1.0)
     _strip_axes(ax)
+    cell_h, cell_w = images.shape[-2] + 2, images.shape[-1] + 2  # an image and tile's padding
+    if columns is not None:
+        ax.set_xticks([2 + cell_w * (k + 0.5) - 1 for k in range(len(columns))], columns, fontsize="small")
+    if rows is not None:
+        ax.set_yticks([2 + cell_h * (k + 0.5) - 1 for k in range(len(rows))], rows, fontsize="small")
+    if columns is not None or rows is not None:
+        ax.tick_params(length=0)
     if title:
         ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     return fig, ax
 
 
@@ -171,7 +232,7 @@ def _heatmap_figure(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, width - 2.5))  # the axes' width: the colorbar and the labels take the rest
     return fig, ax
 
 
@@ -202,16 +263,18 @@ def image_grid(
     return fig
 
 
-def plot_samples(x: torch.Tensor, nrow: int = 8, path: PathLike | None = None) -> Figure:
+def plot_samples(x: torch.Tensor, nrow: int = 8, path: PathLike | None = None,
+                 title: str = "Prior samples") -> Figure:
     """
     Show samples drawn from the generative model's prior.
 
     :param torch.Tensor x: decoded samples of shape ``(N, *event_shape)``.
     :param int nrow: number of images per grid row.
     :param path: optional PNG output path.
+    :param str title: figure title (``ppvae sample --label`` names the class).
     :rtype: ~matplotlib.figure.Figure
     """
-    return image_grid(x, nrow=nrow, title="Prior samples", path=path)
+    return image_grid(x, nrow=nrow, title=title, path=path)
 
 
 def plot_reconstructions(
@@ -261,6 +324,10 @@ def plot_interpolation(
     strips: torch.Tensor,
     path: PathLike | None = None,
     title: str = "Latent interpolation",
+    columns: list[str] | None = None,
+    xlabel: str | None = "start \u2192 end",
+    rows: list[str] | None = None,
+    ylabel: str | None = None,
 ) -> Figure:
     """
     Show decoded points along latent paths, one row per pair of endpoints.
@@ -269,8 +336,13 @@ def plot_interpolation(
         row ``i`` runs left to right from the start to the end of path ``i``.
     :param path: optional PNG output path.
     :param str title: figure title.
+    :param list columns: optional label under each of the ``n_steps`` columns (image data).
+    :param str xlabel: caption under the grid (image data), or ``None`` for none.
+    :param list rows: optional label beside each of the ``n_pairs`` rows (image data).
+    :param str ylabel: optional caption beside the rows (image data).
     :rtype: ~matplotlib.figure.Figure
-    :raises ValueError: if ``strips`` does not have at least 3 dimensions.
+    :raises ValueError: if ``strips`` does not have at least 3 dimensions, or the labels do not match its
+        rows and columns.
     """
     strips = _to_cpu(strips)
     if strips.dim() < 3:
@@ -281,6 +353,9 @@ def plot_interpolation(
     n_pairs, n_steps = strips.shape[:2]
     if n_pairs < 1 or n_steps < 1:
         raise ValueError(f"strips has no pairs or no steps: shape {tuple(strips.shape)}")
+    for labels, count, what in ((columns, n_steps, "columns"), (rows, n_pairs, "rows")):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"{len(labels)} labels of {what} for the {count} {what} of strips {tuple(strips.shape)}")
     flat = strips.reshape(n_pairs * n_steps, *strips.shape[2:])
 
     images = _as_images(flat)
@@ -295,8 +370,8 @@ def plot_interpolation(
         for i in range(1, n_pairs):
             ax.axhline(i * n_steps - 0.5, color="white", linewidth=2)
     else:
-        fig, ax = _grid_figure(images, nrow=n_steps, title=title)
-        ax.set_xlabel("start \u2192 end")
+        fig, _ = _grid_figure(images, nrow=n_steps, title=title, columns=columns, xlabel=xlabel, rows=rows,
+                              ylabel=ylabel)
     _save(fig, path)
     return fig
 
@@ -410,8 +485,12 @@ def plot_traversals(grid: torch.Tensor, dims: list[int], kls: list[float] | None
     """
     order = "by KL, largest first" if kls is not None else "as given"
     rows = [f"z{d} ({kl:.2f} nats)" for d, kl in zip(dims, kls)] if kls is not None else [f"z{d}" for d in dims]
-    title = f"Latent traversals, {-span:g} to {span:g}; rows ({order}): {', '.join(rows)}"
-    return plot_interpolation(grid, path=path, title=title)
+    if _as_images(_to_cpu(grid).flatten(0, 1)) is None:  # a heat map has no rows of images to label: the title
+        return plot_interpolation(grid, path=path, title=f"Latent traversals, {-span:g} to {span:g}; rows "
+                                                         f"({order}): {', '.join(rows)}")
+    return plot_interpolation(grid, path=path, title=f"Latent traversals, {-span:g} to {span:g}, one dimension "
+                                                     f"per row ({order})", rows=rows,
+                              xlabel=f"each row's dimension from {-span:g} to {span:g}, the others held fixed")
 
 
 def plot_manifold(images: torch.Tensor, n: int, path: PathLike | None = None) -> Figure:
@@ -454,10 +533,8 @@ def plot_class_grid(grid: torch.Tensor, classes: list[str] | None = None,
     if images is None:
         fig, ax = _heatmap_figure(grid.reshape(c * cols, -1), "Class-conditional samples", ylabel="class / draw")
     else:
-        fig, ax = _grid_figure(images, nrow=cols, title="Class-conditional samples: rows are classes, columns share z")
-        height = images.shape[-2] + 2  # tile's padding
-        ax.set_yticks([2 + height * (k + 0.5) for k in range(c)], names, fontsize="small")
-        ax.set_xlabel("the same latent draw down each column")
+        fig, ax = _grid_figure(images, nrow=cols, title="Class-conditional samples: rows are classes, columns share z",
+                               xlabel="the same latent draw down each column", rows=names)
     _save(fig, path)
     return fig
 
@@ -475,7 +552,8 @@ def plot_confusion_matrix(matrix, classes: list[str] | None = None, title: str =
     c = counts.shape[0]
     names = list(classes) if classes is not None else [str(k) for k in range(c)]
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig = Figure(figsize=(1.0 + 0.55 * c, 0.8 + 0.5 * c), layout="constrained")
+    width = max(1.0 + 0.55 * c, 4.0)
+    fig = Figure(figsize=(width, 0.8 + 0.5 * c), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
     fig.colorbar(im, ax=ax, label="share of the true class")
@@ -487,21 +565,19 @@ def plot_confusion_matrix(matrix, classes: list[str] | None = None, title: str =
     ax.set_yticks(range(c), names, fontsize="small")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, width - 2.2))  # the axes' width: the colorbar and the class names take the rest
     _save(fig, path)
     return fig
 
 
 def plot_inpainting(x: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, path: PathLike | None = None,
                     title: str = "Inpainting") -> Figure:
-    """Rows of (observed, filled, truth) for each example; the hidden pixels of the observed image are grey."""
+    """Rows of (observed, filled, truth) for each example, each column labelled; the hidden pixels of the observed
+    image are grey."""
     observed = torch.where(mask, x, torch.full_like(x, _PAD_VALUE))
     strips = torch.stack([observed, filled, x], 1)
-    fig = plot_interpolation(strips, title=title)
-    if _as_images(x) is not None:
-        fig.axes[0].set_xlabel("observed (hidden pixels grey) | filled | truth")
-    _save(fig, path)
-    return fig
+    return plot_interpolation(strips, path=path, title=title, xlabel=None,
+                              columns=["observed (hidden pixels grey)", "filled", "truth"])
 
 
 def plot_roc_curves(curves: dict, path: PathLike | None = None) -> Figure:
@@ -553,7 +629,7 @@ def plot_khat_histogram(khat, threshold: float = 0.7, path: PathLike | None = No
     ax.axvline(threshold, color="C3", linestyle="--", label=f"k-hat = {threshold}")
     share = f"{100 * float((k > threshold).mean()):.1f}%" if k.size else "-"
     note = f"; {undefined} undefined, not shown" if undefined else ""
-    ax.set_title(f"PSIS k-hat per example: {share} above {threshold}{note}")
+    ax.set_title(_wrap(f"PSIS k-hat per example: {share} above {threshold}{note}", 5.0))  # the axes' width
     ax.set_xlabel("k-hat")
     ax.set_ylabel("examples")
     ax.legend()
@@ -608,22 +684,31 @@ def plot_mutual_information(matrix, factor_names: list[str], path: PathLike | No
 def plot_factor_traversals(grid: torch.Tensor, dims: list[int], factors: list[str], mi: list[float],
                            path: PathLike | None = None, span: float = 3.0) -> Figure:
     """Latent traversals with each row labelled by the factor its dimension is most informative about."""
-    rows = grid.shape[0]
-    fig = plot_interpolation(grid, title=f"Latent traversals, {-span:g} to {span:g} about one test code")
-    ax = fig.axes[0]
-    if _as_images(grid.reshape(-1, *grid.shape[2:])) is not None:
-        height = ax.get_ylim()[0]  # image rows top to bottom
-        ax.set_yticks([(i + 0.5) * height / rows for i in range(rows)],
-                      [f"z{d}: {f} ({m:.2f})" for d, f, m in zip(dims, factors, mi)], fontsize=8)
-        ax.set_ylabel("dimension: most informative factor (normalized MI)")
-    _save(fig, path)
-    return fig
+    return plot_interpolation(grid, path=path, title=f"Latent traversals, {-span:g} to {span:g} about one test code",
+                              xlabel=f"each row's dimension from {-span:g} to {span:g}, the others held fixed",
+                              rows=[f"z{d}: {f} ({m:.2f})" for d, f, m in zip(dims, factors, mi)],
+                              ylabel="dimension: most informative factor (normalized MI)")
+
+
+def geometric(values) -> bool:
+    """Whether swept values form a geometric grid (0.25, 1, 4, 16; 1, 2, 4, 8; 1, 3, 10, 30), to be drawn on a log
+    axis: at least three distinct positive numbers whose consecutive ratios agree within 25%. Two values, numbers
+    spaced evenly (1, 2, 3, 4) and anything else are drawn on a linear axis."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    xs = sorted(set(values))
+    if len(xs) < 3 or xs[0] <= 0:
+        return False
+    ratios = [b / a for a, b in zip(xs, xs[1:])]
+    return max(ratios) / min(ratios) <= 1.25
 
 
 def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: PathLike | None = None,
                group: str | None = None) -> Figure:
     """Each metric against the swept value ``key``: the median over seeds with the range (min to max) as an
-    error bar, one line per value of ``group`` (another swept key) where given."""
+    error bar, one line per value of ``group`` (another swept key) where given. The axis of ``key`` is
+    logarithmic where its values are a geometric grid (:func:`geometric`), with a tick at each value, and linear
+    otherwise."""
     metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)]
     if not metrics:
         raise ValueError("plot_sweep: no metric has values")
@@ -647,15 +732,18 @@ def plot_sweep(rows: list[dict], key: str, metrics: list[str], path: PathLike | 
                         label=None if group is None else f"{group}={g}")
         ax.set_xlabel(key)
         ax.set_title(metric)
-        if all(isinstance(x, (int, float)) and x > 0 for x in {r[key] for r in rows}) and \
-                max(r[key] for r in rows) / min(r[key] for r in rows) >= 8:
-            ax.set_xscale("log", base=2)
+        values = sorted({r[key] for r in rows}, key=str)
+        if geometric(values):
+            ax.set_xscale("log")
+            values.sort()
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(True, alpha=0.3)
         if group:
             ax.legend(fontsize="x-small")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(f"Sweep over {key}: median over seeds, bars from min to max")
+    fig.suptitle(_wrap(f"Sweep over {key}: median over seeds, bars from min to max", 4.2 * cols - 0.2))
     _save(fig, path)
     return fig
 

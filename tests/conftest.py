@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pyro
 import pytest
 from hypothesis import settings
@@ -40,3 +42,46 @@ def digits_vae_run(tmp_path_factory):
 # Spec overrides for tiny end-to-end runs on real data.
 TINY = ["data.limit_train=256", "data.limit_test=128", "train.batch_size=64", "model.latent_dim=4",
         "encoder.hidden=[64]", "decoder.hidden=[64]", "device=cpu"]
+
+
+def texts_outside(fig) -> list[str]:
+    """The texts a figure draws beyond its edges, so clipped in its PNG: every text artist drawn (tick labels out
+    of view are not), its extent after the draw against the figure's box, with a pixel of slack."""
+    from unittest import mock
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    drawn, draw = [], Text.draw
+
+    def record(self, renderer):
+        if self.get_visible() and self.get_text():
+            drawn.append(self)
+        return draw(self, renderer)
+
+    FigureCanvasAgg(fig)
+    with mock.patch.object(Text, "draw", record):
+        fig.canvas.draw()
+    box, renderer = fig.bbox, fig.canvas.get_renderer()
+    out = []
+    for text in drawn:
+        e = text.get_window_extent(renderer)
+        if e.x0 < box.x0 - 1 or e.y0 < box.y0 - 1 or e.x1 > box.x1 + 1 or e.y1 > box.y1 + 1:
+            out.append(f"{text.get_text()!r} at {[round(v) for v in e.extents]} in {[round(v) for v in box.extents]}")
+    return out
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """{file name: figure} of every figure ppvae.plots saves during the test (still written as usual)."""
+    from ppvae import plots
+
+    figures, save = {}, plots._save
+
+    def keep(fig, path):
+        if path is not None:
+            figures[Path(path).name] = fig
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures

@@ -249,6 +249,16 @@ def test_sample_label_and_augment_from_the_cli(cvae_run, tmp_path, capsys):
     assert "class_grid.png" in {p.name for p in (cvae_run / "figures").iterdir()}
 
 
+def test_class_samples_are_titled_by_their_class(cvae_run, tmp_path, saved_figures):
+    assert main(["sample", str(cvae_run), "--label", "3", "-n", "8"]) == 0  # digits: the class is its number
+    assert saved_figures["samples_class3.png"].axes[0].get_title() == "Prior samples of class 3"
+    ppvae.train_spec({"model": {"name": "cvae", "latent_dim": 2}, "device": "cpu",
+                      "data": {"name": "fashion-mnist", "limit_train": 128, "limit_test": 32},
+                      "train": {"epochs": 1, "figures": False}}, run_dir=tmp_path / "fashion", progress=False)
+    assert main(["sample", str(tmp_path / "fashion"), "--label", "3", "-n", "4"]) == 0
+    assert saved_figures["samples_class3.png"].axes[0].get_title() == "Prior samples of class 3 (Dress)"
+
+
 def test_synthesized_samples_follow_the_label():
     """Each class's samples are the decoder's picture of that class: the same z, another label, another image."""
     torch.manual_seed(0)

@@ -25,12 +25,17 @@ def test_zero_strength_is_the_reconstruction_and_the_vector_is_the_difference_of
     torch.testing.assert_close(strips[:, 0], m.reconstruct(x))
 
 
-def test_the_target_class_probability_rises_with_strength(vae_run, capsys):
+def test_the_target_class_probability_rises_with_strength(vae_run, capsys, saved_figures):
+    from conftest import texts_outside
+
     assert main(["edit", str(vae_run), "--from-label", "1", "--to-label", "0", "--strengths", "0", "1", "2"]) == 0
     out = capsys.readouterr().out
     probs = [float(line.split()[-1]) for line in out.splitlines() if line.strip().startswith("strength")]
     assert len(probs) == 3 and probs[0] < 0.2 and probs[2] > 0.8 and probs[0] < probs[1] <= probs[2] + 1e-9
     assert (vae_run / "figures" / "edit_1_to_0.png").is_file()
+    fig = saved_figures["edit_1_to_0.png"]  # each column under its strength, no text clipped
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]
+    assert texts_outside(fig) == []
 
 
 def test_edit_errors_are_one_line(vae_run, capsys):

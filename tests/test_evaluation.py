@@ -111,6 +111,31 @@ def test_active_units_and_kl_per_dimension_recover_the_used_dimensions():
     assert any("only 2 of 5 latent units are active" in w for w in warnings)
 
 
+def test_a_two_site_model_is_summarized_site_by_site():
+    """Active units and the KL per dimension of each latent site, not pooled over the sites (z1 and z2 of a
+    hierarchical model are different codes)."""
+    import re
+
+    from user_models import HierarchicalVAE
+
+    from ppvae.evaluate.report import evaluate_model, summary
+
+    torch.manual_seed(0)
+    report, _ = evaluate_model(HierarchicalVAE((16,), z1_dim=3, z2_dim=2, hidden=16), torch.rand(40, 16).round(),
+                               num_samples=5, posterior_draws=5)
+    units, kl = report["active_units"]["sites"], report["kl_per_dimension"]["sites"]
+    assert {k: v["of"] for k, v in units.items()} == {"z1": 3, "z2": 2} and {k: len(v) for k, v in kl.items()} == \
+        {"z1": 3, "z2": 2}
+    text = summary(report)
+    assert f"active units        z1: {units['z1']['value']} of 3; z2: {units['z2']['value']} of 2 (" in text, text
+    for site in ("z1", "z2"):  # a line per site, its dimensions numbered within it
+        assert re.search(rf"^ +(KL per dimension +)?{site}: {' '.join(f'{v:.2f}' for v in kl[site])}$", text, re.M)
+    warnings = diag.collapse_warnings(5, 1, 2.0, [0.5, 0.0, 0.0, 0.2, 0.003], sites={"z1": 1, "z2": 0},
+                                      kl_sites={"z1": [0.5, 0.0, 0.0], "z2": [0.2, 0.003]})
+    assert "only 1 of 5 latent units are active (z1: 1, z2: 0)" in warnings[0]
+    assert warnings[1] == "latent dimensions z1 [1, 2]; z2 [1] carry less than 0.01 nats of KL each."
+
+
 def test_mutual_information_matches_the_closed_form():
     vae = _model_with_columns([1.0, 0.5], sigma=0.5)
     x = _sample(vae, 1000)

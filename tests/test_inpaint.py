@@ -33,11 +33,17 @@ def test_inpainting_keeps_observed_pixels_and_beats_the_mean_image(run_dir, meth
     assert report[method]["squared_error"] < report["mean_image"]["squared_error"]
 
 
-def test_inpaint_cli_and_its_errors(run_dir, capsys, tmp_path):
+def test_inpaint_cli_and_its_errors(run_dir, capsys, tmp_path, saved_figures):
+    from conftest import texts_outside
+
     assert main(["inpaint", str(run_dir), "--mask", "center", "-k", "20", "--max-examples", "50"]) == 0
     out = capsys.readouterr().out
     assert "importance" in out and "mean_image" in out and "nearest_image" in out
     assert (run_dir / "figures" / "inpaint_center_importance.png").is_file()
+    fig = saved_figures["inpaint_center_importance.png"]  # each column named under it, no text clipped
+    assert [t.get_text().replace("\n", " ") for t in fig.axes[0].get_xticklabels()] == \
+        ["observed (hidden pixels grey)", "filled", "truth"]
+    assert texts_outside(fig) == []
     for argv, message in [(["--mask", "blob"], "unknown mask 'blob'; choose one of: center, left, top, quadrant"),
                           (["--mask", "random:1.5"], "the share of hidden pixels must be between 0 and 1")]:
         assert main(["inpaint", str(run_dir), *argv]) == 2
@@ -63,7 +69,7 @@ def test_a_likelihood_that_does_not_factorize_over_pixels_is_refused():
         inpaint(m, x, make_mask("left", x.shape[1:]), fill=x[0])
 
 
-def test_upscaling_by_four_beats_bilinear_and_agrees_with_the_low_resolution_image(run_dir, capsys):
+def test_upscaling_by_four_beats_bilinear_and_agrees_with_the_low_resolution_image(run_dir, capsys, saved_figures):
     from ppvae.apps.inpaint import pool, upscale, upscale_report
 
     run = ppvae.load_run(run_dir)
@@ -79,3 +85,8 @@ def test_upscaling_by_four_beats_bilinear_and_agrees_with_the_low_resolution_ima
         upscale(run.model, low, 3)
     assert main(["upscale", str(run_dir), "--factor", "2", "-k", "10", "--max-examples", "20"]) == 0
     assert "bilinear" in capsys.readouterr().out and (run_dir / "figures" / "upscale_x2.png").is_file()
+    from conftest import texts_outside
+
+    ax = saved_figures["upscale_x2.png"].axes[0]  # the columns named under them; no stray "start -> end" caption
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["low-res (14x14)", "bilinear", "model", "truth"]
+    assert ax.get_xlabel() == "" and texts_outside(ax.figure) == []

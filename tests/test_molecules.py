@@ -100,8 +100,32 @@ def test_a_selfies_model_always_samples_valid_molecules(selfies_run):
     assert (selfies_run / "figures" / "samples.txt").read_text().count("\n") == 32
 
 
-def test_molecules_verb_writes_the_metrics(selfies_run, capsys):
+@pytest.fixture
+def legends_drawn(monkeypatch):
+    """The legends of every molecule grid RDKit draws during the test, one list per grid."""
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    drawn, cairo = [], rdMolDraw2D.MolDraw2DCairo
+
+    class Recording:
+        def __init__(self, *args):
+            self.drawer = cairo(*args)
+
+        def DrawMolecules(self, mols, legends):
+            drawn.append(list(legends))
+            self.drawer.DrawMolecules(mols, legends=legends)
+
+        def __getattr__(self, name):
+            return getattr(self.drawer, name)
+
+    monkeypatch.setattr(rdMolDraw2D, "MolDraw2DCairo", Recording)
+    return drawn
+
+
+def test_molecules_verb_writes_the_metrics(selfies_run, capsys, legends_drawn):
     assert main(["molecules", str(selfies_run), "-n", "300"]) == 0
+    samples = (selfies_run / "samples.smi").read_text().split("\n")
+    assert legends_drawn == [[s for s in samples if canonical(s)][:24]]  # each molecule over its SMILES
     result = json.loads((selfies_run / "molecules.json").read_text())
     assert result["validity"] == 1.0 and result["samples"] == 300 and result["representation"] == "selfies"
     assert 0 < result["unique@1k"] <= 1 and 0 <= result["novelty"] <= 1 and 0 < result["internal_diversity"] < 1
@@ -167,10 +191,12 @@ def test_ppvae_imports_without_the_chemistry_packages_and_says_how_to_install_th
            "'.[molecules]'" in out.stdout
 
 
-def test_interpolating_between_two_molecules(selfies_run, capsys):
+def test_interpolating_between_two_molecules(selfies_run, capsys, legends_drawn):
     assert main(["interpolate", str(selfies_run), "--steps", "5", "--between", "CCO", "c1ccccc1O"]) == 0
     out = capsys.readouterr().out
     assert "5 of 5 steps are valid molecules" in out  # SELFIES: every decoding is a molecule
+    steps = [line.split()[-1] for line in out.splitlines() if line.split()[:2][1:] == ["valid"]]
+    assert legends_drawn == [[f"step {i}\n{s}" for i, s in enumerate(steps)]]  # its step over its SMILES
     assert (selfies_run / "figures" / "interpolation_linear.png").stat().st_size > 3000
     assert main(["interpolate", str(selfies_run), "--between", "CCO", "C[Si](C)C"]) == 2
     assert "is not in the vocabulary" in capsys.readouterr().err

@@ -153,6 +153,8 @@ def test_plot_samples(tmp_path):
     assert isinstance(fig, Figure)
     assert fig.axes[0].get_title() == "Prior samples"
     _read_png(path)
+    assert plots.plot_samples(torch.rand(4, 784), title="Prior samples of class 3").axes[0].get_title() == \
+        "Prior samples of class 3"
 
 
 # ---------------------------------------------------------------------------
@@ -293,15 +295,80 @@ def test_plot_training_curve_empty():
 
 def test_plot_traversals_labels_each_row_with_its_kl(tmp_path):
     fig = plots.plot_traversals(torch.rand(2, 5, 1, 8, 8), [1, 0], kls=[2.5, 0.3], path=tmp_path / "t.png")
-    title = fig.axes[0].get_title()
-    assert "rows (by KL, largest first): z1 (2.50 nats), z0 (0.30 nats)" in title
+    ax = fig.axes[0]
+    assert "one dimension per row (by KL, largest first)" in ax.get_title().replace("\n", " ")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z1 (2.50 nats)", "z0 (0.30 nats)"]  # beside each row
     assert (tmp_path / "t.png").stat().st_size > 0
-    assert "rows (as given): z3" in plots.plot_traversals(torch.rand(1, 5, 4), [3]).axes[0].get_title()
+    ax = plots.plot_traversals(torch.rand(1, 5, 4), [3]).axes[0]
+    assert "(as given)" in ax.get_title().replace("\n", " ") and [t.get_text() for t in ax.get_yticklabels()] == ["z3"]
+    # flat data that is no image: a heat map, its rows named in the title
+    assert "rows (as given): z3, z1" in plots.plot_traversals(torch.rand(2, 5, 3), [3, 1]).axes[0].get_title()
+
+
+# Figures whose titles or labels are longer than the figure is wide (or tall) at their size: each ran off the edges.
+LONG = "Spherical interpolation between posterior means of one class (the label held fixed)"
+FIGURES = {
+    "traversals of ten dimensions": lambda: plots.plot_traversals(torch.rand(10, 9, 1, 28, 28), list(range(10)),
+                                                                  [0.1 * d for d in range(10)]),
+    "an edit of five strengths": lambda: plots.plot_interpolation(
+        torch.rand(3, 5, 1, 28, 28), title="Edit along mean code(0) - mean code(1), strengths 0, 0.5, 1, 1.5, 2",
+        columns=["0", "0.5", "1", "1.5", "2"], xlabel="strength (multiples of the vector)"),
+    "inpainting": lambda: plots.plot_inpainting(torch.rand(4, 1, 28, 28), torch.rand(1, 28, 28) > 0.5,
+                                                torch.rand(4, 1, 28, 28), title="random:0.5, gibbs"),
+    "two reconstructions": lambda: plots.plot_reconstructions(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)),
+    "a small class grid": lambda: plots.plot_class_grid(torch.rand(2, 3, 1, 8, 8)),
+    "a heat map": lambda: plots.plot_interpolation(torch.rand(2, 4, 5), title=LONG),
+    "a long interpolation title": lambda: plots.plot_interpolation(torch.rand(2, 3, 1, 8, 8), title=LONG),
+    "k-hat with undefined values": lambda: plots.plot_khat_histogram(torch.tensor([0.1, 0.5, 0.9, float("inf")])),
+    "a confusion matrix of two classes": lambda: plots.plot_confusion_matrix(
+        np.array([[5, 1], [2, 7]]), title="q(y | x) on 10000 test examples: accuracy 85.3%"),
+    "factor traversals of two dimensions": lambda: plots.plot_factor_traversals(
+        torch.rand(2, 9, 1, 16, 16), [0, 3], ["orientation", "posX"], [0.2, 0.1]),
+    "a sweep of one metric": lambda: plots.plot_sweep([{"beta.value": b, "kl": 1 / b} for b in (1, 2, 4)],
+                                                      "beta.value", ["kl"]),
+}
+
+
+@pytest.mark.parametrize("make", FIGURES.values(), ids=FIGURES.keys())
+def test_no_text_runs_off_the_figure(make):
+    from conftest import texts_outside
+
+    assert texts_outside(make()) == []
+
+
+def test_titles_wrap_rather_than_lose_words():
+    fig = plots.plot_interpolation(torch.rand(2, 3, 1, 8, 8), title=LONG)
+    title = fig.axes[0].get_title()
+    assert "\n" in title and title.replace("\n", " ") == LONG
+
+
+def test_columns_and_rows_are_labelled_under_and_beside_the_grid():
+    fig = plots.plot_interpolation(torch.rand(2, 4, 1, 8, 8), title="x2", columns=["low", "bilinear", "model", "truth"],
+                                   xlabel=None, rows=["a", "b"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["low", "bilinear", "model", "truth"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_xlabel() == ""
+    assert plots.plot_interpolation(torch.rand(1, 2, 1, 8, 8)).axes[0].get_xlabel() == "start \u2192 end"
+    with pytest.raises(ValueError, match=r"3 labels of columns for the 4 columns of strips \(2, 4, 1, 8, 8\)"):
+        plots.plot_interpolation(torch.rand(2, 4, 1, 8, 8), columns=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("values, scale", [
+    ((0.25, 1, 4, 16), "log"), ((1, 2, 4, 8, 16), "log"), ((1, 3, 10, 30), "log"), ((1, 2, 3, 4), "linear"),
+    ((0, 1, 2), "linear"), ((2, 4, 6, 8, 16), "linear"), ((1, 16), "linear"),
+    (("normal", "laplace", "vamp"), "linear")])
+def test_a_sweep_axis_is_logarithmic_where_the_grid_is_geometric(values, scale):
+    rows = [{"beta.value": v, "seed": s, "kl": 1.0 + i + s} for i, v in enumerate(values) for s in (0, 1)]
+    ax = plots.plot_sweep(rows, "beta.value", ["kl"]).axes[0]
+    assert ax.get_xscale() == scale
+    if scale == "log":  # a tick at each swept value, written as given
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{v:g}" for v in values]
 
 
 def test_khat_histogram_leaves_out_undefined_values_and_says_so():
     fig = plots.plot_khat_histogram(torch.tensor([0.1, 0.5, 0.9, float("inf")]))
-    assert fig.axes[0].get_title() == "PSIS k-hat per example: 33.3% above 0.7; 1 undefined, not shown"
+    title = fig.axes[0].get_title().replace("\n", " ")  # wrapped to the axes
+    assert title == "PSIS k-hat per example: 33.3% above 0.7; 1 undefined, not shown"
     assert "- above 0.7; 2 undefined" in plots.plot_khat_histogram(np.full(2, np.nan)).axes[0].get_title()
 
 

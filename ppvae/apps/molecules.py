@@ -196,29 +196,36 @@ def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "c
         from .. import plots
         out = run_dir / "figures"
         out.mkdir(parents=True, exist_ok=True)
-        draw_molecules([s for s in samples if canonical(s)][:24], out / "molecules.png")
+        draw_molecules([s for s in samples if canonical(s)][:24], out / "molecules.png")  # each over its SMILES
         plots.plot_property_histograms(gen_props, test_props, path=out / "properties.png")
     return result
 
 
 def draw_molecules(smiles: list[str], path, per_row: int = 6, legends: list[str] | None = None) -> None:
-    """A grid image of molecules (RDKit's drawing); a string that is no molecule is a cell with a dummy atom
-    marked "(invalid)"."""
+    """A grid image of molecules (RDKit's drawing), each over its SMILES (under its legend, where given); a string
+    that is no molecule is a cell with a dummy atom marked "(invalid)"."""
     from rdkit.Chem.Draw import rdMolDraw2D
     Chem = _chem()
     mols = [Chem.MolFromSmiles(s) if s else None for s in smiles]
-    legends = list(legends) if legends else ["" for _ in smiles]
-    legends = [f"{text} (invalid)".strip() if m is None else text for text, m in zip(legends, mols)]
+    legends = molecule_legends(smiles, mols, legends)
     per_row = max(1, min(per_row, len(mols)))
     rows = max(1, -(-len(mols) // per_row))
     # The Cairo drawer directly, not Draw.MolsToGridImage, which returns an IPython image inside Jupyter.
-    drawer = rdMolDraw2D.MolDraw2DCairo(220 * per_row, 180 * rows, 220, 180)
+    drawer = rdMolDraw2D.MolDraw2DCairo(250 * per_row, 200 * rows, 250, 200)  # room for the SMILES
     blank = Chem.MolFromSmiles("*")  # an invalid string's cell: a lone dummy atom over its "(invalid)" legend
     drawer.DrawMolecules([m if m is not None else blank for m in mols], legends=legends)
     drawer.FinishDrawing()
     from ..inference.checkpoint import atomic_write_bytes
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(path), drawer.GetDrawingText())
+
+
+def molecule_legends(smiles: list[str], mols: list, legends: list[str] | None = None) -> list[str]:
+    """The text under each molecule of a grid: its legend (where given) over its SMILES as given, with
+    "(invalid)" where the string is no molecule."""
+    legends = list(legends) if legends else ["" for _ in smiles]
+    return ["\n".join(t for t in (text, f"{s} (invalid)".strip() if m is None else s) if t)
+            for text, s, m in zip(legends, smiles, mols)]
 
 
 # ---- the latent space ------------------------------------------------------------------------------------

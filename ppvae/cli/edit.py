@@ -32,9 +32,9 @@ def run(args) -> int:
         raise ValueError(f"--from-label {args.from_label}: no test example has that label")
     strips = edit(run.model, data.test[rows].to(device), vector, args.strengths).cpu()
     path = out_path(args, f"edit_{args.from_label}_to_{args.to_label}.png")
-    strengths = ", ".join(f"{s:g}" for s in args.strengths)
-    title = f"Edit along mean code({args.to_label}) - mean code({args.from_label}), strengths {strengths}"
-    plot_interpolation(strips, path=path, title=title)
+    title = f"Edit along mean code({args.to_label}) - mean code({args.from_label})"
+    plot_interpolation(strips, path=path, title=title, columns=[f"{s:g}" for s in args.strengths],
+                       xlabel="strength (multiples of the vector)")
     print(f"wrote {path}")
     probs = judge_edits(data.train, y_train, strips, args.to_label, seed=args.seed)
     print(f"P(label {args.to_label}) by a classifier trained on the real data, mean over {len(rows)} edits:")

@@ -59,7 +59,7 @@ def _molecules(args, run) -> int:
         print(f"{s['step']:>3}  {'valid  ' if s['valid'] else 'invalid'}  {s['smiles']}")
     print(f"{sum(s['valid'] for s in steps)} of {len(steps)} steps are valid molecules")
     path = out_path(args, f"interpolation_{args.method}.png")
-    draw_molecules([s["smiles"] if s["valid"] else "" for s in steps], path, per_row=min(len(steps), 5),
+    draw_molecules([s["smiles"] for s in steps], path, per_row=min(len(steps), 5),
                    legends=[f"step {s['step']}" for s in steps])
     print(f"wrote {path}")
     return 0

@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..evaluate.figures import drawable
     from ..inference.contract import output_of
     from ..inference.program import require, require_class
     from ..plots import plot_samples
@@ -65,7 +66,13 @@ def run(args) -> int:
                             run.program.generate(args.n, draws=True) if args.draws else generate(args.n))
     else:
         label = require_class(run.model, args.label, "ppvae sample --label")
-        path = save_images(args, f"samples_class{label}{suffix}",
-                            run.program.generate(args.n, label, draws=True) if args.draws else generate(args.n, label))
+        values = run.program.generate(args.n, label, draws=True) if args.draws else generate(args.n, label)
+        if drawable(values):  # titled by its class, by name where the dataset names its classes
+            classes = run.data.classes
+            name = f" ({classes[label]})" if classes and label < len(classes) and classes[label] != str(label) else ""
+            path = out_path(args, f"samples_class{label}{suffix}.png")
+            plot_samples(values.detach().cpu(), nrow=8, path=path, title=f"Prior samples of class {label}{name}")
+        else:
+            path = save_images(args, f"samples_class{label}{suffix}", values)
     print(f"wrote {path}")
     return 0

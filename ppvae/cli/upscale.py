@@ -33,6 +33,7 @@ def run(args) -> int:
     path = out_path(args, f"upscale_x{args.factor}.png")
     strips = torch.stack([images["low"][: args.n], images["bilinear"][: args.n], images["model"][: args.n],
                           x[: args.n]], 1)
-    plot_interpolation(strips.cpu(), path=path, title=f"x{args.factor}: low-res | bilinear | model | truth")
+    plot_interpolation(strips.cpu(), path=path, title=f"x{args.factor} super-resolution from {side}x{side}",
+                       columns=[f"low-res ({side}x{side})", "bilinear", "model", "truth"], xlabel=None)
     print(f"wrote {path}")
     return 0

@@ -180,17 +180,26 @@ def decomposition_means(model, batch, dataset_size: int, estimator: str = "mss")
     return {k: float(terms[k].mean()) for k in TERMS}
 
 
-def collapse_warnings(latent_dim: int, active: int, kl_total: float, kl_dims: list[float] | None) -> list[str]:
-    """Human-readable warnings when the code carries (almost) no information about x."""
+def collapse_warnings(latent_dim: int, active: int, kl_total: float, kl_dims: list[float] | None, *,
+                      sites: dict[str, int] | None = None, kl_sites: dict[str, list[float]] | None = None) -> list[str]:
+    """Human-readable warnings when the code carries (almost) no information about x. With two or more latent
+    sites, ``sites`` (each site's active units) and ``kl_sites`` (each site's KL per dimension) name the sites and
+    number the dimensions within each, rather than pooling them."""
     warnings = []
     if active == 0 or kl_total < 0.1:
         warnings.append(f"posterior collapse: {active} of {latent_dim} latent units are active and the KL is "
                         f"{kl_total:.3g} nats; the decoder ignores z. Try KL warm-up (beta.name = \"linear\"), "
                         f"cyclical annealing or free bits.")
     elif active < latent_dim:
-        warnings.append(f"partial posterior collapse: only {active} of {latent_dim} latent units are active "
-                        f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD}); the others follow the prior.")
-    if kl_dims is not None:
+        per_site = f" ({', '.join(f'{k}: {c}' for k, c in sites.items())})" if sites and len(sites) > 1 else ""
+        warnings.append(f"partial posterior collapse: only {active} of {latent_dim} latent units are active"
+                        f"{per_site} (Cov_x E_q[z_d] > {ACTIVE_THRESHOLD}); the others follow the prior.")
+    if kl_sites and len(kl_sites) > 1:
+        dead = {k: [d for d, v in enumerate(kls) if v < 0.01] for k, kls in kl_sites.items()}
+        if any(dead.values()) and active > 0:
+            warnings.append(f"latent dimensions {'; '.join(f'{k} {d}' for k, d in dead.items() if d)} carry less "
+                            f"than 0.01 nats of KL each.")
+    elif kl_dims is not None:
         dead = [d for d, k in enumerate(kl_dims) if k < 0.01]
         if dead and active > 0:
             warnings.append(f"latent dimensions {dead} carry less than 0.01 nats of KL each.")

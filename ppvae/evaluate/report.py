@@ -90,7 +90,9 @@ def _evaluate_model(model, x, num_samples: int, seed: int, posterior_draws: int,
     classification, confusion = _classification(model, batch)
     if classification is not None:
         report["classification"] = classification
-    report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims) if latent_dim else []
+    report["warnings"] = diag.collapse_warnings(latent_dim, active, elbo["kl"], kl_dims,
+                                                sites={k: c for k, (c, _) in units.items()},
+                                                kl_sites=kl_per_dimension["sites"]) if latent_dim else []
     report["warnings"] += _psis_warning(p, psis_khat.get("share_above_0.7"))
     stage("posterior draws")
     report["seconds"] = time.perf_counter() - start
@@ -275,10 +277,18 @@ def summary(report: dict) -> str:
     elif "bits_per_dim_note" in iw:
         lines.append(f"  bits per dimension  {'-':>10}   ({iw['bits_per_dim_note']})")
     au = report["active_units"]
-    lines.append(f"  active units        {au['value']:>7} of {au['of']}")
-    kl = report["kl_per_dimension"]["value"]
-    if kl is not None:
-        lines.append("  KL per dimension    " + " ".join(f"{k:.2f}" for k in kl))
+    if len(au.get("sites") or {}) > 1:  # each latent site's units, not pooled over the sites
+        lines.append("  active units        " + "; ".join(f"{k}: {v['value']} of {v['of']}"
+                                                         for k, v in au["sites"].items())
+                     + f" ({au['value']} of {au['of']} in all)")
+    else:
+        lines.append(f"  active units        {au['value']:>7} of {au['of']}")
+    kl = report["kl_per_dimension"]
+    if len(kl.get("sites") or {}) > 1:  # a line per site, each dimension numbered within its site
+        for i, (k, v) in enumerate(kl["sites"].items()):
+            lines.append(f"  {'KL per dimension' if i == 0 else '':<20}{k}: " + " ".join(f"{d:.2f}" for d in v))
+    elif kl["value"] is not None:
+        lines.append("  KL per dimension    " + " ".join(f"{k:.2f}" for k in kl["value"]))
     mi = report["mutual_information"]
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
