@@ -38,7 +38,7 @@ MODELS = {"VAE": {"beta": {"name": "constant", "value": 1.0}},
           "beta-VAE (4)": {"beta": {"name": "constant", "value": 4.0}},
           "beta-TCVAE (6)": {"beta": {"name": "tcvae", "beta": 6.0}},
           "FactorVAE (35)": {"model": {"name": "factor_vae", "gamma": 35.0}}}
-COLUMNS = ("test_recon", "test_kl", "test_tc", "beta_vae", "factor_vae", "mig", "dci_disentanglement",
+COLUMNS = ("val_recon", "val_kl", "val_tc", "beta_vae", "factor_vae", "mig", "dci_disentanglement",
            "dci_completeness", "dci_informativeness", "sap")
 
 
@@ -59,7 +59,7 @@ def run_one(name: str, seed: int, args) -> dict:
     else:
         scores = disentanglement_report(run_dir, figures=False, num_votes=args.num_votes, dci_train=args.dci_train)
     last = ppvae.load_run(run_dir).metrics[-1]
-    return {"model": name, "seed": seed, **{k: last.get(k) for k in ("test_recon", "test_kl", "test_tc")},
+    return {"model": name, "seed": seed, **{k: last.get(k) for k in ("val_recon", "val_kl", "val_tc")},
             **scores["summary"], "train_s": trained, "metric_s": time.perf_counter() - start}
 
 
@@ -81,7 +81,7 @@ def main() -> None:
         for seed in args.seeds:
             rows.append(run_one(name, seed, args))
             r = rows[-1]
-            print(f"{name:<15} seed {seed}: recon {r['test_recon']:.1f}  MIG {r['mig']:.3f}  FactorVAE "
+            print(f"{name:<15} seed {seed}: recon {r['val_recon']:.1f}  MIG {r['mig']:.3f}  FactorVAE "
                   f"{r['factor_vae']:.3f}  ({r['train_s']:.0f} s training, {r['metric_s']:.0f} s metrics)", flush=True)
     print(f"\ndSprites ({args.n} images), {args.epochs} epochs, seeds {args.seeds}: median [min, max] over seeds")
     print(f"{'':<22}" + "".join(f"{name:>28}" for name in models))
@@ -92,9 +92,9 @@ def main() -> None:
             cells.append(f"{statistics.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "-")
         print(f"{col:<22}" + "".join(f"{c:>28}" for c in cells))
     if "VAE" in models:
-        vae = statistics.median(r["test_recon"] for r in rows if r["model"] == "VAE")
+        vae = statistics.median(r["val_recon"] for r in rows if r["model"] == "VAE")
         print("\nreconstruction error -log p(x|z) relative to the VAE's (ratio of medians): " + ", ".join(
-            f"{name} {statistics.median(r['test_recon'] for r in rows if r['model'] == name) / vae:.3f}"
+            f"{name} {statistics.median(r['val_recon'] for r in rows if r['model'] == name) / vae:.3f}"
             for name in models))
 
 

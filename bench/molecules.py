@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ REPRESENTATIONS = ("smiles", "selfies")
 ANCHORS = {"MOSES SMILES VAE": {"validity": 0.977, "unique@10k": 0.998, "novelty": 0.695},
            "MOSES JTN-VAE": {"validity": 1.0, "novelty": 0.914}}
 ROWS = ("validity", "unique@1k", "unique@10k", "novelty", "internal_diversity", "reconstruction_accuracy",
-        "test_elbo", "test_kl")
+        "val_elbo", "val_kl")  # unique@k only where k valid molecules were drawn; else unique@<valid>, said per run
 
 
 def run_one(representation: str, args) -> dict:
@@ -56,7 +57,7 @@ def run_one(representation: str, args) -> dict:
     scores.pop("_samples"), scores.pop("_properties")
     (run_dir / "molecules.json").write_text(json.dumps(scores, indent=2))
     last = run.metrics[-1]
-    return {**scores, "test_elbo": last["test_elbo"], "test_kl": last["test_kl"], "train_s": trained,
+    return {**scores, "val_elbo": last["val_elbo"], "val_kl": last["val_kl"], "train_s": trained,
             "metric_s": time.perf_counter() - start}
 
 
@@ -73,15 +74,16 @@ def main() -> None:
     for rep in REPRESENTATIONS:
         results[rep] = run_one(rep, args)
         r = results[rep]
-        print(f"{rep}: validity {r['validity']:.3f}  unique@10k {r['unique@10k']:.3f}  novelty {r['novelty']:.3f}  "
+        unique = "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("unique@"))
+        print(f"{rep}: validity {r['validity']:.3f}  {unique}  novelty {r['novelty']:.3f}  "
               f"({r['train_s']:.0f} s training, {r['metric_s']:.0f} s metrics)", flush=True)
     print(f"\nMOSES subset of {args.n} training molecules, {args.epochs} epochs, beta annealed 0 -> {args.beta}, "
           f"{args.samples} samples each")
     print(f"{'':<26}{'SMILES':>10}{'SELFIES':>10}{'SELFIES/SMILES':>16}")
     for row in ROWS:
-        a, b = results["smiles"][row], results["selfies"][row]
-        ratio = f"{b / a:.3f}" if a else "-"
-        print(f"{row:<26}{a:>10.3f}{b:>10.3f}{ratio:>16}")
+        a, b = results["smiles"].get(row, math.nan), results["selfies"].get(row, math.nan)
+        ratio = f"{b / a:.3f}" if a == a and a and b == b else "-"
+        print(f"{row:<26}{a:>10.3f}{b:>10.3f}{ratio:>16}")  # nan: too few valid molecules for the named metric
     for prop in results["smiles"]["property_wasserstein"]:
         a, b = results["smiles"]["property_wasserstein"][prop], results["selfies"]["property_wasserstein"][prop]
         print(f"{'W1 ' + prop + ' vs test':<26}{a:>10.3f}{b:>10.3f}{b / a if a else float('nan'):>16.3f}")

@@ -68,7 +68,7 @@ def run(tmp: Path, name: str, sets: list[str], nproc: int = 1) -> dict:
     warm = rows[1:] or rows
     seconds = sum(float(r["seconds"]) for r in warm) / len(warm)
     return {"name": name, "examples_per_s": n / seconds, "seconds": seconds, "peak_mb": max(rss) / 1024,
-            "test_elbo": float(rows[-1]["test_elbo"])}
+            "val_elbo": float(rows[-1]["val_elbo"])}
 
 
 def main() -> None:
@@ -109,7 +109,7 @@ def main() -> None:
     print(f"{'way':<11} {'examples/s':>11} {'ratio':>7} {'s/epoch':>8} {'peak MB':>8} {'test ELBO':>10}")
     for r in results:
         print(f"{r['name']:<11} {r['examples_per_s']:>11.0f} {r['examples_per_s'] / ref:>7.2f} {r['seconds']:>8.2f} "
-              f"{r['peak_mb']:>8.0f} {r['test_elbo']:>10.2f}")
+              f"{r['peak_mb']:>8.0f} {r['val_elbo']:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from ppvae.registry import (
     LIKELIHOODS,
     MODELS,
     PRIORS,
+    brief,
     component,
     describe,
     int_option,
@@ -49,7 +50,7 @@ def event_shape_option(event_shape) -> tuple[int, ...]:
         shape = None
     if not shape or min(shape) < 1:
         raise ValueError(f"event_shape is the shape of one example, a tuple of positive ints such as (1, 28, 28) or "
-                         f"(784,) (data.event_shape gives it); got {event_shape!r}")
+                         f"(784,) (data.event_shape gives it); got {brief(event_shape)}")
     return shape
 
 
@@ -160,6 +161,10 @@ class VAE(Model):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z] for codes ``z`` of shape (N, latent_dim)."""
+        if not torch.is_tensor(z) or z.ndim != 2 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"decode takes codes z of shape (N, {self.latent_dim}) (N codes of latent_dim "
+                             f"{self.latent_dim}), got {brief(z)}")
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()

@@ -406,14 +406,18 @@ def plot_training_curve(metrics: list[dict], path: PathLike | None = None) -> Fi
     Plot per-epoch training diagnostics in three panels: ELBO, its two terms, and beta.
 
     :param list metrics: one dict per epoch with keys ``"epoch"``,
-        ``"train_elbo"``, ``"test_elbo"``, ``"train_recon"``, ``"train_kl"``
-        and ``"beta"``. ``test_*`` entries may be missing or ``None``; other
-        keys are ignored. All ELBO quantities are per example, in nats.
+        ``"train_elbo"``, ``"val_elbo"``, ``"train_recon"``, ``"train_kl"``
+        and ``"beta"``. The held-out entries (``val_*``, or ``test_*`` for runs
+        without a validation split) may be missing or ``None``; other keys are
+        ignored. All ELBO quantities are per example, in nats.
     :param path: optional PNG output path.
     :rtype: ~matplotlib.figure.Figure
     """
     if not metrics:
         raise ValueError("plot_training_curve needs at least one row of metrics")
+    from .inference.writer import held_out_split
+
+    h = held_out_split(metrics)
     epochs = [float(row.get("epoch", i + 1)) for i, row in enumerate(metrics)]
     # Markers make a single-epoch run (a one-point "curve") visible.
     style = dict(marker="o", markersize=4)
@@ -422,7 +426,7 @@ def plot_training_curve(metrics: list[dict], path: PathLike | None = None) -> Fi
     ax_elbo, ax_terms, ax_beta = fig.subplots(1, 3)
 
     _plot_if_present(ax_elbo, epochs, _column(metrics, "train_elbo"), label="train", **style)
-    _plot_if_present(ax_elbo, epochs, _column(metrics, "test_elbo"), label="test", **style)
+    _plot_if_present(ax_elbo, epochs, _column(metrics, f"{h}_elbo"), label=h, **style)
     ax_elbo.set_title("ELBO")
     ax_elbo.set_ylabel("ELBO per example (nats)")
 
@@ -435,13 +439,13 @@ def plot_training_curve(metrics: list[dict], path: PathLike | None = None) -> Fi
         ax_terms, epochs, _column(metrics, "train_kl"), label="KL (train)",
         color=kl_color, **style,
     )
-    # Test terms are drawn dashed in matching colours when the trainer recorded them.
+    # Held-out terms are drawn dashed in matching colours when the trainer recorded them.
     _plot_if_present(
-        ax_terms, epochs, _column(metrics, "test_recon"), label="reconstruction (test)",
+        ax_terms, epochs, _column(metrics, f"{h}_recon"), label=f"reconstruction ({h})",
         color=recon_color, linestyle="--", **style,
     )
     _plot_if_present(
-        ax_terms, epochs, _column(metrics, "test_kl"), label="KL (test)",
+        ax_terms, epochs, _column(metrics, f"{h}_kl"), label=f"KL ({h})",
         color=kl_color, linestyle="--", **style,
     )
     ax_terms.set_title("ELBO terms")
@@ -638,21 +642,24 @@ def plot_khat_histogram(khat, threshold: float = 0.7, path: PathLike | None = No
 
 
 def plot_kl_decomposition(metrics: list[dict], path: PathLike | None = None) -> Figure:
-    """The test KL split into index-code mutual information, total correlation and dimension-wise KL per epoch
-    (``test_mi``, ``test_tc``, ``test_dim_kl`` of ``metrics.csv``; Chen et al. 2018), stacked: the top line is
-    their sum, the sampled KL."""
-    rows = [r for r in metrics if r.get("test_tc") not in (None, "")]
+    """The held-out KL split into index-code mutual information, total correlation and dimension-wise KL per epoch
+    (``val_mi``, ``val_tc``, ``val_dim_kl`` of ``metrics.csv``, or ``test_*`` for runs without a validation split;
+    Chen et al. 2018), stacked: the top line is their sum, the sampled KL."""
+    from .inference.writer import held_out_split
+
+    h = held_out_split(metrics)
+    rows = [r for r in metrics if r.get(f"{h}_tc") not in (None, "")]
     if not rows:
-        raise ValueError("plot_kl_decomposition needs metrics with test_mi, test_tc and test_dim_kl")
+        raise ValueError("plot_kl_decomposition needs metrics with val_mi, val_tc and val_dim_kl")
     epochs = [float(r["epoch"]) for r in rows]
-    parts = [("test_mi", "index-code MI"), ("test_tc", "total correlation"), ("test_dim_kl", "dimension-wise KL")]
+    parts = [(f"{h}_mi", "index-code MI"), (f"{h}_tc", "total correlation"), (f"{h}_dim_kl", "dimension-wise KL")]
     values = np.array([[float(r[k]) for r in rows] for k, _ in parts])
     fig = Figure(figsize=(6.5, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.stackplot(epochs, np.clip(values, 0, None), labels=[label for _, label in parts], alpha=0.8)
     ax.plot(epochs, values.sum(0), color="black", marker="o", markersize=3, label="sum (sampled KL)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per example (test)")
+    ax.set_ylabel(f"nats per example ({h})")
     ax.set_title("KL decomposition (stratified estimator)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

@@ -55,15 +55,18 @@ class Registry:
         return sorted(self._entries)
 
     def get(self, name: str) -> Callable[..., Any]:
-        if isinstance(name, str) and ":" in name:
+        if not isinstance(name, str):
+            raise ValueError(f"a {self.kind} is named by a string: one of {', '.join(self.names)}, or an import path "
+                             f"('module:Class'); got {brief(name)}")
+        if ":" in name:
             return load_object(name, self.kind)
         if name not in self._entries:
             load_builtins()
             _load_entry_points()
         try:
             return self._entries[name]
-        except (KeyError, TypeError):
-            close = difflib.get_close_matches(name, self.names, n=1) if isinstance(name, str) else []
+        except KeyError:
+            close = difflib.get_close_matches(name, self.names, n=1)
             raise ValueError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names)}, or name your own class by "
                 f"import path ('module:Class' or 'path/to/file.py:Class')"
@@ -362,6 +365,19 @@ class _Lazy:
         return inspect.signature(self.load())
 
 
+def brief(value) -> str:
+    """A value as a short line for an error message: an array or tensor by its type and shape, a module or dataset
+    whose repr runs over lines by its type (and name), anything else by its repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"a {type(value).__name__} of shape {tuple(shape)}"
+    text = repr(value)
+    if "\n" in text or len(text) > 100:
+        name = getattr(value, "name", None)
+        return f"a {type(value).__name__}" + (f" {name!r}" if isinstance(name, str) else "")
+    return text
+
+
 def int_option(value, least: int, what: str) -> int:
     """``value`` as an int, or ``ValueError`` saying ``what`` must be an integer >= ``least`` (floats such as
     2.5, booleans and strings are refused rather than truncated)."""
@@ -370,7 +386,7 @@ def int_option(value, least: int, what: str) -> int:
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
+        raise ValueError(f"{what} must be an integer >= {least}, got {brief(value)}")
     return int(value)
 
 

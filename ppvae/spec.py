@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION
+from .data import DEFAULT_DATASET, DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from .inference.checkpoint import atomic_write_bytes
 from .registry import int_option, registry_for
 
@@ -34,7 +34,8 @@ PROGRAM_OPTIONS = ("inputs", "data_plate", "output_sites")
 DEFAULT_SPEC: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
-    "data": {"name": DEFAULT_DATASET, "test_fraction": DEFAULT_TEST_FRACTION, "split_seed": DEFAULT_SPLIT_SEED},
+    "data": {"name": DEFAULT_DATASET, "test_fraction": DEFAULT_TEST_FRACTION, "split_seed": DEFAULT_SPLIT_SEED,
+             "val_fraction": DEFAULT_VAL_FRACTION},
     # The same model as ppvae.VAE's defaults (and PyTorch's VAE example): 784-400-20, so a Python run and a
     # CLI run with nothing set train the same network.
     "model": {"name": "vae", "latent_dim": 20},
@@ -55,7 +56,8 @@ _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
     "train": {"epochs": (int,), "batch_size": (int,), "progress_every": (int,), "figures": (bool,),
               "validate": (bool,), "labeled_per_batch": (int,), "labeled_batches": (str,), "backend": (str,),
               "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,), "graph": (str,),
-              "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,)},
+              "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,),
+              "keep_best": (str,), "early_stopping": (dict,)},
 }
 
 
@@ -183,18 +185,21 @@ def _check_keys(section: str, table: dict, allowed: dict[str, tuple[type, ...]])
 def load_spec(source: str | os.PathLike | dict | None = None, overrides: list[str] = ()) -> dict:
     """Defaults, updated by a TOML file or dict, then by ``section.key=value`` overrides; validated."""
     spec = default_spec()
-    if isinstance(source, dict):
-        spec = merge(spec, source)
-    elif source is not None:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
-        with open(path, "rb") as f:
-            try:
-                spec = merge(spec, tomllib.load(f))
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"spec file {str(path)!r} is not valid TOML: {e}") from None
+    if source is not None:
+        spec = merge(spec, source if isinstance(source, dict) else read_spec_file(source))
     return validate(apply_overrides(spec, list(overrides)))
+
+
+def read_spec_file(source: str | os.PathLike) -> dict:
+    """A TOML spec file as it is written (no defaults merged in)."""
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"spec file {str(path)!r} is not valid TOML: {e}") from None
 
 
 def dump_spec(spec: dict, path: str | os.PathLike) -> None:

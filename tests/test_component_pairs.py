@@ -35,7 +35,7 @@ def test_pair_trains(prior, likelihood, data):
     before = ppvae.evaluate_elbo(vae, data.test)["elbo"]
     run = ppvae.train(vae, data, epochs=3, batch_size=32, device="cpu", progress=False, figures=False,
                       optimizer={"name": "adam", "lr": 3e-3})
-    after = run.metrics[-1]["test_elbo"]
-    assert all(math.isfinite(m["train_loss"]) and math.isfinite(m["test_elbo"]) for m in run.metrics)
+    after = run.metrics[-1]["val_elbo"]
+    assert all(math.isfinite(m["train_loss"]) and math.isfinite(m["val_elbo"]) for m in run.metrics)
     assert after > before, (before, after)
     assert torch.isfinite(vae.generate(4)).all()

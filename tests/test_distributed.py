@@ -82,7 +82,7 @@ def test_a_two_process_run_resumes_exactly_under_two_and_goes_on_under_one(tmp_p
                                          r"keeps the step"):
         run = ppvae.resume(tmp_path / "part", ["train.epochs=4"], progress=False)
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3, 4]
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     report = ppvae.evaluate_run(tmp_path / "part", num_samples=5, figures=False)
     assert report["num_examples"] == 64 and report["iwae_log_likelihood"]["value"] >= report["elbo"]["elbo"] - 1.0
     assert main(["sample", str(tmp_path / "part"), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
@@ -97,12 +97,12 @@ def test_every_family_trains_on_two_processes(tmp_path, family):
                 "hierarchical": {"model": {"name": f"{USER}:HierarchicalVAE"}, "train": {"epochs": 3}}}[family]
     _ok(_ppvae("train", _spec(tmp_path, **sections), "--nproc", "2", "--run-dir", tmp_path / "run", "--quiet"))
     run = ppvae.load_run(tmp_path / "run")
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     assert not (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def _mapped_digits(directory: Path) -> Path:
-    data = ppvae.load_dataset("digits", limit_train=256, limit_test=64)
+    data = ppvae.load_dataset("digits", limit_train=256, limit_test=64, val_fraction=0)
     directory.mkdir()
     np.save(directory / "train.npy", data.train.numpy())
     np.save(directory / "test.npy", data.test.numpy())
@@ -112,7 +112,10 @@ def _mapped_digits(directory: Path) -> Path:
 def test_memory_mapped_data_streams_and_trains_exactly_as_in_memory(tmp_path):
     path = _mapped_digits(tmp_path / "data")
     data = ppvae.load_dataset("file", path=str(path))
-    assert data.memory_mapped and isinstance(data.train, torch.Tensor) and data.train.shape == (256, 1, 8, 8)
+    # the validation rows are the last 26 of train.npy's 256, so the training rows stay a slice of the mapped file
+    assert data.memory_mapped and isinstance(data.train, torch.Tensor) and data.train.shape == (230, 1, 8, 8)
+    assert data.val.shape == (26, 1, 8, 8) and data.train.untyped_storage().data_ptr() == \
+        data.val.untyped_storage().data_ptr()
     seen = {}
 
     def record(trainer, row):

@@ -48,7 +48,7 @@ def test_a_folder_of_colour_images_of_odd_size_trains_with_labels_from_subfolder
     _shapes_folder(tmp_path / "img")
     data = ppvae.load_dataset("folder", path=str(tmp_path / "img"))
     assert data.event_shape == (3, 30, 45) and data.classes == ["disc", "square"]
-    assert len(data.train) + len(data.test) == 48 and set(data.train_labels.tolist()) == {0, 1}
+    assert len(data.train) + len(data.val) + len(data.test) == 48 and set(data.train_labels.tolist()) == {0, 1}
     assert 0.0 <= float(data.train.min()) and float(data.train.max()) <= 1.0
     assert len(list((cache / "folder").glob("*.npz"))) == 1  # cached as one array
     again = ppvae.load_dataset("folder", path=str(tmp_path / "img"))
@@ -59,7 +59,7 @@ def test_a_folder_of_colour_images_of_odd_size_trains_with_labels_from_subfolder
                  "--set", "model.latent_dim=4", "--set", "train.epochs=4", "--set", "train.batch_size=8",
                  "--set", "device=cpu", "--set", "optimizer.lr=0.003", "--run-dir", str(run), "--quiet"]) == 0
     metrics = ppvae.load_run(run).metrics
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"]
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
 
 

@@ -11,6 +11,7 @@ Profiles (``tests/conftest.py``): ``ci`` (the default; derandomized, a fixed num
 (``pytest tests/test_fuzz.py --hypothesis-profile thorough``: ten times as many, random).
 """
 
+import contextlib
 import math
 import shutil
 import tempfile
@@ -192,7 +193,7 @@ def test_python_train_calls_train_or_are_refused_in_one_line_naming_the_argument
                       decoder={"name": "mlp", "hidden": [16]}, likelihood="continuous_bernoulli")
     if bad is None:
         run = ppvae.train(model, data, progress=False, figures=False, **kwargs)
-        assert len(run.metrics) == kwargs["epochs"] and math.isfinite(run.metrics[-1]["test_elbo"])
+        assert len(run.metrics) == kwargs["epochs"] and math.isfinite(run.metrics[-1]["val_elbo"])
         return
     with pytest.raises(ValueError) as info:
         ppvae.train(model, data, progress=False, figures=False, **kwargs)
@@ -324,3 +325,82 @@ def test_a_bad_command_line_exits_2_with_one_line_naming_it(capsys, line):  # ca
         assert any(n in last for n in names), (argv, last)
     else:
         assert str(run) in last or "run directory" in last or "spec.toml" in last, (argv, last)
+
+
+# ---- positional mistakes and swapped arguments in the public API ---------------------------------------------
+def _public_calls():
+    """Each public call with valid positional arguments: (name, function, args)."""
+    vae, data = _trained()
+    run_dir = _api_run()
+    x = data.test[:4]
+    return {
+        "train": (lambda *a: ppvae.train(*a, epochs=1, progress=False, figures=False), [vae, data]),
+        "interpolate": (ppvae.interpolate, [vae, x[:2], x[2:], 3, "linear"]),
+        "evaluate_elbo": (ppvae.evaluate_elbo, [vae, x]),
+        "load_dataset": (ppvae.load_dataset, ["digits"]),
+        "dataset_from_array": (ppvae.dataset_from_array, [torch.rand(10, 4), torch.arange(10) % 2]),
+        "generate": (vae.generate, [4]),
+        "reconstruct": (vae.reconstruct, [x]),
+        "encode": (vae.encode, [x]),
+        "decode": (vae.decode, [torch.zeros(3, 2)]),
+        "load_run": (ppvae.load_run, [run_dir]),
+        "export": (ppvae.export, [run_dir, run_dir.parent / "model.pt"]),
+        "load": (ppvae.load, [run_dir.parent / "model.pt"]),
+        "VAE": (ppvae.VAE, [data.event_shape, 2]),
+    }
+
+
+_API_RUN = {}
+
+
+def _api_run():
+    if not _API_RUN:
+        run_dir = Path(tempfile.mkdtemp(prefix="fuzz-api-")) / "run"
+        ppvae.train_spec({"data": DATA, **TINY_NETS, "model": {"name": "vae", "latent_dim": 2},
+                          "train": {"epochs": 1, "figures": False}}, run_dir=run_dir, progress=False)
+        ppvae.export(run_dir, run_dir.parent / "model.pt")
+        _API_RUN["dir"] = run_dir
+    return _API_RUN["dir"]
+
+
+def _wrong_values():
+    vae, data = _trained()
+    return {"a tensor": data.test[:3], "a model": vae, "a dataset": data, "a string": "4", "an int": 3,
+            "a float": 2.5, "None": None, "a list": [1, 2], "a path": Path("no/such/run"), "a bool": True}
+
+
+@st.composite
+def mistaken_calls(draw):
+    name = draw(st.sampled_from(sorted(_public_calls())))
+    args = list(_public_calls()[name][1])
+    how = draw(st.sampled_from(["swap", "replace", "drop"] if len(args) > 1 else ["replace"]))
+    if how == "swap":
+        i, j = draw(st.sampled_from([(i, j) for i in range(len(args)) for j in range(i + 1, len(args))]))
+        args[i], args[j] = args[j], args[i]
+        what = f"arguments {i} and {j} swapped"
+    elif how == "drop":
+        i = draw(st.sampled_from(range(1, len(args))))
+        args = args[:i]
+        what = f"only {i} argument(s)"
+    else:
+        i = draw(st.sampled_from(range(len(args))))
+        kind = draw(st.sampled_from(sorted(_wrong_values())))
+        args[i] = _wrong_values()[kind]
+        what = f"argument {i} is {kind}"
+    return name, args, what
+
+
+@settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mistaken_calls())
+def test_a_positional_mistake_in_the_public_api_is_served_or_refused_in_one_line(call):
+    """Swapped, missing or wrong-typed positional arguments: the call either works (some swaps are valid) or
+    raises ValueError or TypeError in one line; never an AttributeError, IndexError or a torch error from inside."""
+    name, args, what = call
+    event(f"{name}: {what}")
+    fn = _public_calls()[name][0]
+    try:
+        with tempfile.TemporaryDirectory() as where, contextlib.chdir(where):  # a path argument writes there
+            fn(*args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        _one_line(e)
+        assert "object has no attribute" not in str(e) and "not iterable" not in str(e), (name, what, str(e))

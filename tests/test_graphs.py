@@ -147,4 +147,4 @@ def test_on_cuda_graphed_training_takes_the_steps_eager_training_takes():
         runs[graph] = (trainer.fit(), trainer)
     assert runs["on"][1].graph is not None and runs["off"][1].graph is None
     for a, b in zip(runs["on"][0], runs["off"][0]):
-        assert a["test_elbo"] == pytest.approx(b["test_elbo"], abs=0.05), (a["test_elbo"], b["test_elbo"])
+        assert a["val_elbo"] == pytest.approx(b["val_elbo"], abs=0.05), (a["val_elbo"], b["val_elbo"])

@@ -118,11 +118,11 @@ def test_loss_falls_clearly_on_real_data(small_mnist):
     vae = VAE(small_mnist.event_shape, latent_dim=8)
     before = ppvae.evaluate_elbo(vae, small_mnist.test)["elbo"]
     run = ppvae.train(vae, small_mnist, epochs=40, batch_size=64, device="cpu", progress=False)  # 320 steps
-    after = run.metrics[-1]["test_elbo"]
+    after = run.metrics[-1]["val_elbo"]
     # an untrained decoder scores about -544 nats (784 * log 2); 320 steps must learn a lot more than that
     assert before < -500
     assert after > -200, (before, after)
-    elbos = [m["test_elbo"] for m in run.metrics]
+    elbos = [m["val_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] + 50
     assert all(math.isfinite(m["train_loss"]) for m in run.metrics)
 
@@ -133,7 +133,7 @@ def test_gaussian_likelihood_and_conv_nets_learn(small_mnist):
               likelihood={"name": "gaussian", "scale": 0.3})
     run = ppvae.train(vae, small_mnist, epochs=4, batch_size=64, device="cpu", progress=False,
                       objective="TraceMeanField_ELBO")
-    elbos = [m["test_elbo"] for m in run.metrics]
+    elbos = [m["val_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] and all(math.isfinite(e) for e in elbos)
 
 
@@ -167,7 +167,7 @@ def test_a_new_family_is_one_file_the_ladder_vae_trains_evaluates_and_samples(tm
             "data.limit_test=128", "--set", "device=cpu", "--set", "train.figures=false"]
     assert main(args) == 0
     metrics = ppvae.load_run(tmp_path / "run").metrics
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
-    assert metrics[-1]["test_kl_z1"] > 0 and metrics[-1]["test_kl_z2"] > 0  # both levels carry information
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"]
+    assert metrics[-1]["val_kl_z1"] > 0 and metrics[-1]["val_kl_z2"] > 0  # both levels carry information
     assert main(["evaluate", str(tmp_path / "run"), "-k", "20", "--no-figures"]) == 0
     assert main(["sample", str(tmp_path / "run")]) == 0 and (tmp_path / "run" / "figures" / "samples.png").is_file()

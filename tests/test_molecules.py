@@ -128,7 +128,9 @@ def test_molecules_verb_writes_the_metrics(selfies_run, capsys, legends_drawn):
     assert legends_drawn == [[s for s in samples if canonical(s)][:24]]  # each molecule over its SMILES
     result = json.loads((selfies_run / "molecules.json").read_text())
     assert result["validity"] == 1.0 and result["samples"] == 300 and result["representation"] == "selfies"
-    assert 0 < result["unique@1k"] <= 1 and 0 <= result["novelty"] <= 1 and 0 < result["internal_diversity"] < 1
+    # 300 valid molecules: uniqueness is named by them, never unique@1k
+    assert 0 < result["unique@300"] <= 1 and "unique@1k" not in result
+    assert 0 <= result["novelty"] <= 1 and 0 < result["internal_diversity"] < 1
     assert set(result["property_wasserstein"]) >= {"qed", "logp", "mw"}
     assert (selfies_run / "figures" / "molecules.png").stat().st_size > 5000
     assert "validity" in capsys.readouterr().out
@@ -153,7 +155,7 @@ def test_a_sequence_model_trains_in_python_with_iwae():
     model = SequenceVAE(data.event_shape, data.vocabulary, representation="smiles", **SMALL)
     run = ppvae.train(model, data, epochs=2, objective={"name": "IWAE", "num_particles": 3}, device="cpu",
                       progress=False, figures=False)
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
 
 
 def test_smiles_files_skip_or_refuse_unparsable_molecules(tmp_path, moses_smiles):
@@ -161,7 +163,7 @@ def test_smiles_files_skip_or_refuse_unparsable_molecules(tmp_path, moses_smiles
     path.write_text("name,smiles\n" + "\n".join(f"m{i},{s}" for i, s in enumerate(moses_smiles[:20])) +
                     "\nbad,C1CC(\nworse,CCX\n")
     data = ppvae.load_dataset("smiles-file", path=str(path))
-    assert len(data.train) + len(data.test) == 20 and "2 unparsable skipped" in data.source
+    assert len(data.train) + len(data.val) + len(data.test) == 20 and "2 unparsable skipped" in data.source
     with pytest.raises(ValueError, match=r"molecule 21: 'C1CC\(' is not a SMILES RDKit can parse"):
         ppvae.load_dataset("smiles-file", path=str(path), invalid="error")
     empty = tmp_path / "empty.smi"
@@ -236,7 +238,7 @@ def test_a_sequence_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_
     resumed = resume(tmp_path / "cut", progress=False)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [m["test_elbo"] for m in full.metrics] == [m["test_elbo"] for m in resumed.metrics]
+    assert [m["val_elbo"] for m in full.metrics] == [m["val_elbo"] for m in resumed.metrics]
     assert resumed.model.reconstruct(resumed.data.test[:5]) == full.model.reconstruct(full.data.test[:5])
 
 

@@ -110,7 +110,7 @@ def test_iwae_trains_and_reports(small_mnist):
               decoder={"name": "mlp", "hidden": [64]})
     run = ppvae.train(vae, small_mnist, epochs=3, batch_size=64, objective={"name": "IWAE", "num_particles": 8},
                       device="cpu", progress=False, figures=False)
-    elbos = [m["test_elbo"] for m in run.metrics]
+    elbos = [m["val_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] + 10
     assert run.spec["objective"] == {"name": "IWAE", "num_particles": 8, "vectorize_particles": True}
 
@@ -181,7 +181,7 @@ def test_iaf_guide_trains_on_real_data(small_mnist):
     vae = VAE(small_mnist.event_shape, latent_dim=4, guide="iaf", encoder={"name": "mlp", "hidden": [64]},
               decoder={"name": "mlp", "hidden": [64]})
     run = ppvae.train(vae, small_mnist, epochs=3, batch_size=64, device="cpu", progress=False, figures=False)
-    elbos = [m["test_elbo"] for m in run.metrics]
+    elbos = [m["val_elbo"] for m in run.metrics]
     assert elbos[-1] > elbos[0] + 10 and all(math.isfinite(e) for e in elbos)
 
 
@@ -261,7 +261,7 @@ def test_a_kl_rule_is_an_objective_and_its_old_beta_name_an_alias_for_it(rule, t
     new = ppvae.train_spec(None, [*base, *(f"objective.{r}" for r in rule)], run_dir=tmp_path / "new",
                            progress=False)
     assert [m["train_loss"] for m in new.metrics] == [m["train_loss"] for m in old.metrics]
-    assert [m["test_elbo"] for m in new.metrics] == [m["test_elbo"] for m in old.metrics]
+    assert [m["val_elbo"] for m in new.metrics] == [m["val_elbo"] for m in old.metrics]
     assert [m["beta"] for m in new.metrics] == [m["beta"] for m in old.metrics]
     for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values()):
         assert torch.equal(a, b)

@@ -33,7 +33,7 @@ def _curve_rows(n: int, with_test: bool = True) -> list[dict]:
             {
                 "epoch": epoch,
                 "train_elbo": -200.0 + 10 * epoch,
-                "test_elbo": (-205.0 + 10 * epoch) if with_test else None,
+                "val_elbo": (-205.0 + 10 * epoch) if with_test else None,
                 "train_recon": -180.0 + 9 * epoch,
                 "train_kl": 20.0 + epoch,
                 "beta": min(1.0, 0.25 * epoch),
@@ -248,7 +248,7 @@ def test_plot_training_curve(tmp_path):
     assert len(fig.axes) == 3
     ax_elbo = fig.axes[0]
     assert ax_elbo.get_ylabel() == "ELBO per example (nats)"
-    assert {line.get_label() for line in ax_elbo.get_lines()} == {"train", "test"}
+    assert {line.get_label() for line in ax_elbo.get_lines()} == {"train", "val"}
     pixels = _read_png(path)
     assert pixels.shape[1] > pixels.shape[0]  # three panels side by side
 
@@ -267,7 +267,7 @@ def test_plot_training_curve_single_epoch(tmp_path):
 
 def test_plot_training_curve_missing_test(tmp_path):
     rows = _curve_rows(4, with_test=False)
-    del rows[0]["test_elbo"]  # missing key as well as None values
+    del rows[0]["val_elbo"]  # missing key as well as None values
     path = tmp_path / "no_test.png"
     fig = plots.plot_training_curve(rows, path=path)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
@@ -278,11 +278,11 @@ def test_plot_training_curve_missing_test(tmp_path):
 def test_plot_training_curve_partial_test(tmp_path):
     # Test ELBO evaluated only every other epoch.
     rows = _curve_rows(4)
-    rows[0]["test_elbo"] = None
-    rows[2]["test_elbo"] = None
+    rows[0]["val_elbo"] = None
+    rows[2]["val_elbo"] = None
     path = tmp_path / "partial.png"
     fig = plots.plot_training_curve(rows, path=path)
-    test_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "test"][0]
+    test_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "val"][0]
     # Missing epochs are skipped so the recorded test points form one connected line.
     assert list(test_line.get_xdata()) == [2.0, 4.0]
     _read_png(path)

@@ -49,7 +49,7 @@ VAE_OPTIONS = [f"model.name={STYLE}/vae.py:VAE", "model.z_dim=4", "model.hidden_
 
 def test_pyros_vae_trains_by_path_and_every_verb_and_resume_work_from_another_folder(tmp_path, monkeypatch, capsys):
     metrics = _train(tmp_path / "run", [*VAE_OPTIONS, "train.epochs=3"], capsys)
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"] + 10  # it learns on real digits
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"] + 10  # it learns on real digits
     out, report = _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys)
     # the site names say what the log-likelihood is of, and Pyro's ELBO agrees with ppvae's per-site terms
     assert "log p(obs), IWAE K=25" in out and report["iwae_log_likelihood"]["of"] == "log p(obs)"
@@ -62,7 +62,7 @@ def test_pyros_vae_trains_by_path_and_every_verb_and_resume_work_from_another_fo
     assert main(["train", "--resume", str(tmp_path / "run"), "--set", "train.epochs=4", "--quiet"]) == 0
     straight = _train(tmp_path / "straight", [*VAE_OPTIONS, "train.epochs=4"])
     resumed = ppvae.load_run(tmp_path / "run").metrics
-    assert [m["test_elbo"] for m in resumed] == [m["test_elbo"] for m in straight]
+    assert [m["val_elbo"] for m in resumed] == [m["val_elbo"] for m in straight]
 
 
 def test_pyros_vae_trained_in_python_evaluates_from_the_cli_and_an_unstored_argument_names_its_fix(
@@ -110,7 +110,7 @@ def test_pyros_cvae_with_its_baseline_network_and_input_half_trains_by_path(tmp_
         f"model.hidden_2=... --set model.pre_trained_baseline_net=... (a module as a table naming its class, e.g. "
         f'model.pre_trained_baseline_net={{name="file.py:Net", ...}})')
     metrics = _train(tmp_path / "run", [*CVAE_OPTIONS, "train.epochs=3"], capsys)
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"]
     out, report = _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys, k=5)
     assert "log p(y | xs), IWAE K=5" in out  # the output given the input half, named by the program's own names
     # the pre-trained network is rebuilt from its table, and its weights come from the checkpoint
@@ -136,7 +136,7 @@ def test_pyros_ss_vae_with_its_second_loss_and_alternating_labelled_batches(tmp_
                  *sum((["--set", o] for o in [*SMALL, *SS_OPTIONS[:-1], "train.labeled_per_batch=16"]), [])]) == 2
     assert "set train.labeled_batches = \"alternate\"" in capsys.readouterr().err
     metrics = _train(tmp_path / "run", [*SS_OPTIONS, "train.epochs=4", "data.limit_train=1000"], capsys)
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"]
     out, report = _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys, k=5)
     # the test labels are hidden from it (a test split marks none as seen): log p(x), y summed by its guide
     assert "log p(x), IWAE K=5" in out and set(report["elbo"]["kl_sites"]) == {"z", "y"}
@@ -171,7 +171,7 @@ def test_pyros_dmm_with_its_sequence_transform_and_own_plate(tmp_path, monkeypat
         args += ["--set", o]
     assert main(args) == 0, capsys.readouterr().err
     metrics = load_run(tmp_path / "run").metrics
-    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    assert metrics[-1]["val_elbo"] > metrics[0]["val_elbo"]
     out, report = _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys, k=5)
     # its plate is "z_minibatch": IWAE per example works, and the sites name the evidence
     assert re.search(r"log p\(obs_x_1\.\.12 \| .*mini_batch_mask.*\), IWAE K=5", out)
@@ -213,7 +213,7 @@ def test_two_plain_functions_of_x_as_in_pyros_examples(tmp_path, monkeypatch, ca
     data = ppvae.load_dataset(limit_train=256, limit_test=64)
     run = ppvae.train(ppvae.from_functions(fns.model, fns.guide, fns.nets), data, epochs=2, batch_size=64,
                       device="cpu", progress=False, run_dir=tmp_path / "run")
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys, k=5)
 
 
@@ -335,7 +335,7 @@ def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkey
     data = ppvae.load_dataset(limit_train=256, limit_test=64)
     run = ppvae.train(FlatVAE(), data, epochs=2, batch_size=64, device="cpu", progress=False,
                       run_dir=tmp_path / "run", inputs={"pixels": "x"}, transform="flatten")
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     assert run.spec["model"]["inputs"] == {"pixels": "x"} and run.spec["data"]["transform"] == {"name": "flatten"}
     # samples and reconstructions come back shaped like the data's images, although the program is flat
     p = ppvae.program(load_run(tmp_path / "run").model).attach_data(data)

@@ -7,6 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
+
+import ppvae
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -33,7 +36,13 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert namespace["samples"].shape == (16, 1, 28, 28)
     assert namespace["paths"].shape == (4, 10, 1, 28, 28)
     assert (tmp_path / "runs" / "python" / "checkpoint.pt").is_file()
-    assert namespace["run"].metrics[-1]["test_elbo"] > -250
+    assert namespace["run"].metrics[-1]["val_elbo"] > -250
+    loaded = namespace["loaded"]  # ppvae.load gives back the model, its spec and metrics, and its verbs
+    assert isinstance(loaded.model, ppvae.VAE) and loaded.epoch == 5 and loaded.metrics == namespace["run"].metrics
+    assert namespace["again"].shape == (16, 1, 28, 28)
+    x = namespace["data"].test[:8]
+    assert torch.equal(loaded.reconstruct(x), namespace["vae"].eval().reconstruct(x))
+    assert torch.equal(loaded.encode(x), namespace["vae"].encode(x))
 
 
 def test_readme_model_snippet_is_the_real_model():
@@ -102,7 +111,7 @@ def test_readme_own_model_is_pyros_vae_unchanged_and_trains_from_the_cli_by_path
     line = [ln for ln in README.splitlines() if "ppvae.train(VAE(z_dim=16)" in ln][0]
     call = re.search(r"`(ppvae\.train\(VAE.*?\))`", line).group(1).replace("epochs=20", "epochs=1")
     run = eval(call, {"ppvae": ppvae, "VAE": VAE, "data": data})
-    assert (tmp_path / "runs" / "pyro-vae-py" / "checkpoint.pt").is_file() and run.metrics[-1]["test_elbo"] < 0
+    assert (tmp_path / "runs" / "pyro-vae-py" / "checkpoint.pt").is_file() and run.metrics[-1]["val_elbo"] < 0
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["evaluate", str(tmp_path / "runs" / "pyro-vae-py"), "-k", "5", "--no-figures"]) == 0
@@ -118,8 +127,9 @@ def test_readme_dataset_registration_example_runs(tmp_path, monkeypatch):
     try:
         exec(compile(code, "README.md", "exec"), namespace)
         batch = namespace["data"].batch("train")
-        assert batch["x"].dtype == torch.int64 and batch["x"].shape == (500, 12)
-        assert batch["lengths"].tolist() == [12] * 500
+        assert batch["x"].dtype == torch.int64 and batch["x"].shape == (450, 12)
+        assert batch["lengths"].tolist() == [12] * 450
+        assert namespace["data"].batch("val")["x"].shape == (50, 12) and len(namespace["data"].test) == 200
     finally:
         ppvae.DATASETS._entries.pop("my-tokens", None)
     # and by path, recorded absolute so a run directory finds the file from anywhere
@@ -127,4 +137,23 @@ def test_readme_dataset_registration_example_runs(tmp_path, monkeypatch):
     (tmp_path / "my_data.py").write_text("import torch\n\ndef load():\n    x = torch.rand(30, 4)\n"
                                          "    return x[:20], x[20:]\n")
     data = ppvae.load_dataset("my_data.py:load")
-    assert data.spec["name"] == f"{tmp_path / 'my_data.py'}:load" and data.train.shape == (20, 4)
+    assert data.spec["name"] == f"{tmp_path / 'my_data.py'}:load" and data.train.shape == (18, 4)  # 2 validation
+
+
+def _commands(marker: str) -> list[list[str]]:
+    """The ppvae command lines of the README's bash block that mentions ``marker``, as argument lists."""
+    import shlex
+
+    (block,) = [b for b in _blocks("bash") if marker in b]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line.split("  #")[0])[1:] for line in lines if line.startswith(".venv/bin/ppvae ")]
+
+
+def test_readme_best_checkpoint_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    from ppvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    train, evaluate = _commands("runs/selected")
+    assert main(train) == 0 and (tmp_path / "runs" / "selected" / "best.pt").is_file()
+    assert main(evaluate) == 0
+    assert re.search(r"read runs/selected/best.pt \(epoch \d+ of 10\)", capsys.readouterr().out)

@@ -96,13 +96,13 @@ def test_beta_tcvae_trains_from_the_cli_and_logs_the_decomposition(tmp_path, cap
     assert main(["train", *[a for s in sets for a in ("--set", s)], "--run-dir", str(run), "--quiet"]) == 0
     spec = ppvae.load_spec(run / "spec.toml")
     assert spec["beta"] == {"name": "tcvae", "alpha": 1.0, "beta": 6.0, "gamma": 1.0, "estimator": "mws",
-                            "dataset_size": 480}  # the training set's size, recorded
+                            "dataset_size": 432}  # the training set's size (480 less 48 validation rows), recorded
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"])
+    assert float(rows[-1]["val_elbo"]) > float(rows[0]["val_elbo"])
     for r in rows:  # the three logged terms add up to (about) the analytic test KL
-        parts = float(r["test_mi"]) + float(r["test_tc"]) + float(r["test_dim_kl"])
-        assert abs(parts - float(r["test_kl"])) < 0.15 * float(r["test_kl"]) + 0.5
+        parts = float(r["val_mi"]) + float(r["val_tc"]) + float(r["val_dim_kl"])
+        assert abs(parts - float(r["val_kl"])) < 0.15 * float(r["val_kl"]) + 0.5
     assert (run / "figures" / "kl_decomposition.png").stat().st_size > 5000
     assert main(["train", "--resume", str(run), "--set", "train.epochs=4", "--quiet"]) == 0  # resumes as trained
 
@@ -116,7 +116,7 @@ def test_penalising_total_correlation_lowers_it(small_mnist):
                                       "train.epochs=6", "train.figures=false"])
         vae = ppvae.build_model(spec, small_mnist.event_shape)
         torch.manual_seed(0)
-        tcs[beta] = Trainer(vae, small_mnist, spec, progress=False).fit()[-1]["test_tc"]
+        tcs[beta] = Trainer(vae, small_mnist, spec, progress=False).fit()[-1]["val_tc"]
     assert tcs[50.0] < tcs[1.0]
 
 
@@ -125,8 +125,8 @@ def test_beta_tcvae_in_python_on_any_factorized_prior(small_mnist):
               decoder={"name": "mlp", "hidden": [64]})
     run = ppvae.train(vae, small_mnist, epochs=2, beta=TCVAE(beta=4.0), device="cpu", progress=False, figures=False)
     assert run.spec["beta"]["dataset_size"] == len(small_mnist.train)
-    assert run.metrics[-1]["test_tc"] == run.metrics[-1]["test_tc"]  # logged, finite
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"] - 1.0
+    assert run.metrics[-1]["val_tc"] == run.metrics[-1]["val_tc"]  # logged, finite
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"] - 1.0
 
 
 def test_beta_tcvae_refuses_programs_it_cannot_decompose(small_mnist):

@@ -32,7 +32,7 @@ def test_fortunes_are_thousands_of_quotations_without_attributions():
     assert not any(q.startswith("--") for q in quotes)
     assert all("\n" not in q and q == q.strip() for q in quotes)
     data = ppvae.load_dataset("fortunes", n=500, n_test=100, vocab_size=1000)
-    assert data.train.shape == (500, 31) and data.test.shape[1] == 31
+    assert data.train.shape == (450, 31) and data.val.shape == (50, 31) and data.test.shape[1] == 31
     assert len(data.vocabulary) == 1000 - 4 and data.representation == "words"
     assert "over 30 tokens left out" in data.source
 
@@ -68,7 +68,7 @@ def test_bad_text_files_are_refused_in_one_line(tmp_path):
     mine = tmp_path / "mine.txt"
     mine.write_text("a short line\n" * 5 + "this line has rather more words than the limit allows\n")
     data = ppvae.load_dataset("text", path=str(mine), max_length=4)
-    assert len(data.train) + len(data.test) == 5 and "1 over 4 tokens left out" in data.source
+    assert len(data.train) + len(data.val) + len(data.test) == 5 and "1 over 4 tokens left out" in data.source
     with pytest.raises(ValueError, match=r"sentence 6 has 10 tokens, more than data.max_length = 4"):
         ppvae.load_dataset("text", path=str(mine), max_length=4, too_long="error")
     with pytest.raises(ValueError, match=r"data.vocab_size must be an integer above the 4 special tokens"):
@@ -110,7 +110,7 @@ def test_a_text_vae_trains_from_the_cli_and_its_verbs_print_text(tmp_path, capsy
     assert main(["train", *[a for s in sets for a in ("--set", s)], "--run-dir", str(run), "--quiet"]) == 0
     loaded = ppvae.load_run(run)
     assert loaded.spec["model"]["name"] == "sequence_vae" and loaded.spec["model"]["word_dropout"] == 0.5
-    assert loaded.metrics[-1]["test_elbo"] > loaded.metrics[0]["test_elbo"]
+    assert loaded.metrics[-1]["val_elbo"] > loaded.metrics[0]["val_elbo"]
     capsys.readouterr()
     assert main(["sample", str(run), "-n", "3", "--decoding", "greedy"]) == 0
     assert len((run / "figures" / "samples.txt").read_text().splitlines()) == 3
@@ -129,7 +129,7 @@ def test_the_language_model_reference_trains_in_python_and_its_bound_is_exact():
     data = ppvae.load_dataset("fortunes", n=300, n_test=40, vocab_size=500)
     lm = SequenceLM(data.event_shape, data.vocabulary, representation=data.representation, **SMALL)
     run = ppvae.train(lm, data, epochs=2, device="cpu", progress=False, figures=False)
-    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"]
     a, b = text_metrics(lm, data.test, num_samples=1), text_metrics(lm, data.test, num_samples=5)
     assert a["log_likelihood"] == pytest.approx(b["log_likelihood"]) == pytest.approx(a["elbo"])  # no z: exact
     assert a["kl"] == 0 and a["active_units"] == 0

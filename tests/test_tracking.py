@@ -33,9 +33,9 @@ def test_tensorboard_and_mlflow_hold_the_run(tmp_path):
     run_dir = tmp_path / "runs" / "a"
     ppvae.train_spec(SPEC, run_dir=run_dir, progress=False)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
-    elbo = [e.value for e in events.Scalars("test_elbo")]
-    assert [e.step for e in events.Scalars("test_elbo")] == [1, 2, 3]
-    assert elbo == pytest.approx([m["test_elbo"] for m in ppvae.load_run(run_dir).metrics])
+    elbo = [e.value for e in events.Scalars("val_elbo")]
+    assert [e.step for e in events.Scalars("val_elbo")] == [1, 2, 3]
+    assert elbo == pytest.approx([m["val_elbo"] for m in ppvae.load_run(run_dir).metrics])
     assert {"reconstructions", "samples"} <= set(events.Tags()["images"])
     assert [e.step for e in events.Images("samples")] == [2, 3]  # every 2 epochs, and the last
     assert "spec/text_summary" in events.Tags()["tensors"]
@@ -44,14 +44,14 @@ def test_tensorboard_and_mlflow_hold_the_run(tmp_path):
     client = MlflowClient(tracking_uri=f"file:{tmp_path / 'runs' / 'mlruns'}")
     (found,) = client.search_runs([client.get_experiment_by_name("ppvae").experiment_id])
     assert found.info.status == "FINISHED" and found.data.params["model.latent_dim"] == "3"
-    history = client.get_metric_history(found.info.run_id, "test_elbo")
+    history = client.get_metric_history(found.info.run_id, "val_elbo")
     assert [m.step for m in history] == [1, 2, 3] and history[-1].value == pytest.approx(elbo[-1])
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"checkpoint.pt", "spec.toml", "metrics.csv", "figures"} <= artifacts
 
     # a resumed run goes on in the same MLflow run
     ppvae.resume(run_dir, ["train.epochs=4"], progress=False)
-    assert [m.step for m in client.get_metric_history(found.info.run_id, "test_elbo")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "val_elbo")] == [1, 2, 3, 4]
     assert len(client.search_runs([client.get_experiment_by_name("ppvae").experiment_id])) == 1
 
 

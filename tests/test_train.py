@@ -89,8 +89,8 @@ def test_run_directory_rebuilds_what_was_trained(tmp_path, small_mnist):
     x = small_mnist.test[:16]
     assert loaded.model.spec() == run.model.spec()
     assert torch.equal(loaded.model.reconstruct(x), run.model.eval().reconstruct(x))
-    again = ppvae.evaluate_elbo(loaded.model, loaded.data.test)
-    assert again["elbo"] == pytest.approx(run.metrics[-1]["test_elbo"], rel=1e-6)
+    again = ppvae.evaluate_elbo(loaded.model, loaded.data.val)  # the per-epoch metrics read the validation split
+    assert again["elbo"] == pytest.approx(run.metrics[-1]["val_elbo"], rel=1e-6)
 
 
 def test_python_api_run_dir_and_array_data(tmp_path):
@@ -132,15 +132,15 @@ def test_resume_uses_the_optimizer_settings_of_the_resumed_spec(tmp_path):
     assert group["lr"] == 1e-4 and group["betas"] == (0.5, 0.9)  # not the saved 1e-3: "lower the lr" works
 
 
-def test_a_nan_test_elbo_with_finite_weights_is_not_checkpointed(tmp_path, monkeypatch):
+def test_a_nan_validation_elbo_with_finite_weights_is_not_checkpointed(tmp_path, monkeypatch):
     real = Trainer._epoch_metrics
 
     def nan_in_epoch_2(self, *args):
         row = real(self, *args)
-        return {**row, "test_elbo": float("nan")} if row["epoch"] == 2 else row
+        return {**row, "val_elbo": float("nan")} if row["epoch"] == 2 else row
 
     monkeypatch.setattr(Trainer, "_epoch_metrics", nan_in_epoch_2)
-    with pytest.raises(NonFiniteLossError, match=r"the test elbo became nan at epoch 2; the last good checkpoint "
+    with pytest.raises(NonFiniteLossError, match=r"the val elbo became nan at epoch 2; the last good checkpoint "
                                                  r"\(epoch 1\) is kept"):
         train_spec(None, TINY + ["train.epochs=3", "train.figures=false"], run_dir=tmp_path, progress=False)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1

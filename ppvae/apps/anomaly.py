@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 import zlib
 
 import numpy as np
@@ -158,6 +159,30 @@ def anomalous_data(name: str, event_shape: tuple, limit: int | None = None):
     return x[:limit]
 
 
+def overlap(x: torch.Tensor, data) -> int:
+    """How many rows of ``x`` are, exactly, rows of ``data`` (any of its splits)."""
+    def rows(t):
+        return {r.tobytes() for r in t.detach().cpu().flatten(1).numpy()}
+    seen = set().union(*(rows(data.split(name)[0]) for name in data.splits))
+    return sum(r.tobytes() in seen for r in x.detach().cpu().flatten(1).numpy())
+
+
+def warn_overlap(x: torch.Tensor, data, name: str) -> int:
+    """One line where anomalous data ``x`` are (partly) the run's own data, which no score can tell apart from
+    normal; returns how many rows overlap."""
+    shared = overlap(x, data)
+    if shared == len(x):
+        warnings.warn(f"the anomalous data ({name}) are the run's own data: all {shared} examples are in the data "
+                      f"the run was trained and is scored on ({data.name}), so every score's AUROC is 0.5 by "
+                      f"construction; name other data as anomalous (e.g. --anomalous fashion-mnist for a run of "
+                      f"digits)", stacklevel=3)
+    elif shared:
+        warnings.warn(f"{shared} of the {len(x)} anomalous examples ({100 * shared / len(x):.1f}%, {name}) are also "
+                      f"in the run's own data ({data.name}): they are scored as anomalies but are normal data, which "
+                      f"pulls every AUROC toward 0.5", stacklevel=3)
+    return shared
+
+
 def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: int | None = None, scores=None,
                        num_samples: int = 100, max_examples: int | None = None, seed: int = 0, device: str = "cpu",
                        figures: bool = True, progress: bool = True) -> dict:
@@ -186,6 +211,7 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
         normal_x = test["x"][:max_examples]
         odd_x = anomalous_data(anomalous, normal_x.shape[1:], max_examples)
         what = {"normal": f"the test split of {run.spec['data']['name']}", "anomalous": anomalous}
+        warn_overlap(odd_x, run.data, anomalous)
     else:
         y = test.get("y")
         if y is None or y.ndim != 1:

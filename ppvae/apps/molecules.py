@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,26 @@ def unique_at(smiles: list[str], k: int) -> float:
     """unique@k: distinct canonical SMILES among the first k valid molecules (all of them where fewer)."""
     valid = [c for c in (canonical(s) for s in smiles) if c is not None][:k]
     return len(set(valid)) / len(valid) if valid else 0.0
+
+
+def uniqueness(smiles: list[str], ks: tuple[int, ...] = (1000, 10000)) -> dict[str, float]:
+    """unique@k for each k the valid molecules reach (``unique@1k``, ``unique@10k``); where they fall short of the
+    largest k, uniqueness over all of them is named by their number (``unique@233``), with a warning, rather than
+    reported under a name that promises more molecules than were drawn."""
+    valid = sum(canonical(s) is not None for s in smiles)
+    out = {_at(k): unique_at(smiles, k) for k in ks if valid >= k}
+    if valid < max(ks):
+        if valid:
+            out[f"unique@{valid}"] = unique_at(smiles, valid)
+        warnings.warn(f"{_at(max(ks))} needs {max(ks):,} valid molecules; {len(smiles):,} samples gave {valid:,}, so "
+                      f"uniqueness is reported as unique@{valid}"
+                      + (f" (and {', '.join(_at(k) for k in ks if valid >= k)})" if valid >= min(ks) else "")
+                      + "; sample more (-n) for the named metric", stacklevel=2)
+    return out
+
+
+def _at(k: int) -> str:
+    return f"unique@{k // 1000}k" if k % 1000 == 0 else f"unique@{k}"
 
 
 def novelty(smiles: list[str], training: list[str]) -> float:
@@ -158,14 +179,14 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
         stage("properties")
         gen_props, test_props = properties(samples), properties(test)
         stage("validity and uniqueness")
-        valid, unique = validity(samples), {k: unique_at(samples, k) for k in (1000, 10000)}
+        valid, unique = validity(samples), uniqueness(samples)
         stage("novelty")
         novel = novelty(samples, train)
         stage("internal diversity")
         diversity = internal_diversity(samples)
     return {
         "samples": n, "seed": seed, "temperature": temperature, "representation": model.representation,
-        "validity": valid, "unique@1k": unique[1000], "unique@10k": unique[10000],
+        "validity": valid, **unique,
         "novelty": novel, "internal_diversity": diversity,
         "reconstruction_accuracy": recon, "reconstruction_examples": min(max_reconstruct, len(data.test)),
         "property_wasserstein": property_distances(gen_props, test_props),

@@ -29,7 +29,7 @@ from ..spec import COMPONENT_SECTIONS, load_spec, parse_override
 
 SUMMARY_FILE = "summary.csv"
 SWEEP_FIGURE = "sweep.png"
-RUN_COLUMNS = ("test_elbo", "test_recon", "test_kl", "test_mi", "test_tc", "test_dim_kl")
+RUN_COLUMNS = ("val_elbo", "val_recon", "val_kl", "val_mi", "val_tc", "val_dim_kl")
 METRIC_COLUMNS = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
                   "sap")
 #: dataset options every loader takes (``load_dataset`` applies them), beyond the loader's own keywords
@@ -256,7 +256,7 @@ def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: 
     if figures:
         from ..plots import plot_sweep
         keys = list(grid)
-        plot_sweep(rows, keys[0], ["test_recon", "test_kl", "test_tc", *METRIC_COLUMNS],
+        plot_sweep(rows, keys[0], ["val_recon", "val_kl", "val_tc", *METRIC_COLUMNS],
                    path=out / "figures" / SWEEP_FIGURE, group=keys[1] if len(keys) > 1 else None)
     return rows
 
@@ -275,7 +275,7 @@ def _positive(value, what: str) -> int:
 
 
 def summary_row(combo: dict, seed: int, run_dir: Path) -> dict:
-    """A run's last epoch (test ELBO terms) and headline metrics, keyed by the swept values and the seed."""
+    """A run's last epoch (validation ELBO terms) and headline metrics, keyed by the swept values and the seed."""
     from ..evaluate.disentanglement import DISENTANGLEMENT_FILE
     from ..inference.writer import METRICS_FILE
 

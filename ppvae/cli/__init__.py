@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 from .common import add_flags
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         with _traceback_env():
             return _run_command(args)
     try:
-        return _run_command(args)
+        with _one_line_warnings(args.command):
+            return _run_command(args)
     except (ValueError, OSError, RuntimeError, ArithmeticError, ImportError) as e:  # NaN losses are FloatingPointErrors
         # Pyro's trace appends the sites' shapes to an error raised inside a traced program
         print(f"ppvae {args.command}: error: {str(e).split(chr(10) + 'Trace Shapes:')[0].rstrip()}", file=sys.stderr)
@@ -76,6 +78,23 @@ def main(argv: list[str] | None = None) -> int:
             message = "interrupted"
         print(f"\n{message}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Warnings printed as the errors are, one line each (``ppvae evaluate: warning: ...``), not as Python's
+    file, line and source line; ``--traceback`` keeps Python's form."""
+    form = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        kind = "" if category is UserWarning else f" ({category.__name__})"
+        return f"ppvae {command}: warning{kind}: {str(message).split(chr(10) + 'Trace Shapes:')[0].rstrip()}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = form
 
 
 @contextlib.contextmanager

@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--sample-quality", action="store_true",
                    help="also the Frechet distance (in a classifier trained once per dataset) and sharpness of prior "
                         "samples, reconstructions and gmm samples (labelled image data)")
+    p.add_argument("--checkpoint", choices=("auto", "best", "last"), default="auto",
+                   help="which weights: best.pt (the best validation ELBO, kept by train.keep_best), the last "
+                        "checkpoint, or auto: the best where the run kept one (default: auto)")
 
 
 def run(args) -> int:
@@ -28,9 +31,13 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     report = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, seed=args.seed,
                           device=args.device, figures=not args.no_figures, tsne=args.tsne,
-                          quality=args.sample_quality, progress=not args.quiet)
+                          quality=args.sample_quality, checkpoint=args.checkpoint, progress=not args.quiet)
+    c = report["checkpoint"]
+    print(f"read {Path(args.run) / c['file']} (epoch {c['epoch']} of {c['trained_epochs']}"
+          f"{', still training' if c['still_training'] else ''})")
     print(summary(report))
-    print(f"wrote {Path(args.run) / REPORT_FILE}, {Path(args.run) / 'posterior.nc'}"
-          + (f" and {len(report['figures'])} figures in {Path(args.run) / 'figures'}" if "figures" in report else "")
+    out = Path(report["written_to"])
+    print(f"wrote {out / REPORT_FILE}, {out / 'posterior.nc'}"
+          + (f" and {len(report['figures'])} figures in {out / 'figures'}" if "figures" in report else "")
           + f" in {report['seconds']:.0f}s")
     return 0

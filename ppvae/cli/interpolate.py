@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from .common import at_least, load, out_path, test_batch, write_lines
 
 HELP = "decode paths between the codes of test examples"
@@ -43,6 +45,10 @@ def run(args) -> int:
     strips = interpolation_strips(run.model, batch, args.pairs, steps=args.steps, method=args.method)
     if strips is None:
         raise ValueError("no class has two test examples to interpolate between")
+    flat = (strips - strips[:, :1]).abs().amax(dim=tuple(range(1, strips.ndim))) < 1e-3
+    if bool(flat.all()):
+        warnings.warn(f"every step of the {strips.shape[0]} path(s) decodes to the same image: the decoder ignores the "
+                      f"code along them (posterior collapse? see the KL per site in metrics.csv)", stacklevel=2)
     path = out_path(args, f"interpolation_{args.method}.png")
     within = " within a class (the label held fixed)" if cond else ""
     plot_interpolation(strips.cpu(), path=path, title=f"{args.method.capitalize()} interpolation{within}")
@@ -51,10 +57,13 @@ def run(args) -> int:
 
 
 def _molecules(args, run) -> int:
-    from ..apps.molecules import draw_molecules, interpolate_molecules
+    from ..apps.molecules import canonical, draw_molecules, interpolate_molecules
+    from ..evaluate.latent import check_path
 
     ends = args.between or run.model.strings(run.data.test[:2])
     steps = interpolate_molecules(run.model, ends[0], ends[1], steps=args.steps, method=args.method)
+    check_path([s["smiles"] for s in steps], tuple(ends), "molecule",
+               same=lambda a, b: canonical(a) is not None and canonical(a) == canonical(b))
     for s in steps:
         print(f"{s['step']:>3}  {'valid  ' if s['valid'] else 'invalid'}  {s['smiles']}")
     print(f"{sum(s['valid'] for s in steps)} of {len(steps)} steps are valid molecules")
@@ -67,6 +76,7 @@ def _molecules(args, run) -> int:
 
 def _text(args, run) -> int:
     from ..apps.text import homotopy
+    from ..evaluate.latent import check_path
 
     if args.between:
         pairs = [tuple(args.between)]
@@ -80,6 +90,7 @@ def _text(args, run) -> int:
     for a, b in pairs:
         path = homotopy(run.model, a, b, steps=args.steps, method=args.method)
         ends = [s if isinstance(s, str) else run.model.strings(s.unsqueeze(0))[0] for s in (a, b)]
+        check_path(path, tuple(ends), "sentence")
         lines += [f"from: {ends[0]}", *(f"{i:>4}  {s}" for i, s in enumerate(path)), f"  to: {ends[1]}", ""]
     print("\n".join(lines).rstrip())
     out = out_path(args, f"interpolation_{args.method}.txt")

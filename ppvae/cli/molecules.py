@@ -21,7 +21,8 @@ def run(args) -> int:
     r = molecules_report(args.run, args.n, seed=args.seed, device=args.device, figures=not args.no_figures,
                          progress=not args.quiet)
     print(f"{r['samples']} samples ({r['representation']}), seed {r['seed']}")
-    for k in ("validity", "unique@1k", "unique@10k", "novelty", "internal_diversity", "reconstruction_accuracy"):
+    unique = [k for k in r if k.startswith("unique@")]  # named by the valid molecules they were computed from
+    for k in ("validity", *unique, "novelty", "internal_diversity", "reconstruction_accuracy"):
         print(f"{k:<24} {r[k]:.3f}")
     for k, v in r["property_wasserstein"].items():
         m = r["property_means"][k]

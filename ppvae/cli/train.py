@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..inference.run import default_run_dir, resume, spec_world, train_spec
+    from ..inference.writer import held_out_split
     from ..spec import load_spec
 
     if args.nproc is not None and args.nproc != 1:
@@ -56,7 +57,7 @@ def run(args) -> int:
     last = run.metrics[-1] if run.metrics else {}
     print(f"trained {len(run.metrics) - before} epochs (to epoch {len(run.metrics)}) in "
           f"{time.perf_counter() - start:.1f}s; "
-          f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats/example")
+          f"{held_out_split(last)} ELBO {last.get(f'{held_out_split(last)}_elbo', float('nan')):.2f} nats/example")
     print(f"run directory: {run.run_dir}  (spec.toml, checkpoint.pt, metrics.csv, figures/)")
     return 0
 

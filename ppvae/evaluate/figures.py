@@ -18,6 +18,7 @@ from ..batch import as_batch, batch_size, take
 from ..components.priors import StandardNormal
 from ..inference.contract import output_of
 from ..inference.program import Program, conditional, program, require
+from ..inference.writer import held_out_split
 from ..traces import seeded_eval
 from .latent import Conditioned, class_grid, interpolate
 
@@ -123,7 +124,7 @@ def _curve_figures(metrics: list[dict], out: Path) -> list[str]:
     if not metrics:
         return []
     plots.plot_training_curve(metrics, path=out / "training_curve.png")
-    if metrics[-1].get("test_tc") is None:
+    if metrics[-1].get(f"{held_out_split(metrics[-1])}_tc") is None:
         return ["training_curve.png"]
     plots.plot_kl_decomposition(metrics, path=out / "kl_decomposition.png")
     return ["training_curve.png", "kl_decomposition.png"]

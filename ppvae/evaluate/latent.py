@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..batch import as_batch, batch_size, take
 from ..inference.program import Program, program, require
-from ..registry import int_option
+from ..registry import brief, int_option
 
 METHODS = ("linear", "spherical")
 
@@ -43,8 +45,8 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
 
     Returns (n_pairs, steps, *decoded shape): row i walks from x0[i] to x1[i].
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"unknown interpolation method {brief(method)}; choose one of: {', '.join(METHODS)}")
     steps = int_option(steps, 2, "interpolation steps")
     n0, n1 = batch_size(as_batch(x0)), batch_size(as_batch(x1))
     if n0 != n1:
@@ -86,6 +88,26 @@ class Conditioned:
 
 
 @torch.no_grad()
+def check_path(decoded: list[str], ends: tuple[str, str], what: str = "sequence", same=None) -> list[str]:
+    """The warnings an interpolation path between two sequences earns, each one line (and warned): ends that do
+    not decode back to the inputs they were encoded from (the path then says little about them), and steps that
+    all decode to the same thing (the decoder ignores the code along it: posterior collapse). ``same(a, b)``
+    compares two decodings (default: equal strings; molecules compare canonical SMILES)."""
+    same = same or (lambda a, b: a == b)
+    said = []
+    off = [(i, decoded[i], end) for i, end in ((0, ends[0]), (len(decoded) - 1, ends[1])) if not same(decoded[i], end)]
+    if off:
+        said.append("the path's ends do not reconstruct: " + "; ".join(
+            f"step {i} decodes to {got!r}, not {end!r}" for i, got, end in off)
+            + f" (the model does not encode these {what}s faithfully, so the path says little about them)")
+    if len(decoded) > 2 and all(same(d, decoded[0]) for d in decoded[1:]):
+        said.append(f"all {len(decoded)} steps decode to the same {what} ({decoded[0]!r}): the decoder ignores the "
+                    f"code along this path (posterior collapse? see the KL per site in metrics.csv)")
+    for line in said:
+        warnings.warn(line, stacklevel=2)
+    return said
+
+
 def class_grid(model, columns: int = 8) -> torch.Tensor:
     """(num_classes, columns, *event): row c is ``generate(columns, y=c)``, each row from the same random state,
     so a column decodes the same draw (the same z, or the same noise of a conditional prior) for every class; the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..components.likelihoods import bits_per_dim
 from ..data.sequences import per_token
 from ..inference.checkpoint import atomic_write_bytes
 from ..inference.contract import output_of
+from ..inference.lock import writer_of
 from ..inference.program import program
 from ..inference.run import load_run
 from ..progress import Stages
@@ -218,13 +220,18 @@ def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
 
 def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: int | None = None, seed: int = 0,
                  device: str = "cpu", figures: bool = True, tsne: bool = False, quality: bool = False,
-                 progress: bool = True) -> dict:
+                 checkpoint: str = "auto", progress: bool = True) -> dict:
     """Evaluate a run directory on its test split: write ``report.json``, ``posterior.nc`` (ArviZ) and the
     figures, and return the report. ``quality``: also the Frechet distance and sharpness of prior samples,
     reconstructions and ex-post mixture samples (:mod:`ppvae.evaluate.quality`; labelled image data).
-    ``progress``: a bar over the stages, the figures' included, as ``ppvae evaluate`` draws it (``--quiet``: none)."""
+    ``progress``: a bar over the stages, the figures' included, as ``ppvae evaluate`` draws it (``--quiet``: none).
+
+    ``checkpoint`` (``"auto"``: the best where the run kept one, ``"best"`` or ``"last"``) says which weights;
+    the report records the file and its epoch. A run still training is evaluated at the epoch its checkpoint
+    holds, with a warning, and its outputs go to ``RUN/evaluate-epoch<N>/``, where training does not write."""
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
+    out = _output_dir(run_dir, run)
     data = run.data
     device = next(run.model.parameters()).device
     batch = to_device(take(data.batch("test"), slice(0, max_examples)), device)
@@ -236,7 +243,7 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
         if figures:
             stage("figures")
             report["figures"] = write_report_figures(run.model, batch, labels, arrays, run.metrics,
-                                                     run_dir / "figures", seed=seed, tsne=tsne,
+                                                     out / "figures", seed=seed, tsne=tsne,
                                                      classes=data.classes)
             report["figures_skipped"] = skipped_figures(run.model)
         if quality:
@@ -245,14 +252,31 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
             report["sample_quality"] = sample_quality(run.model, data, n=min(1000, batch["x"].shape[0]), seed=seed)
     x = batch["x"]
     # The posterior draws go to netCDF (written to a temporary name, then renamed: never half-written).
-    tmp = run_dir / ".posterior.nc.tmp"
+    tmp = out / ".posterior.nc.tmp"
     arrays["posterior"].to_netcdf(str(tmp))
-    tmp.replace(run_dir / "posterior.nc")
+    tmp.replace(out / "posterior.nc")
     report["posterior_draws"] = {"file": "posterior.nc", "examples": min(x.shape[0], POSTERIOR_EXAMPLES),
                                  "how": "z ~ q(z|x) per example as ArviZ InferenceData (az.from_netcdf), one variable "
                                         "per latent site"}
-    atomic_write_bytes(run_dir / REPORT_FILE, json.dumps(report, indent=2).encode())
+    report["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch, "trained_epochs": run.spec["train"]["epochs"],
+                            "still_training": out != run_dir}
+    report["written_to"] = str(out)
+    atomic_write_bytes(out / REPORT_FILE, json.dumps(report, indent=2).encode())
     return report
+
+
+def _output_dir(run_dir: Path, run) -> Path:
+    """Where an evaluation writes: the run directory, or, while a process still trains the run (and would
+    overwrite the figures), ``RUN/evaluate-epoch<N>/``, said in a warning."""
+    writer = writer_of(run_dir)
+    if writer is None:
+        return run_dir
+    out = run_dir / f"evaluate-epoch{run.epoch}"
+    out.mkdir(exist_ok=True)
+    warnings.warn(f"{str(run_dir)!r} is still training ({writer}): evaluating its checkpoint of epoch {run.epoch} of "
+                  f"{run.spec['train']['epochs']}; the report and figures go to {out}, where training does not write",
+                  stacklevel=3)
+    return out
 
 
 def summary(report: dict) -> str:

@@ -78,7 +78,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep: int = 
         for src, dst in zip(reversed(older[:-1]), reversed(older[1:])):
             if src.is_file():
                 os.replace(src, dst)
-        _link_or_copy(path, older[0])
+        link_or_copy(path, older[0])
     atomic_write_bytes(path, data)
 
 
@@ -88,7 +88,7 @@ def previous_checkpoints(path: str | os.PathLike, keep: int) -> list[Path]:
     return [path.with_name(f"{path.stem}.{k}{path.suffix}") for k in range(1, keep)]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes a copy of ``src`` atomically (a hard link where the filesystem has them)."""
     tmp = dst.with_name(f".{dst.name}.link")
     try:

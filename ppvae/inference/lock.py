@@ -94,3 +94,24 @@ class RunLock:
                 self.run_dir.rmdir()
             except OSError:
                 pass
+
+
+def writer_of(run_dir: str | os.PathLike) -> str | None:
+    """Which process is training ``run_dir`` now (``"pid N on HOST"``), or None where none is: the lock is tried,
+    without waiting and without taking it, so a reader (``ppvae evaluate``) can say that the checkpoint it reads
+    is still moving."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = (os.read(fd, 200).decode(errors="replace").split() + ["?", "?"])[:2]
+        return f"pid {holder[0]} on {holder[1]}"
+    finally:
+        os.close(fd)  # closing drops a shared lock taken here
+    return None

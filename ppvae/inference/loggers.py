@@ -70,7 +70,7 @@ def _grids(trainer) -> dict[str, torch.Tensor]:
     from ..batch import take, to_device
     from .program import program
 
-    model, test = trainer.model, trainer.test_batch
+    model, test = trainer.model, trainer.val_batch
     x = test["x"]
     if x.ndim != 4 or x.is_floating_point() is False or x.shape[1] not in (1, 3):
         return {}
@@ -116,9 +116,10 @@ class TensorBoardLogger:
     def close(self, trainer, ok: bool) -> None:
         if ok and trainer.metrics:
             last = trainer.metrics[-1]
+            h = trainer.held_out
             self.writer.add_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                      for k, v in _flat(self.spec).items()},
-                                    {"hparam/test_elbo": last["test_elbo"]}, run_name=".")
+                                    {f"hparam/{h}_elbo": last[f"{h}_elbo"]}, run_name=".")
         self.writer.close()
 
 

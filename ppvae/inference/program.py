@@ -31,6 +31,7 @@ from pyro import poutine
 from torch import nn
 
 from ..batch import Batch, as_batch, batch_size, take, to_device
+from ..registry import brief
 from ..traces import DATA_PLATE, sample_sites, untouched
 from .binding import LABELED, LABELS, Arguments, Binder, takes_batch
 from .capabilities import DERIVABLE, Capabilities, Release, quiet
@@ -123,11 +124,11 @@ class Program(Capabilities):
 
     # ---- the data ------------------------------------------------------------------------------------------
     def attach_data(self, data) -> Program:
-        """Remember the data's classes and a few test rows (the rows a derived ``generate`` or ``decode`` shapes
-        its arguments with)."""
+        """Remember the data's classes and a few held-out rows (the rows a derived ``generate`` or ``decode``
+        shapes its arguments with: validation rows, or test rows where there are none)."""
         self.classes = data.classes
         self._num_classes = data.num_classes
-        self.template = take(data.batch("test"), slice(0, 64))
+        self.template = take(data.batch(data.splits[1]), slice(0, 64))
         return self
 
     @property
@@ -387,6 +388,9 @@ def program(module, **binding) -> Program:
     declarations."""
     if isinstance(module, Program):
         return module
+    if not isinstance(module, nn.Module) or not all(callable(getattr(module, f, None)) for f in ("model", "guide")):
+        raise TypeError(f"expected a model (ppvae.VAE, any ppvae family, or an nn.Module with model and guide "
+                        f"methods, as Pyro's examples write them), got {brief(module)}")
     if not binding:
         known = module.__dict__.get("_ppvae_program") if hasattr(module, "__dict__") else None
         if known is not None:

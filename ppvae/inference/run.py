@@ -21,12 +21,13 @@ from ..components.beta import make_beta
 from ..data import Dataset, load_dataset
 from ..data.transforms import make_transform
 from ..registry import MODELS, Component, import_path
-from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, default_spec, load_spec, merge, validate
-from .checkpoint import load_checkpoint, load_latest, save_checkpoint
+from ..spec import DEFAULT_SPEC, PROGRAM_OPTIONS, default_spec, load_spec, merge, read_spec_file, validate
+from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, save_checkpoint
 from .distributed import world
 from .objectives import make_objective
 from .program import Program, program
 from .rebuild import build_model, check_rebuilt, check_record, resolve_model_spec
+from .selection import BEST_CHECKPOINT
 from .train import Trainer, resolve_device, state_of_model
 from .writer import SPEC_FILE
 
@@ -42,6 +43,13 @@ class Run:
     _data: Dataset | None = None
     #: epochs the checkpoint held when this run was resumed (0 for a fresh run)
     resumed_from: int = 0
+    #: the checkpoint file a loaded run was read from (``checkpoint.pt``, or ``best.pt``: train.keep_best)
+    checkpoint: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The epochs the weights were trained for."""
+        return len(self.metrics)
 
     @property
     def vae(self):
@@ -61,6 +69,28 @@ class Run:
         """The trained program as ppvae calls it (:class:`~ppvae.inference.program.Program`): every verb's
         capabilities, declared by the model or derived from its traces."""
         return program(self.model)
+
+    # The verbs, as the program has them (declared by the model or derived from its traces), so that a loaded run
+    # is used as the model is: ppvae.load("model.pt").generate(16).
+    def generate(self, n: int, y=None, **options) -> torch.Tensor:
+        """``n`` samples from the model (of class ``y`` for a conditional model)."""
+        return self.program.generate(n, y, **options)
+
+    def reconstruct(self, x, **options) -> torch.Tensor:
+        """``x`` encoded and decoded."""
+        return self.program.reconstruct(x, **options)
+
+    def encode(self, x, **options) -> torch.Tensor:
+        """A point code per example of ``x``."""
+        return self.program.encode(x, **options)
+
+    def decode(self, z: torch.Tensor, y=None, **options) -> torch.Tensor:
+        """The data the model gives codes ``z`` (of class ``y`` for a conditional model)."""
+        return self.program.decode(z, y, **options)
+
+    def classify(self, x) -> torch.Tensor:
+        """The class probabilities q(y | x) of a model with a classifier."""
+        return self.program.classify(x)
 
 
 #: data options read by the trainer (streaming) or the program (the per-batch transform), not by the loader
@@ -130,6 +160,8 @@ def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_di
     """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``."""
     spec = load_spec(spec, overrides)
     data = load_data(spec)
+    if "val_fraction" in (data.spec or {}):  # recorded, so the run directory rebuilds the same training rows
+        spec = {**spec, "data": {**spec["data"], "val_fraction": data.spec["val_fraction"]}}
     spec = with_data_options(spec, data)
     model = build_model(spec, data.event_shape, seed=spec["seed"])  # the initial weights are part of the seeded run
     spec = bind(model, spec, data)
@@ -224,13 +256,32 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
     return Run(model, spec, trainer.fit(), run_dir, data, resumed_from=state["epoch"])
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
+#: which checkpoint of a run to read: the latest, the best (train.keep_best), or the best where the run kept one
+CHECKPOINT_CHOICES = ("last", "best", "auto")
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last") -> Run:
     """Rebuild the trained model of a run directory from its spec and checkpoint (refused, with the reason,
-    where the run cannot be rebuilt exactly)."""
+    where the run cannot be rebuilt exactly). ``checkpoint``: ``"last"`` (the latest epoch), ``"best"`` (the
+    epoch with the best validation ELBO, kept by ``train.keep_best``) or ``"auto"`` (the best where the run kept
+    one, else the last); ``run.checkpoint`` and ``run.epoch`` say which was read."""
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
-    state = load_latest(run_dir, map_location="cpu")
-    return Run(_rebuild(spec, state, run_dir, device), spec, state["metrics"], run_dir)
+    file = checkpoint_file(run_dir, checkpoint)
+    state = load_latest(run_dir, map_location="cpu") if file == CHECKPOINT else \
+        load_checkpoint(run_dir / file, map_location="cpu")
+    return Run(_rebuild(spec, state, run_dir, device), spec, state["metrics"], run_dir, checkpoint=file)
+
+
+def checkpoint_file(run_dir: Path, choice: str) -> str:
+    """The file of a run directory that ``choice`` (:data:`CHECKPOINT_CHOICES`) names."""
+    if choice not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got {choice!r}")
+    best = (run_dir / BEST_CHECKPOINT).is_file()
+    if choice == "best" and not best:
+        raise ValueError(f"{str(run_dir)!r} has no best checkpoint ({BEST_CHECKPOINT}: the run was trained without "
+                         f"train.keep_best = \"val_elbo\"); read its last checkpoint instead")
+    return BEST_CHECKPOINT if choice == "best" or (choice == "auto" and best) else CHECKPOINT
 
 
 def _rebuild(spec: dict, state: dict, where: Path, device: str):
@@ -266,20 +317,31 @@ def export(run_dir: str | Path, path: str | Path) -> Path:
 
 def load(path: str | Path, device: str = "cpu") -> Run:
     """The trained model of a file written by :func:`export` (``ppvae export RUN FILE``), as a :class:`Run`
-    without a run directory: ``run.model``, ``run.spec``, ``run.metrics`` (``run.data`` loads the data its spec
-    names, where they exist)."""
+    without a run directory: ``run.model`` (the rebuilt module, in eval mode), ``run.spec``, ``run.metrics``,
+    ``run.epoch``, the model's verbs (``run.generate(16)``, ``encode``, ``decode``, ``reconstruct``,
+    ``classify``), and ``run.data``, which loads the data its spec names, where they exist."""
     path = Path(path)
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{str(path)!r} is not a model written by `ppvae export` (format {EXPORT_FORMAT!r}); a run "
                          f"directory's checkpoint is loaded with ppvae.load_run(RUN)")
-    return Run(_rebuild(state["spec"], state, path, device), state["spec"], state["metrics"], None)
+    spec = held_out_as_trained(state["spec"])
+    return Run(_rebuild(spec, state, path, device), spec, state["metrics"], None)
 
 
 def _read_run_spec(run_dir: Path, overrides: list[str] = ()) -> dict:
     if not (run_dir / SPEC_FILE).is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory: it has no {SPEC_FILE}")
-    return load_spec(run_dir / SPEC_FILE, overrides)
+    return load_spec(held_out_as_trained(read_spec_file(run_dir / SPEC_FILE)), overrides)
+
+
+def held_out_as_trained(spec: dict) -> dict:
+    """A run's recorded spec with the validation split it trained with: a run trained before ppvae held one out
+    records no ``data.val_fraction`` and trained on every training row (0), not on the default's share."""
+    data = spec.get("data")
+    if isinstance(data, dict) and "val_fraction" not in data and not data.get("in_memory"):
+        return {**spec, "data": {**data, "val_fraction": 0}}
+    return spec
 
 
 def with_data_options(spec: dict, data: Dataset) -> dict:

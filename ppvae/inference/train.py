@@ -51,6 +51,8 @@ from .objectives import base_objective, kl_weighting, make_objective
 from .program import check_first_batch, has, user_errors
 from .program import program as as_program
 from .rebuild import program_record
+from .selection import Selection
+from .watch import CollapseWatch
 from .writer import RunWriter, epoch_line
 
 
@@ -155,6 +157,11 @@ class Trainer:
                 warn_once(model, "rebuild", f"the run directory will not be able to rebuild this model, so ppvae "
                                             f"evaluate/sample/resume will refuse it: {self.record['why']}")
         self.writer = RunWriter(self.run_dir, self.world.is_main)
+        #: the best checkpoint (train.keep_best) and early stopping (train.early_stopping), on the held-out split
+        self.selection = Selection(spec["train"], self.held_out)
+        self.stopped_early: int | None = None  # the epoch after which early stopping ended training
+        #: a latent site whose posterior collapsed, named once while training goes on
+        self.collapse = CollapseWatch(self.held_out)
 
     def _place(self, model, data, spec) -> None:
         """The model on the device, checked against the data; the splits where training reads them (on the device,
@@ -165,16 +172,23 @@ class Trainer:
         #: the program as ppvae calls it (its binding of batches to arguments was attached by whoever built it)
         self.program = as_program(model).attach_data(data)
         check_batch_keys(model, data.keys)
+        #: the split the per-epoch metrics, figures and model selection read: validation, else (data.val_fraction =
+        #: 0) the test split, said once; the test split is otherwise left to ppvae evaluate
+        self.held_out = "val" if data.val is not None else "test"
+        if self.held_out == "test" and self.world.is_main:
+            warnings.warn(f"dataset {data.name!r} has no validation split (data.val_fraction = 0): the per-epoch "
+                          f"metrics read the test split, which is then no longer held out from model selection",
+                          stacklevel=4)
         if has(model, "check_data"):
             model.check_data(data.batch("train"))
-            model.check_data(data.batch("test"))
+            model.check_data(data.batch(self.held_out))
         # Streaming keeps the splits in host memory (or on disk, memory-mapped) and moves one batch at a time.
         self.stream = streams(spec["data"].get("stream", "auto"), data, self.device)
         workers = int_option(spec["data"].get("workers", min(2, available_slots(torch.device("cpu"))[0])), 0,
                              "data.workers")
         home = torch.device("cpu") if self.stream else self.device
         self.train_batch = to_device(data.batch("train"), home)
-        self.test_batch = to_device(data.batch("test"), home)
+        self.val_batch = to_device(data.batch(self.held_out), home)
         self.n_train = self.train_batch["x"].shape[0]
         #: which rows each step takes (:mod:`~ppvae.inference.batching`)
         self.batching = Batching(self.train_batch, spec, self.world, self.device, stream=self.stream,
@@ -203,9 +217,9 @@ class Trainer:
                                                    base_objective(spec, self.rule_section)["name"])
                 self.loss = TrainingLoss(p, spec, self.beta, self.epochs, self.rule, self.rule_section)
                 self.loss.check_kl_objective(spec)
-                # on the rows the per-epoch figures use (test rows), and those a beta-TCVAE trains on
+                # on the rows the per-epoch figures use (held-out rows), and those a beta-TCVAE trains on
                 self.decomposable = self._check_decomposition(
-                    to_device(take(self.test_batch, slice(0, 2)), self.device), take(first, slice(0, 2)))
+                    to_device(take(self.val_batch, slice(0, 2)), self.device), take(first, slice(0, 2)))
                 if objective["name"] == "IWAE" and objective.get("vectorize_particles", True) \
                         and not particles_vectorize(p, first):
                     self.loss.objective = make_objective({**objective, "vectorize_particles": False}, p)
@@ -231,10 +245,10 @@ class Trainer:
             find_unused_parameters=bool(self._unused_parameters(first)))
 
     def _train_eval_batch(self) -> Batch:
-        """A fixed training subset of the test set's size, for the train-side ELBO curve."""
-        batch = take(self.train_batch, slice(0, min(self.n_train, self.test_batch["x"].shape[0])))
+        """A fixed training subset of the held-out split's size, for the train-side ELBO curve."""
+        batch = take(self.train_batch, slice(0, min(self.n_train, self.val_batch["x"].shape[0])))
         if not self.program.binder.reads_labeled and "labeled" in batch:
-            # a program that cannot tell seen labels from unseen ones is scored on x alone, as on the test split
+            # a program that cannot tell seen labels from unseen ones is scored on x alone, as on held-out splits
             batch = Batch({k: v for k, v in batch.items() if k not in ("y", "labeled")})
         return batch
 
@@ -271,7 +285,7 @@ class Trainer:
 
     def _check_decomposition(self, test, first) -> bool:
         """Whether the KL splits into MI, TC and dimension-wise KL for this program (one latent site, a factorized
-        guide and prior): logged per epoch where it does on test rows; a beta-TCVAE objective on a program where
+        guide and prior): logged per epoch where it does on held-out rows; a beta-TCVAE objective on a program where
         it does not on training rows is refused here, before training."""
         p = self.program
         try:
@@ -347,18 +361,18 @@ class Trainer:
                    disable=not self.progress, desc="train")
         if self.run_dir is not None and self.progress:
             bar.write(f"run directory: {self.run_dir}  (data: {self.data.name}, {self.train_batch['x'].shape[0]} "
-                      f"train / {self.test_batch['x'].shape[0]} test examples, device {self.device})")
+                      f"train / {self.val_batch['x'].shape[0]} {self.held_out} examples, device {self.device})")
         # Pyro's validation (shape, support and NaN checks, each a host sync) is off unless asked for:
         # the data's support is checked once up front, and non-finite losses are caught at progress updates.
         try:
             with pyro.validation_enabled(self.spec["train"]["validate"]):
-                while self.epoch < self.epochs:
+                while self.epoch < self.epochs and not self.selection.stop(self, bar):
                     self._train_epoch(bar)
             bar.close()
             if self.run_dir is not None and self.spec["train"]["figures"] and self.world.is_main:
-                test = self.test_batch if not self.stream else \
-                    to_device(take(self.test_batch, slice(0, 2000)), self.device)
-                write_figures(self.model, test, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
+                rows = self.val_batch if not self.stream else \
+                    to_device(take(self.val_batch, slice(0, 2000)), self.device)
+                write_figures(self.model, rows, self.metrics, self.run_dir / "figures", seed=self.spec["seed"],
                               classes=self.data.classes)
             ok = True
         finally:
@@ -414,7 +428,7 @@ class Trainer:
         """An epoch's row is kept only where it and the weights are finite; then it is written and reported."""
         if not all(math.isfinite(p.detach().sum().item()) for p in self.model.parameters()):
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
-        for key in ("train_loss", "train_elbo", "test_elbo"):  # weights can be finite and still give NaN
+        for key in ("train_loss", "train_elbo", f"{self.held_out}_elbo"):  # finite weights can still give NaN
             if not math.isfinite(row[key]):
                 self._fail(f"the {key.replace('_', ' ')} became {row[key]} at epoch {self.epoch + 1}")
         self.epoch += 1
@@ -424,6 +438,9 @@ class Trainer:
         # each rank's random state, so that a resume with as many processes continues every rank's stream
         self._rank_rng = self.world.gather(rng_state()) if self.world.distributed else None
         self.writer.epoch(self, row)
+        self.selection.epoch(self, row, bar)
+        if self.world.is_main:
+            self.collapse.epoch(self.metrics)
         for callback in self.callbacks:
             callback(self, row)
 
@@ -442,20 +459,21 @@ class Trainer:
 
     def _epoch_metrics(self, train_loss: float, kl_weighting: dict, seconds: float) -> dict:
         seed = self.spec["seed"]
-        tr, te = (evaluate_shared(self.model, batch, self.world, self.device, seed=seed, parts=self.stream)
-                  for batch in (self.train_eval_batch, self.test_batch))
+        tr, he = (evaluate_shared(self.model, batch, self.world, self.device, seed=seed, parts=self.stream)
+                  for batch in (self.train_eval_batch, self.val_batch))
+        h = self.held_out
         parts = {}
-        if self.decomposable:  # on up to 1,000 test examples, with the consistent (stratified) estimator
+        if self.decomposable:  # on up to 1,000 held-out examples, with the consistent (stratified) estimator
             # (no more rows than the training set has: q(z) averages over it)
-            rows = to_device(take(self.test_batch, slice(0, min(1000, self.test_batch["x"].shape[0], self.n_train))),
+            rows = to_device(take(self.val_batch, slice(0, min(1000, self.val_batch["x"].shape[0], self.n_train))),
                              self.device)
             with seeded_eval(seed, self.device, self.model):
-                parts = {f"test_{k}": v for k, v in decomposition_means(self.model, rows, self.n_train).items()}
+                parts = {f"{h}_{k}": v for k, v in decomposition_means(self.model, rows, self.n_train).items()}
         return {"epoch": self.epoch + 1, "step": self.step, **kl_weighting, "train_loss": train_loss,
                 "train_elbo": tr["elbo"], "train_recon": tr["recon"], "train_kl": tr["kl"],
-                "test_elbo": te["elbo"], "test_recon": te["recon"], "test_kl": te["kl"], **parts,
-                **{f"test_recon_{k}": v for k, v in te["recon_sites"].items()},
-                **{f"test_kl_{k}": v for k, v in te["kl_sites"].items()}, "seconds": seconds}
+                f"{h}_elbo": he["elbo"], f"{h}_recon": he["recon"], f"{h}_kl": he["kl"], **parts,
+                **{f"{h}_recon_{k}": v for k, v in he["recon_sites"].items()},
+                **{f"{h}_kl_{k}": v for k, v in he["kl_sites"].items()}, "seconds": seconds}
 
     def _fail(self, what: str) -> None:
         where = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"

@@ -21,8 +21,15 @@ from .rebuild import still_matches
 SPEC_FILE = "spec.toml"
 METRICS_FILE = "metrics.csv"
 METRIC_KEYS = ("epoch", "step", "beta", "capacity", "free_bits", "train_loss", "train_elbo", "train_recon",
-               "train_kl", "test_elbo", "test_recon", "test_kl", "test_mi", "test_tc", "test_dim_kl",
+               "train_kl", "val_elbo", "val_recon", "val_kl", "val_mi", "val_tc", "val_dim_kl",
                "seconds")  # and per-site terms, model by model
+
+
+def held_out_split(rows: dict | list[dict]) -> str:
+    """The split the held-out columns of a metrics row (or of any of a list of rows) were computed on: ``"val"``,
+    or ``"test"`` where the data have no validation split (data.val_fraction = 0, and runs trained before ppvae
+    held one out)."""
+    return "val" if any("val_elbo" in row for row in ([rows] if isinstance(rows, dict) else rows)) else "test"
 
 
 class RunWriter:
@@ -74,18 +81,25 @@ class RunWriter:
 
 def epoch_line(row: dict) -> str:
     """The line a run prints after each epoch."""
+    h = held_out_split(row)
     extra = "".join(f"  {k} {row[k]:.3g}" for k in ("capacity", "free_bits") if k in row)
-    tc = f", TC {row['test_tc']:.2f}" if "test_tc" in row else ""
+    tc = f", TC {row[f'{h}_tc']:.2f}" if f"{h}_tc" in row else ""
     return (f"epoch {row['epoch']:>3}  beta {row['beta']:.3g}{extra}  train ELBO {row['train_elbo']:.2f}  "
-            f"test ELBO {row['test_elbo']:.2f} nats/example (recon {row['test_recon']:.2f}, "
-            f"KL {row['test_kl']:.2f}{tc})  {row['seconds']:.1f}s")
+            f"{h} ELBO {row[f'{h}_elbo']:.2f} nats/example (recon {row[f'{h}_recon']:.2f}, "
+            f"KL {row[f'{h}_kl']:.2f}{tc})  {row['seconds']:.1f}s")
+
+
+def metric_columns(row: dict) -> tuple[str, ...]:
+    """The columns of ``metrics.csv`` for rows like ``row``: the fixed ones (held-out columns named by their
+    split), then the model's own: ``<split>_recon_<observed site>``, ``<split>_kl_<latent site>``."""
+    h = held_out_split(row)
+    fixed = tuple(k.replace("val_", f"{h}_", 1) for k in METRIC_KEYS)
+    return fixed + tuple(k for k in row if k.startswith((f"{h}_recon_", f"{h}_kl_")))
 
 
 def write_metrics(metrics: list[dict], path: Path) -> None:
     buffer = io.StringIO()
-    # The fixed columns, then the model's own: test_recon_<observed site>, test_kl_<latent site>
-    sites = [k for k in (metrics[0] if metrics else {}) if k.startswith(("test_recon_", "test_kl_"))]
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS + tuple(sites), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=metric_columns(metrics[0] if metrics else {}), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(metrics)
     atomic_write_bytes(path, buffer.getvalue().encode())
