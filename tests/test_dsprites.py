@@ -40,7 +40,8 @@ def test_bigger_scale_more_pixels_and_shapes_differ():
 
 def test_the_dataset_has_the_factor_matrix_as_labels_and_is_seeded():
     d = ppvae.load_dataset("dsprites", n=500, seed=3)
-    assert d.event_shape == (1, 64, 64) and d.train_labels.shape == (400, 5) and d.test_labels.shape == (100, 5)
+    assert d.event_shape == (1, 64, 64) and d.train_labels.shape == (360, 5) and d.test_labels.shape == (100, 5)
+    assert d.val_labels.shape == (40, 5)  # a tenth of the 400 training rows held out for validation
     torch.testing.assert_close(render(d.train_labels[:20]), d.train[:20])
     assert torch.equal(ppvae.load_dataset("dsprites", n=500, seed=3).train_labels, d.train_labels)
     assert not torch.equal(ppvae.load_dataset("dsprites", n=500, seed=4).train_labels, d.train_labels)

@@ -62,7 +62,7 @@ def test_the_gmm_sampler_from_python_and_the_cli(digits_run, tmp_path):
     assert main(["sample", str(digits_run), "--sampler", "gmm", "--components", "4", "-n", "8",
                  "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file()
-    with pytest.raises(ValueError, match=r"--components 100000 is more than the 1438 training codes"):
+    with pytest.raises(ValueError, match=r"--components 100000 is more than the 1294 training codes"):
         fit_gmm(run.model, run.data.train, 100000)
 
 
