@@ -4,7 +4,12 @@ draws none. A bar inside another's stage is cleared when it ends; the outermost 
 
 from __future__ import annotations
 
+import threading
+
 from tqdm.auto import tqdm
+
+#: how often a stage's bar redraws its elapsed time while one long step runs
+TICK_SECONDS = 2.0
 
 
 def bar(total: int | None, desc: str, progress: bool = True, unit: str = "example") -> tqdm:
@@ -28,6 +33,14 @@ class Stages:
         self.bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True, leave=None,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # stages: no rate
         self.progress, self.started = progress, False
+        # A stage that is one long call (boosted trees, a chunk of importance samples) still shows its time moving.
+        self._ended = threading.Event()
+        if progress:
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._ended.wait(TICK_SECONDS):
+            self.bar.refresh()
 
     def __call__(self, name: str) -> None:
         if self.started:
@@ -36,6 +49,7 @@ class Stages:
         self.bar.set_postfix_str(name)
 
     def close(self) -> None:
+        self._ended.set()
         self.bar.set_postfix_str("", refresh=False)
         self.bar.update(max(0, self.bar.total - self.bar.n))
         self.bar.close()
@@ -47,4 +61,5 @@ class Stages:
         if kind is None:
             self.close()
         else:  # the error is what the user reads: the bar goes without claiming the stages done
+            self._ended.set()
             self.bar.close()

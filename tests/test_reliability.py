@@ -166,3 +166,31 @@ def test_the_same_spec_and_seed_give_the_same_run_in_two_processes(tmp_path):
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop(a["metrics"]) == drop(b["metrics"])
     assert a["spec"]["train"]["deterministic"] is True
+
+
+def test_ctrl_c_stops_a_parallel_sweep_and_its_workers(tmp_path):
+    """Ctrl-C reaches the sweep's whole process group: the sweep stops its training workers and exits (130) with
+    'interrupted', leaving no process behind, rather than leaving them to train through the grid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "ppvae", "sweep", "--set", "data.limit_train=2000", "--set", "train.epochs=300",
+         "--set", "train.figures=false", "--grid", "beta.value=1,2", "--jobs", "2", "--out", str(tmp_path / "sweep"),
+         "--no-figures", "--quiet"], start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "sweep").glob("*/checkpoint.pt"))) < 2:
+        time.sleep(0.5)  # both workers are training (each has written an epoch)
+    os.killpg(sweep.pid, signal.SIGINT)
+    out, _ = sweep.communicate(timeout=30)
+    assert sweep.returncode == 130 and "interrupted" in out and "Traceback" not in out
+    for _ in range(20):  # multiprocessing's resource tracker may take a moment to go after its sweep
+        left = subprocess.run(["pgrep", "-g", str(sweep.pid)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == []

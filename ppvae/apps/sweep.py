@@ -19,11 +19,10 @@ import itertools
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..progress import bar, write
+from ..progress import TICK_SECONDS, bar, write
 from ..registry import check_options, registry_for
 from ..spec import COMPONENT_SECTIONS, load_spec, parse_override
 
@@ -165,6 +164,14 @@ def _finished(run_dir: Path) -> bool:
         return sum(1 for _ in csv.DictReader(f)) >= epochs
 
 
+def _leave_interrupts_to_the_sweep() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, and the sweep itself stops the workers (terminate), so
+    a worker does not print its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _job(source, overrides: list[str], run_dir: str, threads: int, metric_options: dict | None,
          progress: bool = False) -> dict:
     """One run of the sweep (in a worker process): train, resume or skip it, then its metrics; ``progress``: the
@@ -242,14 +249,24 @@ def sweep(source, grid: dict[str, list], *, seeds: int = 1, jobs: int = 1, out: 
                 shown.update()
                 write(say, f"  {Path(results[-1]['run']).name}: {results[-1]['status']}")
         else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_job, *a) for a in args]
+            pool = get_context("spawn").Pool(jobs, initializer=_leave_interrupts_to_the_sweep)
+            try:
+                pending = [pool.apply_async(_job, a) for a in args]
                 results = []
-                for a, f in zip(args, futures):
+                for a, result in zip(args, pending):
                     shown.set_postfix_str(f"training {Path(a[2]).name} ({jobs} at a time)")
-                    results.append(f.result())
+                    while not result.ready():  # the bar's time moves while the runs train
+                        result.wait(TICK_SECONDS)
+                        shown.refresh()
+                    results.append(result.get())
                     shown.update()
                     write(say, f"  {Path(results[-1]['run']).name}: {results[-1]['status']}")
+                pool.close()
+            except BaseException:  # Ctrl-C, or a run that failed: the runs still training stop too
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
         shown.set_postfix_str("", refresh=False)  # the bar that stays says how long the sweep took, not a run
     rows = [summary_row(combo, seed, run_dir) for combo, seed, run_dir, _ in tasks]
     write_summary(rows, list(grid), out / SUMMARY_FILE)
