@@ -355,3 +355,23 @@ def test_the_long_computations_draw_their_bars_on_stderr_and_none_without_progre
         call(True)
         out, err = capsys.readouterr()
         assert out == "" and f"{desc}: 100%" in err and inside in err, (desc, err)
+
+
+def test_a_long_single_step_still_moves_its_stage_bar(monkeypatch, capsys):
+    """One long call inside a stage (DCI's boosted trees, a chunk of importance samples) is not a silent stretch:
+    the stage's bar redraws its elapsed time every TICK_SECONDS."""
+    import time
+
+    import ppvae.progress as progress
+
+    monkeypatch.setattr(progress, "TICK_SECONDS", 0.1)
+    with progress.Stages("work", 2, True) as stage:
+        stage("a long step")
+        time.sleep(0.8)
+        stage("a short one")
+    drawn = capsys.readouterr().err.count("a long step")
+    assert drawn >= 5  # about one redraw per tick, not one per stage
+    with progress.Stages("work", 1, False) as stage:
+        stage("quiet")
+        time.sleep(0.3)
+    assert capsys.readouterr().err == ""
