@@ -24,7 +24,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("factor-vae")
     out = {}
     for gamma in (0, 30):
-        args = [*shlex.split(line)[1:], "--quiet", "--run-dir", str(root / f"gamma{gamma}")]
+        args = [*shlex.split(line, comments=True)[1:], "--quiet", "--run-dir", str(root / f"gamma{gamma}")]
         for o in [*COMMON, f"model.gamma={gamma}"]:
             args += ["--set", o]
         assert main(args) == 0
