@@ -94,6 +94,33 @@ class M2(CVAE):
         """q(y | x): class probabilities, shape (N, C)."""
         return self.classifier(as_batch(x)["x"]).softmax(-1)
 
+    @torch.no_grad()
+    def bound_per_class(self, x, num_samples: int = 4) -> torch.Tensor:
+        """L(x, y) for every class y, shape (N, C): the labelled bound of each row under each label, averaged over
+        ``num_samples`` draws of z ~ q(z | x, y) (it includes log p(y))."""
+        x = as_batch(x)["x"]
+        n, c = x.shape[0], self.num_classes
+        y = torch.arange(c, device=x.device).repeat_interleave(n)  # (C * n,): class-major
+        xs = x.repeat(c, *([1] * (x.dim() - 1)))
+        q = self.q.posterior((xs, self.onehot(y)))
+        log_py = torch.log_softmax(self.class_logits, -1)[y]
+        total = torch.zeros(c * n, device=x.device)
+        for _ in range(int(num_samples)):
+            z = q.rsample()
+            total += (self.likelihood(self.decoder(self._joined(z, y))).log_prob(xs)
+                      + self.prior_of(c * n, y).log_prob(z) - q.log_prob(z))
+        return (total / num_samples + log_py).view(c, n).T
+
+    @torch.no_grad()
+    def classify_by_bound(self, x, num_samples: int = 4) -> torch.Tensor:
+        """The model's own posterior over y, p(y | x) proportional to exp L(x, y), shape (N, C).
+
+        This is what the unlabelled bound pulls q(y | x) towards: U(x) = sum_y q(y | x) L(x, y) + H(q(y | x)) is
+        largest at q(y | x) = softmax_y L(x, y). So the unlabelled images can teach the classifier only as far as
+        this posterior classifies better than q(y | x) does; where the decoder makes little use of y (a z large
+        enough to carry the class), it classifies worse and unlabelled training drags q(y | x) down."""
+        return self.bound_per_class(x, num_samples).softmax(-1)
+
     def label_of(self, batch) -> torch.Tensor:
         """The known label where a row has one, else the classifier's most probable class."""
         batch = as_batch(batch)

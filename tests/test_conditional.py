@@ -108,6 +108,26 @@ def test_trace_enum_loss_of_m2_is_the_explicit_sum_over_classes_plus_the_entropy
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_m2s_bound_per_class_is_the_labelled_bound_trace_enum_elbo_computes():
+    """L(x, y) for every class, on the same draws z_y ~ q(z | x, y): summed at the true labels it is -loss of a
+    fully labelled batch; its softmax (the model's own p(y | x)) is a distribution over the classes."""
+    torch.manual_seed(0)
+    C = 3
+    m = ppvae.M2((6,), C, 2, features=8, classifier={"name": "mlp", "hidden": [5]},
+                 encoder={"name": "mlp", "hidden": [7]}, decoder={"name": "mlp", "hidden": [7]}, likelihood="gaussian")
+    x, y = torch.randn(5, 6), torch.tensor([0, 2, 1, 1, 0])
+    torch.manual_seed(1)
+    L = m.bound_per_class(x, num_samples=1)  # (N, C)
+    torch.manual_seed(1)
+    with ModuleParams():
+        loss = make_objective("TraceEnum_ELBO", m).differentiable_loss(
+            m.model, m.guide, {"x": x, "y": y, "labeled": torch.ones(5, dtype=torch.bool)})
+    # TraceEnum draws z for every class too (the point mass enumerates all C), in the same class-major order
+    assert -loss.item() == pytest.approx(L.gather(1, y.view(-1, 1)).sum().item(), rel=1e-5)
+    probs = m.classify_by_bound(x, num_samples=3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+
+
 def test_enumeration_agrees_with_sampling_the_label_and_has_less_variance():
     """Summing y out is the expectation that sampling y ~ q(y | x) estimates: the two agree within their standard
     errors on one batch, and the enumerated estimate varies less from draw to draw (only z is sampled)."""
@@ -170,6 +190,7 @@ def test_m2_learns_to_classify_from_ten_labels_per_class(tmp_path):
     assert c["num_examples"] == 300 and np.array(c["confusion_matrix"]).sum() == 300
     assert np.trace(c["confusion_matrix"]) / 300 == pytest.approx(c["accuracy"])
     assert c["accuracy"] > 0.5, c  # chance is 0.1
+    assert c["bound_accuracy"] > 0.3, c  # the model's own p(y | x) by its bound: it has learnt what y means
     assert "confusion_matrix.png" in report["figures"] and "class_grid.png" in report["figures"]
     assert (tmp_path / "m2" / "figures" / "confusion_matrix.png").is_file()
     assert math.isfinite(report["iwae_log_likelihood"]["value"])  # the sampled label: a valid proposal

@@ -194,10 +194,17 @@ def _classification(model, batch) -> tuple[dict | None, np.ndarray | None]:
     c = probs.shape[-1]
     matrix = confusion_matrix(truth, predicted, labels=list(range(c)))
     accuracy = float((predicted == truth).mean())
-    return {"accuracy": accuracy, "error": 1.0 - accuracy, "num_examples": int(len(truth)),
-            "confusion_matrix": matrix.tolist(),
-            "how": "argmax of q(y | x) against the test labels (none of which the model saw); rows of the confusion "
-                   "matrix are true classes, columns predicted"}, matrix
+    out = {"accuracy": accuracy, "error": 1.0 - accuracy, "num_examples": int(len(truth)),
+           "confusion_matrix": matrix.tolist(),
+           "how": "argmax of q(y | x) against the test labels (none of which the model saw); rows of the confusion "
+                  "matrix are true classes, columns predicted"}
+    if callable(getattr(model, "classify_by_bound", None)):  # M2: the posterior its unlabelled bound teaches
+        by_bound = torch.cat([model.classify_by_bound(part["x"]) for part in batches(batch, 500)])
+        out["bound_accuracy"] = float((by_bound.argmax(-1).cpu().numpy() == truth).mean())
+        out["bound_how"] = ("argmax over y of the bound L(x, y) (4 draws of z): the model's own p(y | x), which the "
+                            "unlabelled rows pull q(y | x) towards; unlabelled data can only teach q(y | x) where "
+                            "this is the better classifier")
+    return out, matrix
 
 
 def _khat_summary(khat: np.ndarray | None, num_samples: int) -> dict:
@@ -328,6 +335,9 @@ def summary(report: dict) -> str:
         c = report["classification"]
         lines.append(f"  q(y|x) accuracy     {100 * c['accuracy']:9.2f}%  (test error {100 * c['error']:.2f}%, "
                      f"{c['num_examples']} examples; confusion_matrix.png)")
+        if "bound_accuracy" in c:
+            lines.append(f"  p(y|x) by the bound {100 * c['bound_accuracy']:8.2f}%  (argmax_y L(x, y): what the "
+                         f"unlabelled rows teach q(y|x))")
     k = report["psis_khat"]
     if k["share_above_0.7"] is None and k.get("undefined"):
         lines.append(f"  PSIS k-hat          {'-':>10}   (undefined for all {k['undefined']} examples)")
