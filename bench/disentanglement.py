@@ -44,7 +44,7 @@ COLUMNS = ("val_recon", "val_kl", "val_tc", "beta_vae", "factor_vae", "mig", "dc
 
 def run_one(name: str, seed: int, args) -> dict:
     run_dir = Path(args.out) / f"{name.split()[0]}-seed{seed}"
-    spec = ppvae.spec.merge({"seed": seed, "device": "cpu", "data": {"name": "dsprites", "n": args.n},
+    spec = ppvae.spec.merge({"seed": seed, "device": args.device, "data": {"name": "dsprites", "n": args.n},
                              "model": {"name": "vae", "latent_dim": 10},
                              "train": {"epochs": args.epochs, "figures": False}}, MODELS[name])
     spec["model"]["latent_dim"] = 10
@@ -63,7 +63,7 @@ def run_one(name: str, seed: int, args) -> dict:
             **scores["summary"], "train_s": trained, "metric_s": time.perf_counter() - start}
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8)
@@ -73,8 +73,11 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
                    help=f"which models (default: all of {', '.join(MODELS)})")
     p.add_argument("--out", default="bench/runs/disentanglement")
-    args = p.parse_args()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the rows and the summary to this JSON file")
+    args = p.parse_args(argv)
     torch.set_num_threads(2)
+    start = time.time()
     rows = []
     models = args.models
     for name in models:
@@ -85,10 +88,13 @@ def main() -> None:
                   f"{r['factor_vae']:.3f}  ({r['train_s']:.0f} s training, {r['metric_s']:.0f} s metrics)", flush=True)
     print(f"\ndSprites ({args.n} images), {args.epochs} epochs, seeds {args.seeds}: median [min, max] over seeds")
     print(f"{'':<22}" + "".join(f"{name:>28}" for name in models))
+    summary = {name: {} for name in models}
     for col in COLUMNS:
         cells = []
         for name in models:
             v = [r[col] for r in rows if r["model"] == name and r.get(col) is not None]
+            if v:
+                summary[name][col] = [statistics.median(v), min(v), max(v)]
             cells.append(f"{statistics.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "-")
         print(f"{col:<22}" + "".join(f"{c:>28}" for c in cells))
     if "VAE" in models:
@@ -96,6 +102,12 @@ def main() -> None:
         print("\nreconstruction error -log p(x|z) relative to the VAE's (ratio of medians): " + ", ".join(
             f"{name} {statistics.median(r['val_recon'] for r in rows if r['model'] == name) / vae:.3f}"
             for name in models))
+    result = {"rows": rows, "summary": summary, "wall_s": time.time() - start,
+              "setting": f"dSprites, {args.n} images drawn from the full factor grid, {args.epochs} epochs, seeds "
+                         f"{args.seeds}, {args.device}"}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ ROWS = ("validity", "unique@1k", "unique@10k", "novelty", "internal_diversity", 
 
 def run_one(representation: str, args) -> dict:
     run_dir = Path(args.out) / representation
-    spec = {"seed": 0, "device": "cpu",
+    spec = {"seed": 0, "device": args.device,
             "data": {"name": "moses", "n": args.n, "representation": representation},
             "beta": {"name": "linear", "start": 0.0, "value": args.beta, "warmup_epochs": max(1, args.epochs // 2)},
             "train": {"epochs": args.epochs, "figures": False}}
@@ -61,15 +61,18 @@ def run_one(representation: str, args) -> dict:
             "metric_s": time.perf_counter() - start}
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--beta", type=float, default=0.1, help="the KL weight annealed to (default 0.1)")
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--out", default="bench/runs/molecules")
-    args = p.parse_args()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    args = p.parse_args(argv)
     torch.set_num_threads(2)
+    wall = time.time()
     results = {}
     for rep in REPRESENTATIONS:
         results[rep] = run_one(rep, args)
@@ -89,6 +92,12 @@ def main() -> None:
         print(f"{'W1 ' + prop + ' vs test':<26}{a:>10.3f}{b:>10.3f}{b / a if a else float('nan'):>16.3f}")
     print("\nanchors (MOSES leaderboard): " + "; ".join(
         f"{name} " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in ANCHORS.items()))
+    result = {"results": results, "wall_s": time.time() - wall,
+              "setting": f"MOSES subset of {args.n} training molecules, {args.epochs} epochs, beta annealed 0 -> "
+                         f"{args.beta}, {args.samples} samples, {args.device}"}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+    return result
 
 
 if __name__ == "__main__":
