@@ -2,6 +2,7 @@
 SELFIES validity, training from the CLI and Python, and bad input."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -13,7 +14,14 @@ from ppvae.data.sequences import END, PAD, Vocabulary
 Chem = pytest.importorskip("rdkit.Chem")
 sf = pytest.importorskip("selfies")
 
-from ppvae.apps.molecules import canonical, internal_diversity, novelty, unique_at, validity  # noqa: E402
+from ppvae.apps.molecules import (  # noqa: E402
+    canonical,
+    frechet_chemnet_distance,
+    internal_diversity,
+    novelty,
+    unique_at,
+    validity,
+)
 from ppvae.data.molecules import _read_moses, moses_files, smiles_tokens, tokenize  # noqa: E402
 from ppvae.models.sequence import SequenceVAE  # noqa: E402
 
@@ -81,6 +89,16 @@ def test_chemistry_metrics_agree_with_rdkit_directly():
     fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in ["CCO", "c1ccccc1", "CCN"]]
     sims = [DataStructs.TanimotoSimilarity(fps[i], fps[j]) for i in range(3) for j in range(i)]
     assert internal_diversity(["CCO", "c1ccccc1", "CCN"]) == pytest.approx(1 - sum(sims) / 3)
+
+
+def test_fcd_is_zero_between_a_set_and_itself_and_grows_with_the_difference(moses_smiles):
+    pytest.importorskip("fcd_torch")  # the molecules extra installs it (ChemNet's weights ship in its wheel)
+    a, b = moses_smiles[:200], moses_smiles[200:400]
+    assert frechet_chemnet_distance(a + ["XYZ"], a) == pytest.approx(0.0, abs=1e-3)  # invalid strings left out
+    near = frechet_chemnet_distance(a, b)  # two samples of MOSES: close, not equal
+    far = frechet_chemnet_distance(["C" * k for k in range(1, 60)], b)  # alkane chains against drug-like molecules
+    assert 0.0 < near < far and far > 10, (near, far)
+    assert math.isnan(frechet_chemnet_distance(["XYZ", "CCO"], b))  # one valid molecule: no covariance
 
 
 @pytest.fixture(scope="module")

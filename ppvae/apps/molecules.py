@@ -9,6 +9,8 @@
 * **property distributions**: QED, logP (Crippen), molecular weight and, where RDKit's contributed SA scorer is
   installed, the synthetic-accessibility score, of valid samples against the test molecules, with the
   Wasserstein-1 distance between the two (MOSES's property metric);
+* **FCD/Test**: the Frechet ChemNet distance of the valid samples to the test molecules (Preuer et al. 2018), with
+  MOSES's implementation ``fcd_torch`` where it is installed (its wheel ships ChemNet's weights);
 * **reconstruction accuracy**: the share of test molecules whose greedy decoding of the posterior mean is the same
   molecule (canonical SMILES equal).
 """
@@ -103,6 +105,23 @@ def internal_diversity(smiles: list[str], max_molecules: int = 2000) -> float:
     return 1.0 - total / (len(fps) * (len(fps) - 1) / 2)
 
 
+def frechet_chemnet_distance(smiles: list[str], reference: list[str]) -> float | None:
+    """FCD (Preuer et al. 2018): the Frechet distance between the ChemNet activations of the valid molecules among
+    ``smiles`` and those of ``reference`` (canonical SMILES), as MOSES computes FCD/Test, through ``fcd_torch``
+    (MOSES's own implementation, whose wheel ships ChemNet's weights; installed by the ``molecules`` extra).
+    None where ``fcd_torch`` is not installed; nan with fewer than 2 valid molecules."""
+    try:
+        from fcd_torch import FCD
+    except ImportError:
+        return None
+    valid = [c for c in map(canonical, smiles) if c is not None]
+    if len(valid) < 2 or len(reference) < 2:
+        return math.nan
+    with warnings.catch_warnings():  # fcd_torch loads its Keras-converted weights with torch.load's old default
+        warnings.simplefilter("ignore")
+        return float(FCD(device="cpu", n_jobs=1)(valid, list(reference)))
+
+
 def _sa_scorer():
     from rdkit.Chem import RDConfig
     path = os.path.join(RDConfig.RDContribDir, "SA_Score")
@@ -163,7 +182,7 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
         raise ValueError(f"{type(model).__name__} does not generate strings; molecule metrics need a sequence model "
                          f"trained on molecules (data.name=moses or smiles-file)")
     device = next(model.parameters()).device
-    with Stages("molecule metrics", 7, progress) as stage:
+    with Stages("molecule metrics", 8, progress) as stage:
         with seeded_eval(seed, device, model):
             stage(f"sampling {n} molecules")
             samples = []
@@ -184,10 +203,14 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
         novel = novelty(samples, train)
         stage("internal diversity")
         diversity = internal_diversity(samples)
+        stage("FCD")
+        fcd = frechet_chemnet_distance(samples, test)
     return {
         "samples": n, "seed": seed, "temperature": temperature, "representation": model.representation,
         "validity": valid, **unique,
         "novelty": novel, "internal_diversity": diversity,
+        "fcd_test": fcd,
+        **({} if fcd is not None else {"fcd_how": "not computed: pip install fcd_torch (in the molecules extra)"}),
         "reconstruction_accuracy": recon, "reconstruction_examples": min(max_reconstruct, len(data.test)),
         "property_wasserstein": property_distances(gen_props, test_props),
         "property_means": {k: {"samples": float(np.mean(v)) if v else math.nan,
