@@ -87,7 +87,7 @@ def train_one(k: int, args) -> Path:
         shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of this benchmark's own: train it again
         data = {"name": "fashion-mnist", **({"limit_train": args.limit_train} if args.limit_train else {})}
         spec = ppvae.spec.merge(ppvae.spec.default_spec(), {
-            "seed": args.seed, "device": "cpu", "data": data, "objective": objective(k),
+            "seed": args.seed, "device": args.device, "data": data, "objective": objective(k),
             "train": {"epochs": args.epochs, "figures": False}})
         ppvae.train_spec(spec, run_dir=run_dir, progress=False)
     return run_dir
@@ -95,8 +95,9 @@ def train_one(k: int, args) -> Path:
 
 def measure(run_dir: Path, args) -> tuple[dict, torch.Tensor]:
     """ELBO, IWAE log-likelihood (per example) and active units of a run on the first --test-n test images."""
-    run = ppvae.load_run(run_dir)
+    run = ppvae.load_run(run_dir, device=args.device)
     batch = take(run.data.batch("test"), slice(0, args.test_n))
+    batch = type(batch)({key: v.to(args.device) for key, v in batch.items()})
     with pyro.validation_enabled(run.spec["train"]["validate"]):
         ll = iwae_log_likelihood(run.model, batch, args.eval_k, seed=args.seed)
         elbo = evaluate_elbo(run.model, batch, seed=args.seed)
@@ -119,6 +120,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 50],
                    help="particles per objective: 1 is the VAE (Trace_ELBO), above 1 IWAE")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="bench/runs/iwae", help="run directories (reused where finished)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows, wall seconds and setting here")
     args = p.parse_args(argv)
