@@ -79,3 +79,65 @@ def test_the_gmm_sampler_needs_a_model_that_encodes_to_a_continuous_code(capsys,
 
     with pytest.raises(ValueError, match=r"the gmm sampler needs .*encode"):
         fit_gmm(ppvae.from_functions(model, guide, torch.nn.Linear(3, 3)), torch.randn(10, 3))
+
+
+def _two_cluster_model():
+    """x = z + noise, q(z | x) = N(x, 0.1), p(z) = N(0, I): encode(x) = x, decode(z) = z, generate draws the prior."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(batch):
+        with pyro.plate("data", batch["x"].shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.1).to_event(1), obs=batch["x"])
+
+    def guide(batch):
+        with pyro.plate("data", batch["x"].shape[0]):
+            pyro.sample("z", dist.Normal(batch["x"], 0.1).to_event(1))
+
+    vae = ppvae.from_functions(model, guide, torch.nn.Linear(1, 1))
+    ppvae.program(vae).sites({"x": torch.zeros(3, 2)})  # read its sites once (as attach_data does for a run)
+    return vae
+
+
+def _clusters(n, seed):  # two clusters at (-3, 0) and (3, 0), sd 0.3: an aggregate posterior far from N(0, I)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=g) * 0.3 + torch.tensor([3.0, 0.0]) * torch.sign(torch.randn(n, 1, generator=g))
+
+
+def test_the_gmm_sampler_draws_where_the_codes_are_not_where_the_prior_is():
+    model, train, test = _two_cluster_model(), _clusters(2000, 0), _clusters(2000, 1).numpy()
+    gmm = fit_gmm(model, train, 2, seed=0)
+    x = sample_gmm(model, gmm, 2000, seed=0).numpy()
+    torch.manual_seed(0)
+    prior = ppvae.program(model).generate(2000).numpy()
+    # prior N(0, I) against the data's moments (mean 0, cov diag(9.09, 0.09)): (9.09 + 1 - 2 * 3.01) + (0.09 + 1 -
+    # 2 * 0.3) = 4.55; the mixture's samples match them
+    assert frechet_distance(test, prior) == pytest.approx(4.55, abs=0.4)
+    assert frechet_distance(test, x) < 0.1
+    # and, unlike one Gaussian of the same moments, leave the gap between the clusters empty
+    assert (np.abs(x[:, 0]) < 1.5).mean() < 0.01
+    one = sample_gmm(model, fit_gmm(model, train, 1, seed=0), 2000, seed=0).numpy()
+    assert (np.abs(one[:, 0]) < 1.5).mean() > 0.3
+
+
+def test_the_mixture_is_fitted_and_sampled_with_one_thread(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    fit, sample = GaussianMixture.fit, GaussianMixture.sample
+
+    def record(method):
+        def wrapped(self, *args, **kwargs):
+            seen.append(max(info["num_threads"] for info in threadpool_info()))
+            return method(self, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(GaussianMixture, "fit", record(fit))
+    monkeypatch.setattr(GaussianMixture, "sample", record(sample))
+    model = _two_cluster_model()
+    with threadpool_limits(4):  # as a machine with several cores would have it
+        gmm = fit_gmm(model, _clusters(200, 0), 2, seed=0)
+        sample_gmm(model, gmm, 10, seed=0)
+    assert seen == [1, 1]
