@@ -212,8 +212,8 @@ def main(argv=None) -> dict:
     print(f"wall {wall:.0f} s")
     for line in pattern(rows):
         print("pattern: " + line)
-    result = {"rows": [{k: r[k] for k in ("setting", "nll_per_token", "ppl", "kl", "active_units", "nll_over_lm",
-                                          "train_s")} for r in rows.values()],
+    result = {"rows": [{k: r[k] for k in ("setting", "nll_per_token", "ppl", "kl", "active_units", "latent_dim",
+                                          "nll_over_lm", "train_s")} for r in rows.values()],
               "wall_s": wall, "setting": setting}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
