@@ -2,20 +2,10 @@
 to end at a tiny setting, writes its JSON, and each run's importance-weighted estimate is at least its ELBO: the
 K-sample bound tightens the one-sample bound, so -NLL >= ELBO."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_iwae", ROOT / "bench" / "iwae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benches import load_bench
 
 
 def test_iwae_bench_tiny(tmp_path):
@@ -26,8 +16,8 @@ def test_iwae_bench_tiny(tmp_path):
     except Exception as e:  # the IDX files are not installed and there is no network
         pytest.skip(f"fashion-mnist is not available offline: {e}")
     out = tmp_path / "result.json"
-    result = _bench().main(["--limit-train", "500", "--epochs", "1", "--test-n", "20", "--eval-k", "50",
-                            "--out", str(tmp_path / "runs"), "--json", str(out)])
+    result = load_bench("iwae").main(["--limit-train", "500", "--epochs", "1", "--test-n", "20", "--eval-k", "50",
+                                      "--out", str(tmp_path / "runs"), "--json", str(out)])
     written = json.loads(out.read_text())
     assert set(written) >= {"rows", "wall_s", "setting"}
     assert written["rows"] == json.loads(json.dumps(result["rows"]))

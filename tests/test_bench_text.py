@@ -2,7 +2,6 @@
 model as the reference, cyclical annealing's schedule as the run logged it, and runs reused on a second call."""
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,18 +10,12 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
+from benches import load_bench  # noqa: E402
+
 from ppvae.data.text import FORTUNES  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path(FORTUNES).is_dir(), reason="Debian's fortunes is not installed "
                                                                     "(apt-get install fortunes)")
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_text", ROOT / "bench" / "text.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny(tmp_path, settings):
@@ -38,12 +31,13 @@ def cyclical_beta(t: float, cycles: int, epochs: int, ratio: float = 0.5) -> flo
 
 
 def test_the_table_rows_and_cyclical_annealings_logged_beta(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("text")
     result = bench.main(tiny(tmp_path, "cyclical,lm"))
     assert json.loads((tmp_path / "text.json").read_text()) == result
     lm, cyc = result["rows"]  # the table's order, not the order asked
     assert [lm["setting"], cyc["setting"]] == ["language model (no z)", "VAE + cyclical annealing"]
-    assert set(lm) == {"setting", "nll_per_token", "ppl", "kl", "active_units", "nll_over_lm", "train_s"}
+    assert set(lm) == {"setting", "nll_per_token", "ppl", "kl", "active_units", "latent_dim", "nll_over_lm",
+                       "train_s"}
     assert lm["kl"] == 0 and lm["active_units"] == 0 and lm["nll_over_lm"] == 1
     for row in result["rows"]:
         assert 0 < row["nll_per_token"] < math.log(300) + 1  # positive, finite, not far from uniform over the words
