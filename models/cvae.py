@@ -35,6 +35,9 @@ from .vae import check_x, part_sections
 
 @MODELS.register("cvae")
 class CVAE(Model):
+    """The conditional VAE (Sohn et al. 2015): p(x | z, y) and q(z | x, y) with the label y observed, and a prior
+    p(z) or a learned p(z | y)."""
+
     batch_keys = ("x", "y")
     max_plate_nesting = 1
     #: generate(n, y) and decode(z, y) take class labels; encode and reconstruct read them from the batch

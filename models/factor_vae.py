@@ -28,6 +28,9 @@ from .vae import VAE
 
 @MODELS.register("factor_vae")
 class FactorVAE(VAE):
+    """FactorVAE (Kim & Mnih 2018): the VAE plus gamma times a discriminator's estimate of the total correlation of
+    q(z), the discriminator trained by its own optimiser to tell q(z) from its dimension-wise permutation."""
+
     #: the discriminator trains on its own loss with its own optimiser
     parameter_groups = {"discriminator": ("discriminator",)}
     group_optimizers = {"discriminator": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9]}}

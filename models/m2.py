@@ -32,6 +32,9 @@ from .cvae import CVAE
 
 @MODELS.register("m2")
 class M2(CVAE):
+    """Kingma et al.'s (2014) semi-supervised M2: the label is observed where kept and a discrete latent with guide
+    q(y | x) elsewhere, summed out by TraceEnum_ELBO, plus alpha times the labelled rows' classification loss."""
+
     #: the objective a spec that leaves the default Trace_ELBO trains M2 with: y is summed out, not sampled
     default_objective = {"name": "TraceEnum_ELBO"}
     #: y is read where the batch has it (labelled rows); without it M2 is a mixture over the classes, which is

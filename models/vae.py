@@ -56,6 +56,9 @@ def event_shape_option(event_shape) -> tuple[int, ...]:
 
 @MODELS.register("vae")
 class VAE(Model):
+    """The VAE of Kingma & Welling (2014) as a Pyro program: z ~ p(z), x ~ p(x | decoder(z)), guide q(z | x), each
+    part (encoder, decoder, guide, prior, likelihood) a registered component swappable by name or object."""
+
     def __init__(self, event_shape, latent_dim: int = 20, *, encoder="mlp", decoder="mlp", guide="normal",
                  prior="normal", likelihood="bernoulli"):
         super().__init__()

@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _NAMES = {
-    **dict.fromkeys(["Batch", "FunctionModel", "MissingCapability", "Model", "data_plate", "from_functions"],
+    "Batch": "ppvae.batch",
+    **dict.fromkeys(["FunctionModel", "MissingCapability", "Model", "data_plate", "from_functions"],
                     "ppvae.inference.contract"),
     **dict.fromkeys(["Program", "program", "require"], "ppvae.inference.program"),
     **dict.fromkeys(["BETAS", "DATASETS", "DECODERS", "ENCODERS", "GUIDES", "LIKELIHOODS", "MODELS", "OBJECTIVES",

@@ -36,7 +36,9 @@ def _version() -> str:
         return "unknown"
 
 
-def _parser() -> argparse.ArgumentParser:
+def command_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ppvae`` command: every verb with its flags (the documentation's CLI reference
+    is generated from it)."""
     parser = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--traceback", action="store_true",
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    args = command_parser().parse_args(argv)
     args.argv = argv
     if args.traceback:
         with _traceback_env():

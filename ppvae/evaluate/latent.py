@@ -14,7 +14,8 @@ METHODS = ("linear", "spherical")
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
-    """(steps, *z0.shape): z0 + t (z1 - z0) for t evenly spaced in [0, 1]."""
+    """Points on the segment from z0 to z1, shape ``(steps, *z0.shape)``: z0 + t (z1 - z0) for t evenly spaced in
+    [0, 1]."""
     t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype).view(-1, *[1] * z0.dim())
     return z0 + t * (z1 - z0)
 
@@ -43,7 +44,7 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
     """Decode a path between the codes of ``x0`` and ``x1`` (batches of pairs); needs the model's ``encode``
     and ``decode``.
 
-    Returns (n_pairs, steps, *decoded shape): row i walks from x0[i] to x1[i].
+    Returns ``(n_pairs, steps, *decoded_shape)``: row i walks from x0[i] to x1[i].
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown interpolation method {brief(method)}; choose one of: {', '.join(METHODS)}")
