@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -35,8 +36,8 @@ def summary(obj) -> str:
     """The first sentence of an object's own docstring (or its module's; "" where neither has one)."""
     paragraph = own_doc(obj).strip().split("\n\n")[0]
     text = " ".join(paragraph.split())
-    end = text.find(". ")
-    return text[:end + 1] if end >= 0 else text
+    end = re.search(r"(?<!\bal)(?<!e\.g)(?<!i\.e)(?<!\bvs)\. ", text)  # "Sohn et al. 2015" is not an end
+    return text[:end.start() + 1] if end else text
 
 
 def options(obj) -> str:
@@ -78,11 +79,11 @@ class Registries(SphinxDirective):
         for name, key in REGISTRIES.items():
             reg = getattr(registry, name)
             lines += [f".. rubric:: {reg.kind.capitalize()}s (``{key}``, ``ppvae.{name}``)", "",
-                      ".. list-table::", "   :header-rows: 1", "   :widths: 15 25 30 30", "",
-                      "   * - name", "     - defined by", "     - options", "     - what it is"]
+                      ".. list-table::", "   :header-rows: 1", "   :widths: 15 50 35", "",
+                      "   * - name", "     - what it is (defined by)", "     - options"]
             for component, path, opts, text in registry_rows(name):
-                lines += [f"   * - ``{component}``", f"     - ``{path}``", f"     - {_cell(opts)}",
-                          f"     - {_cell(text).replace('*', chr(92) + '*')}"]
+                text = _cell(text).replace("*", "\\*")
+                lines += [f"   * - ``{component}``", f"     - {text} (:py:obj:`{path}`)", f"     - {_cell(opts)}"]
             lines.append("")
         return self._parse(lines)
 
