@@ -6,8 +6,9 @@ that produced it, the device and the wall time.
     .venv/bin/python bench/reproduce.py --budget cpu --table [--markdown]   # print the table from saved results
 
 Each row runs one of the benchmarks beside this file at the budget's settings, with ``--json``, and saves what it
-measured, its command, device and wall time in ``bench/results/<budget>/<row>.json`` (committed, so the README's
-results section, which is ``--table --markdown`` pasted between its markers, can be checked against them). Two
+measured, its command, device and wall time in ``bench/results/<budget>/<row>.json`` (committed, so the user's
+guide's results page, docs/guide/results-beside-the-papers.md, which is ``--table --markdown`` pasted between its
+markers, can be checked against them). Two
 budgets: ``cpu`` fits each row in under 30 minutes on 2 CPU cores; ``gpu`` runs the same benchmarks at the
 papers' scale (more data and epochs) with ``--device cuda`` where a GPU is present.
 
@@ -236,7 +237,7 @@ def main(argv=None) -> None:
     p.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], metavar="ROW",
                    help=f"which rows to run (default: all of {', '.join(r.name for r in ROWS)})")
     p.add_argument("--table", action="store_true", help="print the table from saved results; run nothing")
-    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (the README's form)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (the user's guide's form)")
     args = p.parse_args(argv)
     if not args.table:
         if args.budget == "gpu" and device_of("gpu") == "no GPU":

@@ -2,10 +2,10 @@
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
+from guide import guide_text
 
 import ppvae
 from ppvae.cli import main
@@ -19,7 +19,7 @@ COMMON = ["model.name=factor_vae", "model.discriminator_hidden=[64, 64]", "data.
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The README's FactorVAE command, at a size that trains in seconds, with gamma 0 and 30."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = guide_text()
     (line,) = [ln for ln in readme.splitlines() if "model.name=factor_vae" in ln and ln.startswith(".venv/bin/ppvae")]
     root = tmp_path_factory.mktemp("factor-vae")
     out = {}

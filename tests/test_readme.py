@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from guide import guide_text
 
 import ppvae
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = guide_text()  # the README and the user's guide pages after it
 
 
 def _blocks(lang):
@@ -157,3 +158,15 @@ def test_readme_best_checkpoint_commands_run_as_written(tmp_path, monkeypatch, c
     assert main(train) == 0 and (tmp_path / "runs" / "selected" / "best.pt").is_file()
     assert main(evaluate) == 0
     assert re.search(r"read runs/selected/best.pt \(epoch \d+ of 10\)", capsys.readouterr().out)
+
+
+def test_readme_command_line_block_runs_as_written(tmp_path, monkeypatch):
+    from ppvae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    train, evaluate, sample = _commands("runs/laplace")
+    assert main(train) == 0 and main(evaluate) == 0 and main(sample) == 0
+    run = ppvae.load_run(tmp_path / "runs" / "laplace")
+    assert run.spec["prior"]["name"] == "laplace" and run.spec["beta"]["value"] == 4 and len(run.metrics) == 5
+    assert (tmp_path / "runs" / "laplace" / "report.json").is_file()
+    assert (tmp_path / "runs" / "laplace" / "figures" / "samples.png").is_file()

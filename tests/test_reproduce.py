@@ -1,11 +1,12 @@
 """bench/reproduce.py: a row runs its benchmark with --json and saves figure, command, device and wall time; the
-table is built from the saved results, and the README's results section is that table."""
+table is built from the saved results, and the user's guide's results page is that table."""
 
 import json
 import re
 from pathlib import Path
 
 from benches import load_bench
+from guide import guide_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_a_row_runs_its_benchmark_and_the_table_shows_what_it_measured(tmp_path,
 
 
 def test_the_readmes_results_section_is_the_tables_output():
-    readme = (ROOT / "README.md").read_text()
+    readme = guide_text()
     found = re.search(r"<!-- reproduce --budget cpu --table --markdown -->\n(.*?)\n<!-- /reproduce -->", readme, re.S)
-    assert found, "the README's results section lies between the reproduce markers"
+    assert found, "the results page lies between the reproduce markers"
     assert found.group(1).strip() == load_bench("reproduce").table("cpu", markdown=True).strip()

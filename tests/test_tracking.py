@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from guide import guide_text
 
 import ppvae
 from ppvae.cli import main
@@ -81,7 +82,7 @@ def test_the_readmes_mlflow_ui_serves_the_runs(tmp_path, monkeypatch):
     Flask and SQLAlchemy among them, nor the page)."""
     from mlflow.tracking import MlflowClient
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = guide_text()
     (store,) = re.findall(r"MLFLOW_ALLOW_FILE_STORE=true \.venv/bin/mlflow ui --backend-store-uri (\S+)", readme)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=f"file:{tmp_path / store}")  # a store as the mlflow logger writes one
