@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     print(f"{'score':<16} {'AUROC':>7} {'AP':>7} {'FPR@95%TPR':>11}")
     for s in SCORES:
         m = detection_metrics(normal[s], odd[s])
-        result["ood"][s] = m
+        result["ood"][s] = {k: v for k, v in m.items() if isinstance(v, (int, float))}  # not the ROC curve
         print(f"{s:<16} {m['auroc']:7.3f} {m['average_precision']:7.3f} {m['fpr_at_95_tpr']:11.3f}", flush=True)
     print(f"    CPU seconds so far: {time.process_time() - start:.0f}")
     if args.one_class_epochs:
