@@ -7,13 +7,21 @@ another, so the figures are comparable within one run. It prints the measured se
 states in its "Runtime: about N minute(s)" line, and their ratio; a ratio above 1 means the statement is not
 true on this machine (run it on a quiet machine: concurrent jobs on the same cores inflate every figure).
 ``--small`` times the CI setting (PPVAE_TUTORIAL_SMALL=1) instead.
+
+``--save-to docs/tutorials`` also writes each executed notebook, outputs and figures included, where the
+documentation site renders it (myst-nb, never executing). Its code and prose stay those of ``tutorials/``
+(tests/test_docs.py checks that, cell by cell); one added cell says where, when and from which commit it ran.
+Only a notebook that ran without error is written, and only at the full setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +42,48 @@ def stated_seconds(nb) -> float | None:
     return None
 
 
+def git_commit() -> str:
+    """The commit the notebooks ran at, with ``-dirty`` when the working tree differs from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance_cell(path: Path, seconds: float, commit: str):
+    """The one cell the rendered copy adds: which file, which setting, where, when, at which commit, how long."""
+    import ppvae
+
+    when = datetime.date.today().isoformat()
+    text = (f"*Rendered from `tutorials/{path.name}`, executed top to bottom at its full setting on {when} "
+            f"({os.cpu_count()} CPU cores, {platform.machine()}, no GPU; ppvae {ppvae.__version__} at commit "
+            f"`{commit}`) in {seconds / 60:.1f} minutes. The figures and numbers below are that run's.*")
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata["ppvae"] = "provenance"
+    return cell
+
+
+def save_executed(nb, path: Path, out_dir: Path, seconds: float, commit: str) -> Path:
+    """Write the executed notebook, its provenance cell after the title cell, ids kept as in the source."""
+    nb.cells.insert(1, provenance_cell(path, seconds, commit))
+    nb.metadata["ppvae"] = {"source": f"tutorials/{path.name}", "commit": commit, "seconds": round(seconds, 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / path.name
+    nbformat.write(nb, target)
+    return target
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
                         default=sorted((ROOT / "tutorials").glob("*.ipynb")))
     parser.add_argument("--small", action="store_true", help="time the small (CI) setting instead")
+    parser.add_argument("--save-to", type=Path, metavar="DIR",
+                        help="also write each executed notebook (full setting only), e.g. docs/tutorials")
     args = parser.parse_args(argv)
+    if args.save_to and args.small:
+        parser.error("--save-to writes the rendered tutorials, which are the full setting's; drop --small")
+    commit = git_commit()
 
     if args.small:
         os.environ["PPVAE_TUTORIAL_SMALL"] = "1"
@@ -63,6 +107,8 @@ def main(argv=None) -> int:
                 status = f"  FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
                 failed += 1
             seconds = time.perf_counter() - start
+        if args.save_to and not status:
+            status = f"  -> {save_executed(nb, path.resolve(), args.save_to, seconds, commit)}"
         shown = f"{stated:7.0f}s" if stated else "    none"
         ratio = f"{seconds / stated:6.2f}" if stated and not args.small else "     -"
         print(f"{path.stem:36s} {seconds:8.1f}s {shown} {ratio}{status}", flush=True)
