@@ -4,13 +4,9 @@ draws none. A bar inside another's stage is cleared when it ends; the outermost 
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 
-if importlib.util.find_spec("ipywidgets") is not None:
-    from tqdm.auto import tqdm  # a widget bar in Jupyter, a text bar in a terminal
-else:  # tqdm.auto warns "IProgress not found" in every Jupyter kernel without ipywidgets: text bars there too
-    from tqdm.std import tqdm
+from tqdm.auto import tqdm
 
 #: how often a stage's bar redraws its elapsed time while one long step runs
 TICK_SECONDS = 2.0

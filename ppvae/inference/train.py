@@ -26,6 +26,7 @@ from pathlib import Path
 import pyro
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from ..batch import Batch, take, to_device
 from ..components.optimizers import make_optimizer
@@ -33,7 +34,6 @@ from ..data import Dataset
 from ..evaluate.diagnostics import decomposition_means
 from ..evaluate.elbo import particles_vectorize
 from ..evaluate.figures import write_figures
-from ..progress import tqdm
 from ..registry import int_option
 from ..spec import check_device_name
 from ..traces import sampled_enumeration, seeded_eval, untouched
