@@ -6,6 +6,7 @@ have them. Reading a key the data lack is a one-line error naming the key.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -47,7 +48,9 @@ def take(batch, index) -> Batch:
 
 
 def batches(batch, size: int):
-    """Consecutive slices of at most ``size`` examples."""
+    """Consecutive slices of at most ``size`` examples; ``size`` (a batch size) must be an integer >= 1."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {size!r}")
     batch = as_batch(batch)
     n = batch_size(batch)
     for start in range(0, n, size):

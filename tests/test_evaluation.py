@@ -256,8 +256,20 @@ def test_evaluate_runs_at_the_edges(tmp_path, capsys, latent_dim, max_examples, 
     if max_examples == 2:
         from ppvae.evaluate.report import evaluate_run
 
-        with pytest.raises(ValueError, match="evaluation needs at least 2 examples .*, got 1"):
-            evaluate_run(run, max_examples=1)
+        for bad in (1, 0, -98, 2.5):  # -98 once cut examples off the end instead of refusing
+            with pytest.raises(ValueError, match=rf"max_examples .* must be an integer >= 2, got {bad}"):
+                evaluate_run(run, max_examples=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_a_bad_evaluation_batch_size_says_what_is_allowed(bad):
+    """A negative batch size once gave an ELBO of 0 over no batches, and 0 a bare range() error."""
+    vae = ppvae.VAE((1, 28, 28), latent_dim=2)
+    x = torch.rand(10, 1, 28, 28)
+    with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+        ppvae.evaluate_elbo(vae, x, batch_size=bad)
+    with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+        iwae_log_likelihood(vae, x, num_samples=2, batch_size=bad)
 
 
 def test_undefined_khat_is_left_out_of_the_summary_not_counted_as_bad(monkeypatch):

@@ -284,6 +284,8 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
         print(report["active_units"]["value"], "of", report["active_units"]["of"], "latent units in use")
         print(report["written_to"])        # where report.json, posterior.nc and figures/ went
     """
+    if max_examples is not None:
+        max_examples = int_option(max_examples, 2, "max_examples (the test examples evaluated)")
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = _output_dir(run_dir, run)
