@@ -57,14 +57,51 @@ def provenance_cell(path: Path, seconds: float, commit: str):
     when = datetime.date.today().isoformat()
     text = (f"*Rendered from `tutorials/{path.name}`, executed top to bottom at its full setting on {when} "
             f"({os.cpu_count()} CPU cores, {platform.machine()}, no GPU; ppvae {ppvae.__version__} at commit "
-            f"`{commit}`) in {seconds / 60:.1f} minutes. The figures and numbers below are that run's.*")
+            f"`{commit}`) in {seconds / 60:.1f} minutes. The figures and numbers below are that run's (its progress "
+            f"bars left out).*")
     cell = nbformat.v4.new_markdown_cell(text)
     cell.metadata["ppvae"] = "provenance"
     return cell
 
 
+#: tqdm's text bars redraw their line with a carriage return (and climb to an outer bar with ESC [A)
+REDRAWN = re.compile(r"[\r\x1b]")
+#: a tqdm bar's text: "name:  40%|████      | 2/5 [...]"
+BAR = re.compile(r"\d+%\|.*\| *\d+/\d+")
+
+
+def without_progress_bars(outputs: list) -> list:
+    """A cell's outputs without the progress bars that the computations drew while they ran: tqdm's text bars on
+    stderr (every line it redrew, and the line feeds it wrote around them) and its notebook widgets. Everything
+    else, warnings included, is kept as it was printed; consecutive pieces of one stream are merged, as Jupyter
+    shows them."""
+    merged: list = []
+    for out in outputs:
+        data = out.get("data", {})
+        if "application/vnd.jupyter.widget-view+json" in data and BAR.search("".join(data.get("text/plain", ""))):
+            continue
+        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                and merged[-1].name == out.name:
+            merged[-1].text += out.text
+            continue
+        merged.append(out)
+    for out in merged:
+        if out.output_type == "stream":
+            lines = out.text.split("\n")  # not splitlines(): it would split at the bars' "\r" too
+            bar = [bool(REDRAWN.search(line)) for line in lines]
+            beside_bar = [line == "" and (i > 0 and bar[i - 1] or i + 1 < len(lines) and bar[i + 1])
+                          for i, line in enumerate(lines)]
+            out.text = "\n".join(line for line, b, s in zip(lines, bar, beside_bar, strict=True) if not (b or s))
+    return [o for o in merged if o.output_type != "stream" or o.text.strip()]
+
+
 def save_executed(nb, path: Path, out_dir: Path, seconds: float, commit: str) -> Path:
-    """Write the executed notebook, its provenance cell after the title cell, ids kept as in the source."""
+    """Write the executed notebook, its provenance cell after the title cell, ids kept as in the source, and no
+    progress bars (their redraws would fill the page; no number is in them that the cells do not print)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = without_progress_bars(cell.outputs)
+    nb.metadata.pop("widgets", None)  # the bars' widget state
     nb.cells.insert(1, provenance_cell(path, seconds, commit))
     nb.metadata["ppvae"] = {"source": f"tutorials/{path.name}", "commit": commit, "seconds": round(seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
