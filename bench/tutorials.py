@@ -126,7 +126,10 @@ def main(argv=None) -> int:
         os.environ["PPVAE_TUTORIAL_SMALL"] = "1"
     else:
         os.environ.pop("PPVAE_TUTORIAL_SMALL", None)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    if args.save_to:  # the kernel's own backend (inline), as in Jupyter: plt.show() draws into the notebook
+        os.environ.pop("MPLBACKEND", None)
+    else:
+        os.environ.setdefault("MPLBACKEND", "Agg")
 
     setting = "small" if args.small else "full"
     print(f"{'notebook':36s} {'measured':>9s} {'stated':>8s} {'ratio':>6s}  ({setting} setting, {os.cpu_count()} CPUs)")
