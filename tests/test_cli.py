@@ -249,3 +249,15 @@ def test_evaluate_shows_its_progress_on_stderr_and_quiet_shows_none(run_dir, cap
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         assert "--quiet no progress bars" in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_verb_that_reads_a_run_chooses_its_checkpoint_the_same_way():
+    """best.pt where the run kept one (--checkpoint auto), else the latest: never one verb's weights and another's."""
+    import importlib
+
+    from ppvae.cli import VERBS
+
+    readers = [v for v in VERBS if "run" in importlib.import_module(f"ppvae.cli.{v}").FLAGS]
+    assert {"evaluate", "sample", "export", "anomaly", "molecules"} <= set(readers)
+    for verb in readers:
+        assert "checkpoint" in importlib.import_module(f"ppvae.cli.{verb}").FLAGS, verb

@@ -129,6 +129,20 @@ def test_beta_tcvae_in_python_on_any_factorized_prior(small_mnist):
     assert run.metrics[-1]["val_elbo"] > run.metrics[0]["val_elbo"] - 1.0
 
 
+def test_a_kl_rule_built_in_python_is_accepted_as_the_objective_too(small_mnist):
+    """objective=TCVAE(...) once failed with "spec section [objective] needs a 'name'" where beta=TCVAE(...) worked."""
+    def fit(**how):
+        torch.manual_seed(0)
+        vae = VAE(small_mnist.event_shape, latent_dim=4, encoder={"name": "mlp", "hidden": [32]},
+                  decoder={"name": "mlp", "hidden": [32]})
+        return ppvae.train(vae, small_mnist, epochs=1, device="cpu", progress=False, figures=False, **how)
+
+    by_beta, by_objective = fit(beta=TCVAE(beta=4.0)), fit(objective=TCVAE(beta=4.0))
+    assert by_objective.spec["objective"]["name"] == "tcvae" and by_objective.spec["objective"]["beta"] == 4.0
+    assert by_objective.metrics[-1]["val_elbo"] == by_beta.metrics[-1]["val_elbo"]  # the same training
+    assert by_objective.metrics[-1]["val_tc"] == by_beta.metrics[-1]["val_tc"]
+
+
 def test_beta_tcvae_refuses_programs_it_cannot_decompose(small_mnist):
     for overrides, message in (
         (["guide.name=iaf"], "beta 'tcvae' cannot train this model: a KL per latent dimension needs a prior and guide "

@@ -148,6 +148,20 @@ def test_the_best_checkpoint_and_early_stopping_on_a_run_whose_validation_elbo_p
     assert report["checkpoint"] == {"file": "best.pt", "epoch": best, "trained_epochs": 40, "still_training": False}
     assert main(["evaluate", str(run_dir), "-k", "5", "--no-figures", "--checkpoint", "last"]) == 0
     assert json.loads((run_dir / "report.json").read_text())["checkpoint"]["epoch"] == len(run.metrics)
+    # every verb that reads a run chooses its weights the same way: sample reads best.pt by default and says so
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "-n", "4", "--out", str(tmp_path / "best.png")]) == 0
+    assert f"read {run_dir / 'best.pt'} (epoch {best}, the best validation ELBO" in capsys.readouterr().out
+    assert main(["sample", str(run_dir), "-n", "4", "--out", str(tmp_path / "last.png"), "--checkpoint", "last"]) == 0
+    assert "best.pt" not in capsys.readouterr().out
+    # and export writes the best weights unless told otherwise (it once always wrote the last)
+    assert main(["export", str(run_dir), str(tmp_path / "best_model.pt")]) == 0
+    assert f"(epoch {best}, " in capsys.readouterr().out
+    exported = ppvae.load(tmp_path / "best_model.pt")
+    assert exported.epoch == best
+    assert ppvae.evaluate_elbo(exported.model, chosen.data.val)["elbo"] == pytest.approx(elbo[best - 1], rel=1e-6)
+    assert main(["export", str(run_dir), str(tmp_path / "last_model.pt"), "--checkpoint", "last"]) == 0
+    assert ppvae.load(tmp_path / "last_model.pt").epoch == len(run.metrics)
     # a stopped run stays stopped on resume, and says why
     capsys.readouterr()
     resumed = ppvae.resume(run_dir, ["train.epochs=60"])

@@ -185,11 +185,13 @@ def warn_overlap(x: torch.Tensor, data, name: str) -> int:
 
 def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: int | None = None, scores=None,
                        num_samples: int = 100, max_examples: int | None = None, seed: int = 0, device: str = "cpu",
-                       figures: bool = True, progress: bool = True) -> dict:
+                       figures: bool = True, progress: bool = True, checkpoint: str = "auto") -> dict:
     """Score a run's test split (normal) against anomalous data, or, with ``normal_class``, the run's test
     examples of that class against the others (one-class detection: the run was trained on that class, e.g.
     ``data.train_classes = [k]``); write ``anomaly.json``, ``anomaly_scores.csv`` and the figures. ``progress``:
-    a bar over the two sets, and the scores' inside it (``--quiet``: none)."""
+    a bar over the two sets, and the scores' inside it (``--quiet``: none). ``checkpoint``: which weights, as
+    :func:`~ppvae.load_run` reads them (``"auto"``: ``best.pt`` where the run kept one, else the latest); the
+    report records the file and the epoch."""
     import csv
     import json
     from pathlib import Path
@@ -203,7 +205,7 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
         raise ValueError("give --anomalous DATASET|FILE (the run's test split is the normal data) or --normal-class K "
                          "(its test examples of class K against the others), not both or neither")
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     model = run.model
     dev = next(model.parameters()).device
     test = run.data.batch("test")
@@ -231,7 +233,8 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
     metrics = {s: detection_metrics(s_normal[s], s_odd[s]) for s in scores}
     report = {"normal": {"data": what["normal"], "examples": len(normal_x)},
               "anomalous": {"data": what["anomalous"], "examples": len(odd_x)}, "num_samples": num_samples,
-              "seed": seed, "scores": {s: {k: v for k, v in m.items() if k != "roc"} for s, m in metrics.items()},
+              "seed": seed, "checkpoint": {"file": run.checkpoint, "epoch": run.epoch},
+              "scores": {s: {k: v for k, v in m.items() if k != "roc"} for s, m in metrics.items()},
               "how": "higher score = more anomalous; anomalous = positive class; AUROC and average precision from "
                      "scikit-learn; FPR at the first threshold whose TPR reaches 95%"}
     atomic_write_bytes(run_dir / ANOMALY_FILE, json.dumps(report, indent=2).encode())

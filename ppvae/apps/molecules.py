@@ -221,17 +221,19 @@ def molecule_metrics(model, data, n: int = 10000, *, seed: int = 0, max_reconstr
 
 
 def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "cpu", figures: bool = True,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, checkpoint: str = "auto") -> dict:
     """``ppvae molecules RUN``: the metrics written to ``RUN/molecules.json``, the samples to
     ``RUN/samples.smi``, and ``RUN/figures/molecules.png`` (a grid of valid samples) and
     ``RUN/figures/properties.png`` (property histograms of samples against the test set). ``progress``: a bar over
-    the metrics (``--quiet``: none)."""
+    the metrics (``--quiet``: none). ``checkpoint``: which weights, as :func:`~ppvae.load_run` reads them
+    (``"auto"``: ``best.pt`` where the run kept one, else the latest); the metrics record the file and the epoch."""
     from ..inference.checkpoint import atomic_write_bytes
     from ..inference.run import load_run
 
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     result = molecule_metrics(run.model, run.data, n, seed=seed, progress=progress)
+    result["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
     samples = result.pop("_samples")
     gen_props, test_props = result.pop("_properties")
     atomic_write_bytes(run_dir / MOLECULES_FILE, json.dumps(result, indent=2).encode())
@@ -388,16 +390,17 @@ OPTIMIZE_FILE = "optimize.json"
 
 
 def optimize_report(run_dir, name: str = "qed", *, steps: int = 100, lr: float = 0.05, starts: int = 5, seed: int = 0,
-                    device: str = "cpu", figures: bool = True) -> tuple[dict, list[Path]]:
+                    device: str = "cpu", figures: bool = True, checkpoint: str = "auto") -> tuple[dict, list[Path]]:
     """``ppvae optimize RUN``: ``optimize_property`` on the run's model, written to ``RUN/optimize.json`` and drawn
     (each start beside its best valid molecule) to ``RUN/figures/optimize_<property>.png``; the report and the
-    files written."""
+    files written. ``checkpoint``: which weights, as in :func:`molecules_report`."""
     from ..inference.checkpoint import atomic_write_bytes
     from ..inference.run import load_run
 
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     r = optimize_property(run.model, run.data, name, steps=steps, lr=lr, starts=starts, seed=seed)
+    r["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
     atomic_write_bytes(run_dir / OPTIMIZE_FILE, json.dumps(r, indent=2).encode())
     wrote = [run_dir / OPTIMIZE_FILE]
     if figures:

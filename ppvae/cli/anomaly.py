@@ -7,7 +7,7 @@ from pathlib import Path
 from .common import at_least
 
 HELP = "anomaly / out-of-distribution scores of a run: AUROC, AP, FPR at 95%% TPR"
-FLAGS = ("run", "device", "seed", "figures", "quiet")
+FLAGS = ("run", "checkpoint", "device", "seed", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -29,7 +29,7 @@ def run(args) -> int:
     report = evaluate_anomalies(args.run, anomalous=args.anomalous, normal_class=args.normal_class,
                                 scores=args.scores, num_samples=args.num_samples, max_examples=args.max_examples,
                                 seed=args.seed, device=args.device, figures=not args.no_figures,
-                                progress=not args.quiet)
+                                progress=not args.quiet, checkpoint=args.checkpoint)
     print(f"normal: {report['normal']['data']} ({report['normal']['examples']}); anomalous: "
           f"{report['anomalous']['data']} ({report['anomalous']['examples']}); higher score = more anomalous")
     print(f"{'score':<16} {'AUROC':>7} {'AP':>7} {'FPR@95%TPR':>11}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load
 
 HELP = "write labelled samples of every class from a conditional model (cvae, m2)"
-FLAGS = ("run", "device", "seed")
+FLAGS = ("run", "checkpoint", "device", "seed")
 
 
 def add_arguments(p) -> None:

@@ -33,6 +33,10 @@ def _add_metric_sizes(p: argparse.ArgumentParser) -> None:
 FLAGS = {
     "spec": lambda p: p.add_argument("spec", nargs="?", help="TOML spec file; omitted keys take the defaults"),
     "run": lambda p: p.add_argument("run", help="a run directory written by `ppvae train`"),
+    "checkpoint": lambda p: p.add_argument(
+        "--checkpoint", choices=("auto", "best", "last"), default="auto",
+        help="which weights: best.pt (the best validation ELBO, kept by train.keep_best), the last checkpoint, or "
+             "auto: the best where the run kept one (default: auto)"),
     "device": lambda p: p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)"),
     "seed": lambda p: p.add_argument("--seed", type=int, default=0, help="seed for the random draws (default: 0)"),
     "out": lambda p: p.add_argument("--out", help="output file (default: a PNG in RUN/figures/, a "
@@ -56,11 +60,15 @@ def metric_sizes(args) -> dict:
 def load(args):
     import torch
 
+    from ..inference.checkpoint import CHECKPOINT
     from ..inference.program import DERIVABLE
     from ..inference.run import load_run
 
     torch.manual_seed(args.seed)
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device, checkpoint=args.checkpoint)
+    if run.checkpoint != CHECKPOINT:  # the weights are not the latest: say which
+        print(f"read {Path(args.run) / run.checkpoint} (epoch {run.epoch}, the best validation ELBO; "
+              f"--checkpoint last reads the latest)")
     if not all(run.program.declares(c) for c in DERIVABLE[:4]):
         run.data  # a capability derived from the traces shapes the program's arguments with rows of the data
     return run

@@ -8,7 +8,7 @@ from .common import metric_sizes
 
 HELP = ("BetaVAE, FactorVAE, MIG, DCI and SAP scores of a run's code against "
         "its data's ground-truth factors (dsprites)")
-FLAGS = ("run", "device", "seed", "metric_sizes", "figures", "quiet")
+FLAGS = ("run", "checkpoint", "device", "seed", "metric_sizes", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -21,6 +21,7 @@ def run(args) -> int:
 
     scores = disentanglement_report(args.run, device=args.device, figures=not args.no_figures, seed=args.seed,
                                     metrics=tuple(args.metrics or METRICS), progress=not args.quiet,
+                                    checkpoint=args.checkpoint,
                                     **metric_sizes(args))
     s = scores["settings"]
     print(f"factors: {', '.join(f'{n} ({k})' for n, k in zip(scores['factor_names'], scores['factor_sizes']))}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load, out_path
 
 HELP = "move test codes along an attribute vector (mean code of B minus mean code of A)"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

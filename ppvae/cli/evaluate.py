@@ -7,7 +7,7 @@ from pathlib import Path
 from .common import at_least
 
 HELP = "test ELBO, IWAE log-likelihood, collapse and guide diagnostics, figures"
-FLAGS = ("run", "device", "seed", "figures", "quiet")
+FLAGS = ("run", "checkpoint", "device", "seed", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -18,9 +18,6 @@ def add_arguments(p) -> None:
     p.add_argument("--sample-quality", action="store_true",
                    help="also the Frechet distance (in a classifier trained once per dataset) and sharpness of prior "
                         "samples, reconstructions and gmm samples (labelled image data)")
-    p.add_argument("--checkpoint", choices=("auto", "best", "last"), default="auto",
-                   help="which weights: best.pt (the best validation ELBO, kept by train.keep_best), the last "
-                        "checkpoint, or auto: the best where the run kept one (default: auto)")
 
 
 def run(args) -> int:

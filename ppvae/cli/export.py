@@ -4,7 +4,7 @@ from __future__ import annotations
 
 HELP = ("write a run's trained model (spec, weights, rebuild record) to one file, "
         "for ppvae.load(FILE)")
-FLAGS = ("run",)
+FLAGS = ("run", "checkpoint",)
 
 
 def add_arguments(p) -> None:
@@ -12,8 +12,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..inference.run import export
+    from ..inference.run import export, load
 
-    path = export(args.run, args.out)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); in Python: ppvae.load({str(path)!r})")
+    path = export(args.run, args.out, checkpoint=args.checkpoint)
+    epoch = load(path).epoch
+    print(f"wrote {path} (epoch {epoch}, {path.stat().st_size / 2**20:.1f} MiB); in Python: ppvae.load({str(path)!r})")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load, out_path
 
 HELP = "fill hidden pixels of test images by conditioning on the observed ones"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

@@ -7,7 +7,7 @@ import warnings
 from .common import at_least, load, out_path, test_batch, write_lines
 
 HELP = "decode paths between the codes of test examples"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

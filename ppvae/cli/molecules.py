@@ -8,7 +8,7 @@ from .common import at_least
 
 HELP = ("validity, uniqueness, novelty, diversity, properties and reconstruction of "
         "a molecule VAE (RDKit)")
-FLAGS = ("run", "device", "seed", "figures", "quiet")
+FLAGS = ("run", "checkpoint", "device", "seed", "figures", "quiet")
 
 
 def add_arguments(p) -> None:
@@ -19,7 +19,7 @@ def run(args) -> int:
     from ..apps.molecules import MOLECULES_FILE, molecules_report
 
     r = molecules_report(args.run, args.n, seed=args.seed, device=args.device, figures=not args.no_figures,
-                         progress=not args.quiet)
+                         progress=not args.quiet, checkpoint=args.checkpoint)
     print(f"{r['samples']} samples ({r['representation']}), seed {r['seed']}")
     unique = [k for k in r if k.startswith("unique@")]  # named by the valid molecules they were computed from
     for k in ("validity", *unique, "novelty", "internal_diversity", "reconstruction_accuracy"):

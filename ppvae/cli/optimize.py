@@ -6,7 +6,7 @@ from .common import at_least
 
 HELP = ("property optimisation in a molecule VAE's latent space (gradient ascent on a property predictor), "
         "reporting true RDKit values")
-FLAGS = ("run", "device", "seed", "figures")
+FLAGS = ("run", "checkpoint", "device", "seed", "figures")
 
 
 def add_arguments(p) -> None:
@@ -21,7 +21,8 @@ def run(args) -> int:
     from ..apps.molecules import optimize_report
 
     r, wrote = optimize_report(args.run, args.property, steps=args.steps, lr=args.lr, starts=args.starts,
-                               seed=args.seed, device=args.device, figures=not args.no_figures)
+                               seed=args.seed, device=args.device, figures=not args.no_figures,
+                               checkpoint=args.checkpoint)
     print(f"{args.property}: predictor R^2 {r['predictor_r2']:.3f} on training codes; {r['steps']} steps from "
           f"{r['starts']} test molecules; improved {r['improved']} of {r['starts']}")
     for i, x in enumerate(r["runs"]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load, out_path, save_images, test_batch, write_lines
 
 HELP = "test inputs next to their reconstructions"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load, out_path, save_images, write_lines
 
 HELP = "decode draws from the prior"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

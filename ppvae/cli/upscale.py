@@ -5,7 +5,7 @@ from __future__ import annotations
 from .common import at_least, load, out_path
 
 HELP = "super-resolution: condition on the average-pooled test images"
-FLAGS = ("run", "device", "seed", "out")
+FLAGS = ("run", "checkpoint", "device", "seed", "out")
 
 
 def add_arguments(p) -> None:

@@ -445,11 +445,13 @@ DISENTANGLEMENT_FILE = "disentanglement.json"
 
 
 def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True, progress: bool = True,
-                           **options) -> dict:
+                           checkpoint: str = "auto", **options) -> dict:
     """``ppvae disentanglement RUN``: the metrics of a run's model on its data's factors, written atomically to
     ``RUN/disentanglement.json`` (with the sample sizes and seed), and the figures ``mutual_information.png`` and
     ``factor_traversals.png`` in ``RUN/figures/``. Refused, with the reason, where the run cannot be rebuilt
-    exactly or its data has no factors. ``progress``: a bar over the metrics (``--quiet``: none)."""
+    exactly or its data has no factors. ``progress``: a bar over the metrics (``--quiet``: none). ``checkpoint``:
+    which weights, as :func:`~ppvae.load_run` reads them (``"auto"``: ``best.pt`` where the run kept one, else the
+    latest); the scores record the file and the epoch."""
     import json
     from pathlib import Path
 
@@ -460,11 +462,12 @@ def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True
     from .figures import latent_traversals
 
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     source = factor_source(run.data)  # before any work: data without factors is refused here
     scores = evaluate_disentanglement(run.model, run.data, progress=progress, **options)
     scores["run"] = str(run_dir)
     scores["epochs"] = run.metrics[-1]["epoch"] if run.metrics else 0
+    scores["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
     atomic_write_bytes(run_dir / DISENTANGLEMENT_FILE, json.dumps(scores, indent=2).encode())
     if figures and "mutual_information" in scores:
         out = run_dir / "figures"

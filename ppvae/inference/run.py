@@ -277,7 +277,8 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
     :param objective: the ELBO estimator, by name: ``"Trace_ELBO"`` (the default), ``"TraceMeanField_ELBO"``,
         ``"TraceGraph_ELBO"``, ``"TraceEnum_ELBO"``, ``"IWAE"``, or a KL-rewriting objective (``"tcvae"``,
         ``"capacity"``, ``"free_bits"``, which need ``beta`` left at 1); or a dict with its options,
-        ``{"name": "IWAE", "num_particles": 5}``. Left at the default, a model that declares its own
+        ``{"name": "IWAE", "num_particles": 5}``; or a KL-rewriting objective built in Python
+        (``ppvae.TCVAE(beta=6)``, recorded by its spec). Left at the default, a model that declares its own
         (``default_objective``: M2's ``TraceEnum_ELBO``) trains with that.
     :param optimizer: a dict naming a torch optimiser (``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"sgd"``) and its
         options, ``{"name": "adamw", "lr": 1e-3, "weight_decay": 0.01}``; ``None`` is ``{"name": "adam", "lr":
@@ -362,7 +363,8 @@ def train(model, data: Dataset, *, epochs: int = 100, batch_size: int = 128, bet
         "beta": make_beta(beta).spec() if isinstance(beta, Component) else
         beta if isinstance(beta, dict) else {"name": beta} if isinstance(beta, str) else
         {"name": "constant", "value": beta},
-        "objective": {"name": objective} if isinstance(objective, str) else objective,
+        "objective": {"name": objective} if isinstance(objective, str) else
+        objective.spec() if isinstance(objective, Component) else objective,
         "optimizer": optimizer or default_spec()["optimizer"],
         "train": {"epochs": epochs, "batch_size": batch_size, "figures": figures},
     })
@@ -449,10 +451,17 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last")
     one, else the last); ``run.checkpoint`` and ``run.epoch`` say which was read."""
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
-    file = checkpoint_file(run_dir, checkpoint)
+    file, state = _read_checkpoint(run_dir, checkpoint)
+    return Run(_rebuild(spec, state, run_dir, device), spec, state["metrics"], run_dir, checkpoint=file)
+
+
+def _read_checkpoint(run_dir: Path, choice: str) -> tuple[str, dict]:
+    """The file ``choice`` names in a run directory and the state read from it (the latest good one for the last
+    checkpoint, which falls back to the kept earlier one where the newest is corrupt)."""
+    file = checkpoint_file(run_dir, choice)
     state = load_latest(run_dir, map_location="cpu") if file == CHECKPOINT else \
         load_checkpoint(run_dir / file, map_location="cpu")
-    return Run(_rebuild(spec, state, run_dir, device), spec, state["metrics"], run_dir, checkpoint=file)
+    return file, state
 
 
 def checkpoint_file(run_dir: Path, choice: str) -> str:
@@ -484,31 +493,37 @@ def _rebuild(spec: dict, state: dict, where: Path, device: str):
 EXPORT_FORMAT = "ppvae-model 1"
 
 
-def export(run_dir: str | Path, path: str | Path) -> Path:
+def export(run_dir: str | Path, path: str | Path, checkpoint: str = "auto") -> Path:
     """Write one file holding a run's trained program: its resolved spec, the record that proves a rebuild is
     the same program, the weights and the metrics (checksummed, atomic). :func:`load` rebuilds it anywhere the
     model's code is importable, without the run directory.
 
-    The weights are those of the run's latest checkpoint (``checkpoint.pt``, not ``best.pt``). What ``ppvae
-    export RUN FILE`` does.
+    The weights are those of the checkpoint ``checkpoint`` names, as ``ppvae evaluate`` reads it: by default the
+    best one where the run kept it (``train.keep_best``), else the latest. What ``ppvae export RUN FILE
+    [--checkpoint ...]`` does.
 
     :param run_dir: the run directory to export (written by :func:`train_spec`, :func:`train` with ``run_dir``,
         or ``ppvae train``); a run still training is exported as its checkpoint holds it.
     :param path: the file to write, e.g. ``"model.pt"``; its folder is created if missing, and a file already
         there is replaced.
+    :param checkpoint: ``"auto"`` (``best.pt`` where the run kept one, else ``checkpoint.pt``), ``"best"`` (the
+        epoch with the best validation ELBO; refused for a run without it) or ``"last"`` (the latest epoch).
+        ``ppvae.load(path).epoch`` says which epoch was exported.
     :returns: ``path``, as a :class:`~pathlib.Path`.
     :raises FileNotFoundError: if ``run_dir`` has no ``spec.toml`` (it is not a run directory) or no checkpoint,
         or if the source file the model's class was loaded from no longer exists.
     :raises ValueError: if the run cannot be rebuilt exactly from its spec (a run that could not be loaded again
-        is not exported either), or if its checkpoint is corrupt and no good earlier one is kept
-        (:class:`~ppvae.inference.checkpoint.CorruptCheckpointError`).
+        is not exported either), if its checkpoint is corrupt and no good earlier one is kept
+        (:class:`~ppvae.inference.checkpoint.CorruptCheckpointError`), or if ``checkpoint`` is not one of the
+        three choices or is ``"best"`` for a run without a best checkpoint.
     """
     run_dir, path = Path(run_dir), Path(path)
     spec = _read_run_spec(run_dir)
-    state = load_latest(run_dir, map_location="cpu")
+    file, state = _read_checkpoint(run_dir, checkpoint)
     _rebuild(spec, state, run_dir, "cpu")  # a run that cannot be rebuilt exactly is not exported either
     save_checkpoint({"format": EXPORT_FORMAT, "spec": spec, "program": state.get("program"),
-                     "model": state_of_model(state), "metrics": state["metrics"], "exported_from": str(run_dir)}, path)
+                     "model": state_of_model(state), "metrics": state["metrics"],
+                     "exported_from": str(run_dir / file)}, path)
     return path
 
 
