@@ -154,10 +154,13 @@ def test_readme_best_checkpoint_commands_run_as_written(tmp_path, monkeypatch, c
     from ppvae.cli import main
 
     monkeypatch.chdir(tmp_path)
-    train, evaluate = _commands("runs/selected")
+    train, evaluate, export = _commands("runs/selected")
     assert main(train) == 0 and (tmp_path / "runs" / "selected" / "best.pt").is_file()
     assert main(evaluate) == 0
     assert re.search(r"read runs/selected/best.pt \(epoch \d+ of 10\)", capsys.readouterr().out)
+    assert main(export) == 0
+    best = ppvae.load_run(tmp_path / "runs" / "selected", checkpoint="best").epoch
+    assert f"wrote model.pt (epoch {best}, " in capsys.readouterr().out and ppvae.load("model.pt").epoch == best
 
 
 def test_readme_command_line_block_runs_as_written(tmp_path, monkeypatch):
