@@ -4,7 +4,7 @@ from __future__ import annotations
 
 HELP = ("write a run's trained model (spec, weights, rebuild record) to one file, "
         "for ppvae.load(FILE)")
-FLAGS = ("run", "checkpoint",)
+FLAGS = ("run", "checkpoint")
 
 
 def add_arguments(p) -> None:
@@ -12,9 +12,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..inference.run import export, load
+    from ..inference.checkpoint import load_checkpoint
+    from ..inference.run import export
 
     path = export(args.run, args.out, checkpoint=args.checkpoint)
-    epoch = load(path).epoch
+    epoch = len(load_checkpoint(path, map_location="cpu")["metrics"])  # as ppvae.load(path).epoch, without a rebuild
     print(f"wrote {path} (epoch {epoch}, {path.stat().st_size / 2**20:.1f} MiB); in Python: ppvae.load({str(path)!r})")
     return 0
