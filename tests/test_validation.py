@@ -140,6 +140,7 @@ def test_the_best_checkpoint_and_early_stopping_on_a_run_whose_validation_elbo_p
     assert again == pytest.approx(elbo[best - 1], rel=1e-6)
     last = load_run(run_dir, checkpoint="last")
     assert last.epoch == len(run.metrics)
+    assert load_run(run_dir).checkpoint == "best.pt"  # Python's default is the command line's: auto
     assert ppvae.evaluate_elbo(last.model, last.data.val)["elbo"] == pytest.approx(elbo[-1], rel=1e-6)
     # evaluate reads the best checkpoint by default, says so and records it; --checkpoint last reads the last
     assert main(["evaluate", str(run_dir), "-k", "5", "--no-figures"]) == 0

@@ -444,11 +444,12 @@ def resume(run_dir: str | Path, overrides: list[str] = (), progress: bool = True
 CHECKPOINT_CHOICES = ("last", "best", "auto")
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last") -> Run:
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> Run:
     """Rebuild the trained model of a run directory from its spec and checkpoint (refused, with the reason,
-    where the run cannot be rebuilt exactly). ``checkpoint``: ``"last"`` (the latest epoch), ``"best"`` (the
-    epoch with the best validation ELBO, kept by ``train.keep_best``) or ``"auto"`` (the best where the run kept
-    one, else the last); ``run.checkpoint`` and ``run.epoch`` say which was read."""
+    where the run cannot be rebuilt exactly). ``checkpoint``: ``"auto"`` (the default, as every verb of the
+    command line: the best where the run kept one, else the last), ``"last"`` (the latest epoch) or ``"best"``
+    (the epoch with the best validation ELBO, kept by ``train.keep_best``); ``run.checkpoint`` and ``run.epoch``
+    say which was read."""
     run_dir = Path(run_dir)
     spec = _read_run_spec(run_dir)
     file, state = _read_checkpoint(run_dir, checkpoint)
