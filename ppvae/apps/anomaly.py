@@ -233,7 +233,7 @@ def evaluate_anomalies(run_dir, *, anomalous: str | None = None, normal_class: i
     metrics = {s: detection_metrics(s_normal[s], s_odd[s]) for s in scores}
     report = {"normal": {"data": what["normal"], "examples": len(normal_x)},
               "anomalous": {"data": what["anomalous"], "examples": len(odd_x)}, "num_samples": num_samples,
-              "seed": seed, "checkpoint": {"file": run.checkpoint, "epoch": run.epoch},
+              "seed": seed, "checkpoint": run.read_from,
               "scores": {s: {k: v for k, v in m.items() if k != "roc"} for s, m in metrics.items()},
               "how": "higher score = more anomalous; anomalous = positive class; AUROC and average precision from "
                      "scikit-learn; FPR at the first threshold whose TPR reaches 95%"}

@@ -233,7 +233,7 @@ def molecules_report(run_dir, n: int = 10000, *, seed: int = 0, device: str = "c
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     result = molecule_metrics(run.model, run.data, n, seed=seed, progress=progress)
-    result["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
+    result["checkpoint"] = run.read_from
     samples = result.pop("_samples")
     gen_props, test_props = result.pop("_properties")
     atomic_write_bytes(run_dir / MOLECULES_FILE, json.dumps(result, indent=2).encode())
@@ -400,7 +400,7 @@ def optimize_report(run_dir, name: str = "qed", *, steps: int = 100, lr: float =
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
     r = optimize_property(run.model, run.data, name, steps=steps, lr=lr, starts=starts, seed=seed)
-    r["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
+    r["checkpoint"] = run.read_from
     atomic_write_bytes(run_dir / OPTIMIZE_FILE, json.dumps(r, indent=2).encode())
     wrote = [run_dir / OPTIMIZE_FILE]
     if figures:

@@ -467,7 +467,7 @@ def disentanglement_report(run_dir, *, device: str = "cpu", figures: bool = True
     scores = evaluate_disentanglement(run.model, run.data, progress=progress, **options)
     scores["run"] = str(run_dir)
     scores["epochs"] = run.metrics[-1]["epoch"] if run.metrics else 0
-    scores["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch}
+    scores["checkpoint"] = run.read_from
     atomic_write_bytes(run_dir / DISENTANGLEMENT_FILE, json.dumps(scores, indent=2).encode())
     if figures and "mutual_information" in scores:
         out = run_dir / "figures"

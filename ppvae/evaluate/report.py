@@ -315,7 +315,7 @@ def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, max_examples: 
     report["posterior_draws"] = {"file": "posterior.nc", "examples": min(x.shape[0], POSTERIOR_EXAMPLES),
                                  "how": "z ~ q(z|x) per example as ArviZ InferenceData (az.from_netcdf), one variable "
                                         "per latent site"}
-    report["checkpoint"] = {"file": run.checkpoint, "epoch": run.epoch, "trained_epochs": run.spec["train"]["epochs"],
+    report["checkpoint"] = {**run.read_from, "trained_epochs": run.spec["train"]["epochs"],
                             "still_training": out != run_dir}
     report["written_to"] = str(out)
     atomic_write_bytes(out / REPORT_FILE, json.dumps(report, indent=2).encode())

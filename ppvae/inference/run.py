@@ -80,6 +80,11 @@ class Run:
         return len(self.metrics)
 
     @property
+    def read_from(self) -> dict:
+        """Which weights a report was computed from, as reports record it: ``{"file": ..., "epoch": ...}``."""
+        return {"file": self.checkpoint, "epoch": self.epoch}
+
+    @property
     def vae(self):
         """Deprecated: ``Run.model`` (the name from when ppvae trained only VAEs)."""
         warnings.warn("Run.vae is deprecated; use Run.model", DeprecationWarning, stacklevel=2)
