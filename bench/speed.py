@@ -19,7 +19,11 @@ the ratios to a and to a', the peak memory during each way's run, and the test E
 nats, one draw with analytic KL, the same estimator for every way) so speed is never bought with a different
 objective. Peak memory is the CUDA allocator's peak on a GPU and the growth of resident memory on a CPU: the median
 over the repeats ("peak MiB"), and the first repeat's ("first"), which also holds what a way pays once per process
-(modules imported on first use, the allocator's first touch of its heap).
+(modules imported on first use, the allocator's first touch of its heap). On a CPU with glibc, "held" is the median
+growth of what malloc has handed out and not had back: the memory the way itself holds. Resident memory also counts
+what glibc keeps after a free for reuse, which grows with the sizes freed before (its mmap threshold rises to the
+largest block freed, up to 32 MiB, and blocks under it come from heaps it does not return); run the bench under
+MALLOC_MMAP_THRESHOLD_=131072 to fix the threshold and see resident memory follow "held".
 
 On CUDA three more ways: (a'') the floor's step captured as one CUDA graph, and (c eager, e eager) ppvae's ways
 with ``train.graph = "off"`` (c and e are graphed there by default); ratios to a'' are the GPU targets (1.3x).
@@ -33,6 +37,7 @@ ratios are what to read.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import threading
@@ -260,11 +265,39 @@ def test_elbo(posterior, decode, test_x):
     return total / test_x.shape[0]
 
 
+def _malloc_in_use():
+    """Bytes glibc's malloc has handed out and not had back (mallinfo2: heap chunks in use plus mmapped ones), or
+    None where the C library is not glibc 2.33 or newer."""
+    try:
+        libc = ctypes.CDLL(None)
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    info.restype = MallInfo2
+
+    def in_use():
+        m = info()
+        return m.uordblks + m.hblkhd
+
+    return in_use
+
+
+IN_USE = _malloc_in_use()
+
+
 class PeakMemory:
-    """Peak memory during a block: CUDA allocator peak, or growth of resident set size sampled every 5 ms."""
+    """Peak memory during a block: the CUDA allocator's peak; on a CPU, sampled every 5 ms, the growth of resident
+    set size (``mib``: what the operating system sees, including the freed memory glibc keeps for reuse) and of
+    the bytes malloc has handed out and not had back (``held``: what the program holds, None without glibc)."""
 
     def __init__(self, device):
         self.device = device
+        self.held = None
 
     def _rss(self):
         with open("/proc/self/statm") as f:
@@ -275,11 +308,14 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             return self
         self.base = self.peak = self._rss()
+        self.base_held = self.peak_held = IN_USE() if IN_USE else 0
         self._stop = threading.Event()
 
         def sample():
             while not self._stop.wait(0.005):
                 self.peak = max(self.peak, self._rss())
+                if IN_USE:
+                    self.peak_held = max(self.peak_held, IN_USE())
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -292,6 +328,8 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.mib = (self.peak - self.base) / 2**20
+            if IN_USE:
+                self.held = (self.peak_held - self.base_held) / 2**20
 
 
 def load_data():
@@ -335,7 +373,7 @@ def main():
                                                   graph="off")
     for batch_size in args.batch_sizes:
         seconds = {k: [] for k in ways}
-        memory, elbo = {}, {k: [] for k in ways}
+        memory, held, elbo = {}, {}, {k: [] for k in ways}
         for rep in range(args.repeats):
             for name, run in ways.items():
                 torch.manual_seed(rep)
@@ -343,19 +381,21 @@ def main():
                     times, posterior, decode = run(batch_size, torch.Generator().manual_seed(rep))
                 seconds[name] += times
                 memory.setdefault(name, []).append(peak.mib)
+                held.setdefault(name, []).append(peak.held)
                 elbo[name].append(test_elbo(posterior, decode, test_x))
         floor, fused = statistics.median(seconds["a floor"]), statistics.median(seconds["a' fused"])
         graphed = statistics.median(seconds["a'' graphed"]) if "a'' graphed" in seconds else None
         print(f"\nbatch {batch_size}")
-        header = ("way", "s/epoch (median)", "ratio to a", "to a'", "to a''", "runs", "peak MiB", "first",
+        header = ("way", "s/epoch (median)", "ratio to a", "to a'", "to a''", "runs", "peak MiB", "first", "held",
                   "test ELBO (mean, sd)")
-        print("{:<14}{:>18}{:>12}{:>8}{:>8}{:>6}{:>10}{:>7}{:>22}".format(*header))
+        print("{:<14}{:>18}{:>12}{:>8}{:>8}{:>6}{:>10}{:>7}{:>6}{:>22}".format(*header))
         for name in ways:
             med = statistics.median(seconds[name])
             to_graphed = f"{med / graphed:>8.2f}" if graphed else f"{'-':>8}"
             mib = statistics.median(memory[name])
+            kept = f"{statistics.median(held[name]):>6.0f}" if held[name][0] is not None else f"{'-':>6}"
             print(f"{name:<14}{med:>18.4f}{med / floor:>12.2f}{med / fused:>8.2f}{to_graphed}{len(seconds[name]):>6}"
-                  f"{mib:>10.0f}{memory[name][0]:>7.0f}{statistics.mean(elbo[name]):>15.2f} "
+                  f"{mib:>10.0f}{memory[name][0]:>7.0f}{kept}{statistics.mean(elbo[name]):>15.2f} "
                   f"{statistics.stdev(elbo[name]) if len(elbo[name]) > 1 else 0.0:>6.2f}")
     if args.iwae_k:
         from ppvae.evaluate import iwae_log_likelihood

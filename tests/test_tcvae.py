@@ -31,6 +31,24 @@ def test_the_three_terms_sum_to_the_dimension_wise_kl(prior):
     assert torch.allclose(terms["recon"], recon, atol=1e-4)
 
 
+def test_scoring_in_blocks_of_draws_gives_the_terms_of_one_block(monkeypatch):
+    """Every draw is scored under every posterior in blocks of as many rows as BLOCK_BYTES holds: one row a block
+    and all rows in one block give the same terms (the per-row estimates do not depend on the block)."""
+    from ppvae.inference import decomposition
+
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=3)
+    x = torch.rand(9, 1, 4, 4).round()
+    out = {}
+    for name, size in (("one row", 1), ("three rows", 3 * 9 * 3 * 4), ("one block", 2**30)):
+        monkeypatch.setattr(decomposition, "BLOCK_BYTES", size)
+        torch.manual_seed(1)
+        out[name] = kl_decomposition(vae.model, vae.guide, x, dataset_size=100, estimator="mss")
+    for name in ("one row", "three rows"):
+        for k in ("mi", "tc", "dim_kl"):
+            assert torch.allclose(out[name][k], out["one block"][k], atol=1e-5), (name, k)
+
+
 def _random_posteriors(m=5, d=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     q = torch.distributions.Normal(torch.randn(m, d, generator=g), 0.5 + torch.rand(m, d, generator=g))

@@ -38,8 +38,9 @@ from ..batch import as_batch
 from ..traces import DATA_PLATE, factors, per_example, sample_sites, weigh
 
 ESTIMATORS = ("mws", "mss")
-#: draws scored against every posterior at once: (ROWS, M, D) numbers, so memory stays bounded whatever M is
-ROWS = 128
+#: bytes of one block of draws scored against every posterior at once, (rows, M, D) numbers: the rows a block
+#: takes are as many as fit, so memory stays bounded (a few such blocks alive at a time) whatever M and D are
+BLOCK_BYTES = 2**21
 TERMS = ("mi", "tc", "dim_kl")
 
 
@@ -107,8 +108,9 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
     log_pz = p.log_prob(z).sum(-1)
     w = log_weights(m, dataset_size, estimator, z.device)
     log_qz, log_prod = [], []
-    for start in range(0, m, ROWS):  # every draw z_i under every example's posterior: [i, k, j] = log q(z_ij | x_k)
-        rows = z[start:start + ROWS]
+    step = max(1, BLOCK_BYTES // (m * z.shape[1] * z.element_size()))
+    for start in range(0, m, step):  # every draw z_i under every example's posterior: [i, k, j] = log q(z_ij | x_k)
+        rows = z[start:start + step]
         try:
             matrix = q.log_prob(rows.unsqueeze(1))
         except (RuntimeError, ValueError) as e:
@@ -119,7 +121,7 @@ def kl_decomposition(model, guide, batch, dataset_size: int, estimator: str = "m
             raise ValueError(f"the guide's q({name} | x) is not batched over the {m} examples (scoring every draw "
                              f"under every posterior gave shape {tuple(matrix.shape)}, expected "
                              f"{(len(rows), m, z.shape[1])})")
-        a, b = aggregate_log_densities(matrix, dataset_size, estimator, w[start:start + ROWS])
+        a, b = aggregate_log_densities(matrix, dataset_size, estimator, w[start:start + step])
         log_qz.append(a)
         log_prod.append(b)
     log_qz, log_prod = torch.cat(log_qz), torch.cat(log_prod)
