@@ -146,6 +146,26 @@ def test_a_nan_validation_elbo_with_finite_weights_is_not_checkpointed(tmp_path,
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_weight_with_finite_metrics_is_not_checkpointed(tmp_path, monkeypatch, value):
+    """Epoch 2's metrics are finite, but one weight is then made non-finite: the epoch-end check of the weights
+    (one host read over all of them) refuses it, and epoch 1's checkpoint stays."""
+    real = Trainer._epoch_metrics
+
+    def break_a_weight_in_epoch_2(self, *args):
+        row = real(self, *args)
+        if row["epoch"] == 2:
+            with torch.no_grad():
+                list(self.model.parameters())[-1].view(-1)[0] = value
+        return row
+
+    monkeypatch.setattr(Trainer, "_epoch_metrics", break_a_weight_in_epoch_2)
+    with pytest.raises(NonFiniteLossError, match=r"a parameter became non-finite at epoch 2; the last good "
+                                                 r"checkpoint \(epoch 1\) is kept"):
+        train_spec(None, TINY + ["train.epochs=3", "train.figures=false"], run_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
+
+
 def test_python_train_takes_a_beta_schedule_by_name(small_mnist):
     vae = ppvae.VAE(small_mnist.event_shape, 2, encoder={"name": "mlp", "hidden": [32]},
                     decoder={"name": "mlp", "hidden": [32]})

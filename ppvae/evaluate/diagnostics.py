@@ -177,7 +177,7 @@ def decomposition_means(model, batch, dataset_size: int, estimator: str = "mss")
     model's programs (:mod:`ppvae.inference.decomposition`)."""
     p = program(model)
     terms = kl_decomposition(p.model, p.guide, p.prepare(batch), dataset_size, estimator, plate=p.sites(batch).plate)
-    return {k: float(terms[k].mean()) for k in TERMS}
+    return dict(zip(TERMS, torch.stack([terms[k].mean() for k in TERMS]).tolist()))  # one host read
 
 
 def collapse_warnings(latent_dim: int, active: int, kl_total: float, kl_dims: list[float] | None, *,

@@ -65,8 +65,10 @@ def evaluate_elbo(model, data, *, batch_size: int = 1000, seed: int = 0, progres
                 sums_kl[name] = sums_kl.get(name, 0.0) + v.sum()
             shown.update(num_examples(part))
     n = num_examples(data)
-    recon_sites = {k: float(v) / n for k, v in sums_obs.items()}
-    kl_sites = {k: float(v) / n for k, v in sums_kl.items()}
+    sums = list(sums_obs.values()) + list(sums_kl.values())
+    means = [v / n for v in torch.stack(sums).tolist()] if sums else []  # one host read for every site's term
+    recon_sites = dict(zip(sums_obs, means[:len(sums_obs)]))
+    kl_sites = dict(zip(sums_kl, means[len(sums_obs):]))
     recon_mean, kl_mean = sum(recon_sites.values()), sum(kl_sites.values())
     out = {"elbo": recon_mean - kl_mean, "recon": recon_mean, "kl": kl_mean, "num_examples": n,
            "recon_sites": recon_sites, "kl_sites": kl_sites}

@@ -394,8 +394,8 @@ class Trainer:
             total += self._step(batch, t, full=len(rows) == self.batching.batch_size)
             self.step += 1
             self._progress(bar, i, steps, total, rows_done)
-        n = self.world.sum(torch.tensor(float(n), device=self.device)).item()
-        total = self.world.sum(total / self.world.size).item()
+        # summed over the ranks, in one host read
+        total, n = self.world.sum(torch.stack([total / self.world.size, total.new_tensor(float(n))])).tolist()
         row = self._epoch_metrics(total / n, self.loss.log_values(t), time.perf_counter() - start)
         self._end_epoch(bar, row)
 
@@ -426,7 +426,8 @@ class Trainer:
 
     def _end_epoch(self, bar, row: dict) -> None:
         """An epoch's row is kept only where it and the weights are finite; then it is written and reported."""
-        if not all(math.isfinite(p.detach().sum().item()) for p in self.model.parameters()):
+        params = [p.detach() for p in self.model.parameters()]
+        if params and not torch.stack([torch.isfinite(p).all() for p in params]).all().item():  # one host read
             self._fail(f"a parameter became non-finite at epoch {self.epoch + 1}")
         for key in ("train_loss", "train_elbo", f"{self.held_out}_elbo"):  # finite weights can still give NaN
             if not math.isfinite(row[key]):
@@ -451,7 +452,8 @@ class Trainer:
         # summed over the ranks (so that all of them stop together on a non-finite loss)
         summed = self.world.sum(torch.stack([total / self.world.size, torch.tensor(
             float(rows_done), device=self.device)]))
-        running = summed[0].item() / summed[1].item()
+        loss_sum, rows = summed.tolist()
+        running = loss_sum / rows
         if not math.isfinite(running):
             self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
         bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
