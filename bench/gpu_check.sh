@@ -6,14 +6,16 @@
 #   2. Pyro's programs as they are, on CUDA: the four example-style programs of tests/pyro_style train from the
 #      command line by path on device=cuda, and evaluate, sample, reconstruct (and, for the VAE, interpolate,
 #      inpaint, upscale) run on their run directories;
-#   3. bench/speed.py --device $DEV: seconds per epoch of the ways side by side, ratios to the fused floor.
+#   3. bench/speed.py --device $DEV: seconds per epoch of the ways side by side, ratios to the fused floor;
+#   4. bench/end_to_end.py --device $DEV: the README's `ppvae train` and `ppvae evaluate -k 100` of a conv
+#      Fashion-MNIST run, each timed as a fresh command (E2E_ARGS passes it more options).
 #
 # It needs, beside the working tree: .whl/ (pyro-ppl, pyro-api, arviz, xarray-einstats, h5netcdf, mlxtend, tomli-w
 # wheels for the machine's Python) and .gpudata/ (Fashion-MNIST's four IDX .gz files), both carried. Each step goes
 # on after a failure of another and says so.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
-DEV=${DEV:-cuda}        # DEV=cpu SPEED=0 bench/gpu_check.sh rehearses the script on a machine without a GPU
+DEV=${DEV:-cuda}        # DEV=cpu SPEED=0 E2E_ARGS="--max-examples 20" bench/gpu_check.sh rehearses it without a GPU
 SPEED=${SPEED:-1}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.txt") 2>&1
@@ -84,5 +86,8 @@ if [ "$SPEED" = 1 ]; then
     step "bench/speed.py --device $DEV (Fashion-MNIST 60k, 784-400-20; ratios to the fused floor)"
     $PYTHON bench/speed.py --device $DEV --batch-sizes 128 512 --repeats 3 --iwae-k 1000
 fi
+
+step "bench/end_to_end.py --device $DEV (the README's ppvae train; ppvae evaluate -k 100 of a conv Fashion-MNIST run)"
+$PYTHON bench/end_to_end.py --device $DEV --json "$OUT/end_to_end.json" ${E2E_ARGS:-}
 
 step "done"
