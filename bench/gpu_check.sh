@@ -11,7 +11,8 @@
 #      Fashion-MNIST run, each timed as a fresh command (E2E_ARGS passes it more options).
 #
 # It needs, beside the working tree: .whl/ (pyro-ppl, pyro-api, arviz, xarray-einstats, h5netcdf, mlxtend, tomli-w
-# wheels for the machine's Python) and .gpudata/ (Fashion-MNIST's four IDX .gz files), both carried. Each step goes
+# wheels for the machine's Python) and .gpudata/ (Fashion-MNIST's four IDX .gz files), both carried, both made by
+# bench/gpu_prepare.sh (which says how to rehearse this script on the CPU first). Each step goes
 # on after a failure of another and says so.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
