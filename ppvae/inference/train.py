@@ -384,7 +384,6 @@ class Trainer:
     def _train_epoch(self, bar) -> None:
         start = time.perf_counter()
         steps = self.batching.order(self.epoch)
-        n = sum(len(rows) for rows in steps)
         total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
         rows_done = 0
         self.model.train()
@@ -393,10 +392,9 @@ class Trainer:
             t = self.epoch + i / self.steps_per_epoch
             total += self._step(batch, t, full=len(rows) == self.batching.batch_size)
             self.step += 1
-            self._progress(bar, i, steps, total, rows_done)
-        # summed over the ranks, in one host read
-        total, n = self.world.sum(torch.stack([total / self.world.size, total.new_tensor(float(n))])).tolist()
-        row = self._epoch_metrics(total / n, self.loss.log_values(t), time.perf_counter() - start)
+            running = self._progress(bar, i, steps, total, rows_done)
+        # the last step's progress read (every epoch ends with one) is the epoch's loss over all its rows and ranks
+        row = self._epoch_metrics(running, self.loss.log_values(t), time.perf_counter() - start)
         self._end_epoch(bar, row)
 
     def _step(self, batch, t: float, full: bool) -> torch.Tensor:
@@ -445,10 +443,11 @@ class Trainer:
         for callback in self.callbacks:
             callback(self, row)
 
-    def _progress(self, bar, i: int, steps: list, total: torch.Tensor, rows_done: int) -> None:
-        """Every ``train.progress_every`` steps (and at the epoch's end), the one host read of the running loss."""
+    def _progress(self, bar, i: int, steps: list, total: torch.Tensor, rows_done: int) -> float | None:
+        """Every ``train.progress_every`` steps (and at the epoch's end), the one host read of the running loss,
+        which it returns (None between reads)."""
         if (i + 1) % self.spec["train"]["progress_every"] and i + 1 != len(steps):
-            return
+            return None
         # summed over the ranks (so that all of them stop together on a non-finite loss)
         summed = self.world.sum(torch.stack([total / self.world.size, torch.tensor(
             float(rows_done), device=self.device)]))
@@ -458,6 +457,7 @@ class Trainer:
             self._fail(f"the loss became {running} at epoch {self.epoch + 1}, step {self.step}")
         bar.update(i + 1 - (bar.n - self.epoch * self.steps_per_epoch))
         bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss {running:.2f} nats/example")
+        return running
 
     def _epoch_metrics(self, train_loss: float, kl_weighting: dict, seconds: float) -> dict:
         seed = self.spec["seed"]
