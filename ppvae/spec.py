@@ -57,7 +57,7 @@ _CLOSED: dict[str, dict[str, tuple[type, ...]]] = {
               "validate": (bool,), "labeled_per_batch": (int,), "labeled_batches": (str,), "backend": (str,),
               "keep_checkpoints": (int,), "deterministic": (bool,), "loggers": (list,), "graph": (str,),
               "log_images_every": (int,), "mlflow_uri": (str,), "mlflow_experiment": (str,),
-              "keep_best": (str,), "early_stopping": (dict,)},
+              "keep_best": (str,), "early_stopping": (dict,), "drop_last": (bool,)},
 }
 
 

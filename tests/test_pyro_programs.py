@@ -1,7 +1,8 @@
-"""Pyro's own programs as they are: four VAE-family programs written the way Pyro's examples write them
-(``tests/pyro_style/``: plain ``nn.Module`` classes, ``model(x)`` / ``model(xs, ys=None)`` / the DMM's
-``model(mini_batch, ...)``, their own plate and site names and constructors) train from the command line by
-path, and every verb works on their run directories from another folder, with nothing in them changed."""
+"""Pyro's own programs as they are: four VAE-family programs written the way Pyro's examples write them and the
+topic model of its ProdLDA tutorial (``tests/pyro_style/``: plain ``nn.Module`` classes, ``model(x)`` /
+``model(xs, ys=None)`` / the DMM's ``model(mini_batch, ...)`` / ``model(docs)``, their own plate and site names and
+constructors) train from the command line by path, and every verb works on their run directories from another
+folder, with nothing in them changed."""
 
 import json
 import re
@@ -9,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyro
 import pytest
 import torch
 
@@ -255,8 +257,11 @@ def test_an_error_in_a_users_program_is_one_line_naming_its_file_and_line(tmp_pa
         main(["--traceback", *args[:3], str(tmp_path / "run2"), *args[4:]])
 
 
-def test_a_parameter_without_a_source_is_named_before_training_and_inputs_renames(tmp_path, capsys):
-    name = _buggy(tmp_path, "    def model(self, images):\n"
+def test_the_first_parameter_reads_the_data_and_a_parameter_without_a_source_is_named_and_inputs_renames(
+        tmp_path, capsys):
+    # model(images, digits): the first parameter reads x, as Pyro's examples pass the data first
+    name = _buggy(tmp_path, "    def model(self, images, digits):\n"
+                            "        assert digits.shape == images.shape[:1]\n"
                             "        with pyro.plate('data', images.shape[0]):\n"
                             "            z = pyro.sample('z', dist.Normal(images.new_zeros(4), 1.0).to_event(1))\n"
                             "            pyro.sample('x', dist.Bernoulli(logits=self.dec(z), validate_args=False)"
@@ -266,10 +271,29 @@ def test_a_parameter_without_a_source_is_named_before_training_and_inputs_rename
             "--set", "data.limit_test=64", "--set", "train.epochs=1"]
     assert main([*args, "--run-dir", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "ppvae train: error: VAE.guide's parameter 'images' has no source: the batch has keys 'x', 'y'; name the key "
-        "with model.inputs = { images = \"x\" }, build it with a data.transform, or give the parameter a default")
-    assert main([*args, "--run-dir", str(tmp_path / "b"), "--set", 'model.inputs={images="x"}']) == 0
-    assert load_run(tmp_path / "b").spec["model"]["inputs"] == {"images": "x"}
+        "ppvae train: error: VAE.model's parameter 'digits' has no source: the batch has keys 'x', 'y'; name the key "
+        "with model.inputs = { digits = \"x\" }, build it with a data.transform, or give the parameter a default")
+    # a rename gives it one
+    assert main([*args, "--run-dir", str(tmp_path / "b"), "--set", 'model.inputs={digits="y"}']) == 0
+    assert load_run(tmp_path / "b").spec["model"]["inputs"] == {"digits": "y"}
+
+
+def test_the_binder_reads_the_first_parameter_from_x_only_where_no_key_names_it():
+    from ppvae.inference.binding import Binder
+
+    def model(docs, labels=None):
+        return docs, labels
+
+    def guide(x, docs=None):
+        return x, docs
+
+    b, x, y = Binder(), torch.zeros(2, 3), torch.ones(2)
+    args = b.prepare({"x": x, "y": y})
+    assert b.sources(model, args) == {"docs": "x"} and b.call(model, args) == (x, None)
+    assert b.sources(guide, args) == {"x": "x"}  # its second parameter is not the first: no source, its default
+    docs = torch.full((2, 3), 2.0)
+    assert b.sources(model, b.prepare({"x": x, "docs": docs})) == {"docs": "docs"}  # a key of its own name wins
+    assert Binder({"docs": "y"}).sources(model, args) == {"docs": "y"}  # and a rename wins over both
 
 
 # ---- derived capabilities against declared ones -------------------------------------------------------------
@@ -344,3 +368,102 @@ def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkey
     assert main(["evaluate", str(tmp_path / "run"), "-k", "5", "--no-figures"]) == 0
     with pytest.raises(ValueError, match=r"transform must be a name, an import path, a list of them or a function"):
         ppvae.train(FlatVAE(), data, epochs=1, progress=False, transform=3)
+
+
+# ---- Pyro's ProdLDA tutorial: a topic model of word counts ---------------------------------------------------
+def _guide_commands(marker: str, **paths) -> list[list[str]]:
+    """The ppvae command lines of the user's guide's bash block that mentions ``marker``, as argument lists, each
+    relative path in ``paths`` (``{"runs/prodlda": tmp_path / "run"}``) replaced."""
+    import shlex
+
+    from guide import guide_text
+
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", guide_text(), flags=re.S) if marker in b]
+    for old, new in paths.items():
+        block = block.replace(old, str(new))
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line.split("  #")[0])[1:] for line in lines if line.startswith(".venv/bin/ppvae ")]
+
+
+def _npmi(topic_words, docs, top=10):
+    """Topic coherence (Lau et al., 2014): the mean normalised pointwise mutual information of each topic's top
+    words' pairs, from their co-occurrence in documents; -1 for a pair that never co-occurs, 1 for one that always
+    does."""
+    seen = (docs > 0).double()
+    p = seen.mean(0)
+    scores = []
+    for words in topic_words.topk(top, dim=1).indices:
+        i, j = torch.combinations(words, 2).T
+        pij = (seen[:, i] * seen[:, j]).mean(0)
+        scores.append(torch.where(pij > 0, (pij / (p[i] * p[j])).log() / -pij.log(), -1.0))
+    return torch.cat(scores).mean().item()
+
+
+def test_npmi_of_words_that_always_never_or_independently_co_occur():
+    docs = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]])
+    # words 0 and 1 always together: 1; words 0 and 2 each in half of the docs, together in a quarter: 0
+    assert _npmi(torch.tensor([[2.0, 1.0, 0.0, 0.0]]), docs, top=2) == pytest.approx(1.0)
+    assert _npmi(torch.tensor([[2.0, 0.0, 1.0, 0.0]]), docs, top=2) == pytest.approx(0.0, abs=1e-12)
+    assert _npmi(torch.tensor([[2.0, 0.0, 0.0, 1.0]]), docs[[1, 2]], top=2) == -1.0  # 0 and 3: never together
+
+
+def test_pyros_prodlda_trains_on_word_counts_by_path_and_its_host_read_is_named(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from ppvae.evaluate import evaluate_elbo
+    from ppvae.inference.graphs import capture_problems
+    from ppvae.inference.train import Trainer
+
+    spec = importlib.util.spec_from_file_location("prodlda_here", STYLE / "prodlda.py")
+    prodlda = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prodlda)
+
+    train_docs, test_docs = prodlda.bible_chapters()
+    vocab = train_docs.shape[1]
+    train, evaluate = _guide_commands("runs/prodlda", **{"runs/prodlda": tmp_path / "run",
+                                                         "tests/pyro_style/": f"{STYLE}/"})
+    assert f"model.vocab_size={vocab}" in train  # the guide's command names this vocabulary's size
+    # model(docs): its one parameter reads the data with nothing in the spec; batch norm needs train.drop_last
+    # where the last batch has one row (289 rows in batches of 32)
+    one_row = [*train[:train.index("train.drop_last=true") - 1], "--quiet", "--set", "data.val_fraction=0",
+               "--set", "data.limit_train=289", "--set", "train.epochs=1"]
+    one_row[one_row.index(str(tmp_path / "run"))] = str(tmp_path / "one-row")
+    assert main(one_row) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ppvae train: error: ProdLDA cannot train on a batch of one row (Expected more than 1 value per channel "
+        "when training, got input size torch.Size([1, 10])), and this epoch's last batch has one: 289 training rows "
+        "in batches of train.batch_size = 32; set train.drop_last = true to leave a short last batch out, or "
+        "another train.batch_size")
+    one_row[one_row.index(str(tmp_path / "one-row"))] = str(tmp_path / "dropped")
+    assert main([*one_row, "--set", "train.drop_last=true"]) == 0
+    assert ppvae.load_run(tmp_path / "dropped").metrics[-1]["step"] == 9  # 289 // 32 steps, the last row left out
+
+    assert main([*train, "--quiet"]) == 0, capsys.readouterr().err  # all 1,070 training chapters
+    run = ppvae.load_run(tmp_path / "run")
+    metrics = run.metrics
+    # it learns the Bible's topics: the test chapters' ELBO rises above the same program's before training (-638 to
+    # -575 nats a chapter when written), and each topic's top words co-occur in the chapters (NPMI 0.11 against
+    # -0.27): kings (king israel judah jerusalem david), the tabernacle (gold breadth cubits), Paul's letters, ...
+    torch.manual_seed(0)
+    untrained = prodlda.ProdLDA(vocab, 10, 100, 0.2)
+    before = evaluate_elbo(untrained, test_docs)["elbo"]
+    after = evaluate_elbo(run.model, run.data.batch("test"))["elbo"]
+    assert after > before + 30, (before, after, [m["val_elbo"] for m in metrics])
+    assert _npmi(run.model.beta(), train_docs) > _npmi(untrained.beta(), train_docs) + 0.2
+    assert evaluate == ["evaluate", str(tmp_path / "run"), "-k", "20"]  # the guide's, run here from elsewhere
+    out, report = _verbs_from_elsewhere(tmp_path / "run", tmp_path, monkeypatch, capsys, k=20)
+    assert "log p(obs), IWAE K=20" in out and set(report["elbo"]["kl_sites"]) == {"logtheta"}
+    assert report["iwae_log_likelihood"]["value"] > report["elbo"]["elbo"] - 1.0
+    # Multinomial's one total_count for the batch is a host read: on a GPU the run trains eagerly and says where
+    trainer = Trainer(run.model, run.data, run.spec, progress=False)
+    batch = run.data.batch("train")
+    with pyro.validation_enabled(False):
+        problems = capture_problems(lambda: trainer.loss({"x": batch["x"][:32]}, 0.0).backward())
+    line = next(i for i, text in enumerate((STYLE / "prodlda.py").read_text().splitlines(), 1)
+                if "total_count = int(" in text)
+    found = [(p.what.split(" (")[0], p.where.split(" (")[0]) for p in problems]
+    assert found[:2] == [("a tensor read on the host", f"{STYLE / 'prodlda.py'}:{line}"),
+                         ("a tensor made from Python numbers", f"{STYLE / 'prodlda.py'}:{line + 1}")], problems
+    # what the objective computes after the program ran (Multinomial.log_prob) is named by the distribution's line
+    assert all(where.startswith((str(STYLE), str(Path(torch.__file__).parent / "distributions")))
+               for _, where in found), problems

@@ -173,3 +173,36 @@ def test_python_train_takes_a_beta_schedule_by_name(small_mnist):
     assert run.spec["beta"] == {"name": "cyclical", "value": 1.0, "cycles": 4, "ratio": 0.5}
     with pytest.raises(ValueError, match="unknown beta schedule 'cyclic'; choose one of: capacity, constant"):
         ppvae.train(vae, small_mnist, epochs=1, beta="cyclic", device="cpu", progress=False, figures=False)
+
+
+@pytest.mark.parametrize("mode", ["all", "rows", "alternate"])
+def test_drop_last_leaves_out_each_epochs_short_batch_and_only_that(mode):
+    from ppvae.batch import Batch
+    from ppvae.inference.batching import Batching
+    from ppvae.inference.distributed import World
+
+    n, size = 103, 10
+    labeled = torch.zeros(n, dtype=torch.bool)
+    labeled[:25] = True  # 25 labelled rows, 78 unlabelled
+    train = Batch({"x": torch.arange(n).float()[:, None], "labeled": labeled})
+    tr = {"batch_size": size, **({"labeled_per_batch": 2} if mode == "rows" else {}),
+          **({"labeled_batches": "alternate"} if mode == "alternate" else {})}
+    if mode == "all":
+        train = Batch({"x": train["x"]})
+    orders = {}
+    for drop in (False, True):
+        b = Batching(train, {"seed": 0, "train": {**tr, "drop_last": drop}}, World(), torch.device("cpu"))
+        orders[drop] = [b.order(epoch) for epoch in range(2)]
+        assert all(len(o) == b.steps_per_epoch for o in orders[drop])
+    sizes = {drop: [len(rows) for rows in orders[drop][0]] for drop in orders}
+    if mode == "all":  # 10 batches of 10 and one of 3; the same shuffle either way
+        assert sizes[False] == [10] * 10 + [3] and sizes[True] == [10] * 10
+        assert all(torch.equal(a, b) for a, b in zip(orders[False][1], orders[True][1]))
+    elif mode == "rows":  # 2 labelled and 8 unlabelled rows a batch: 78 unlabelled rows are 9 batches and 6 rows
+        assert sizes[False] == [10] * 9 + [8] and sizes[True] == [10] * 9
+    else:  # labelled batches of 10, 10, 5 and unlabelled of 10 (7 of them) and 8: the two short ones go
+        assert sorted(sizes[False]) == [5, 8] + [10] * 9 and sizes[True] == [10] * 9
+    for epochs in orders.values():  # no row twice in an epoch
+        for order in epochs:
+            rows = torch.cat(order)
+            assert len(rows.unique()) == len(rows)

@@ -32,6 +32,9 @@ class Batching:
                  workers: int = 0):
         self.train = train
         self.batch_size = spec["train"]["batch_size"]
+        #: leave out each epoch's last batch where it is short (train.drop_last, as torch's DataLoader): a program
+        #: with batch norm cannot train on a batch of one row
+        self.drop_last = spec["train"].get("drop_last", False)
         self.seed = spec["seed"]
         self.world, self.device, self.stream, self.workers = world, device, stream, workers
         self.n = train["x"].shape[0]
@@ -50,13 +53,13 @@ class Batching:
     def _steps_per_epoch(self) -> int:
         # Each of the world's processes takes batch_size rows a step: one step of the run is size * batch_size rows.
         w = self.world.size
+        steps = math.floor if self.drop_last else math.ceil
         if self.labeled_rows is None:  # a last step with fewer rows than processes is left out (w > 1 only)
             full, rest = divmod(self.n, self.batch_size * w)
-            return full + (rest >= w)
+            return full + (rest >= w and not self.drop_last)
         if self.alternate:
-            return sum(math.ceil(len(rows) / (self.batch_size * w))
-                       for rows in (self.labeled_rows, self.unlabeled_rows))
-        return math.ceil(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
+            return sum(steps(len(rows) / (self.batch_size * w)) for rows in (self.labeled_rows, self.unlabeled_rows))
+        return steps(len(self.unlabeled_rows) / ((self.batch_size - self.labeled_per_batch) * w))
 
     def probes(self) -> list:
         """The first rows of each kind of batch training will see: labelled and unlabelled where they alternate."""
@@ -92,8 +95,9 @@ class Batching:
     def _alternating(self, g: torch.Generator, size: int) -> list[torch.Tensor]:
         """Whole labelled batches between unlabelled ones, as Pyro's SS-VAE trains: a labelled batch at every
         k-th step (k = examples / labelled examples) while any are left, each set shuffled every epoch."""
-        labelled = self.labeled_rows[torch.randperm(len(self.labeled_rows), generator=g)].split(size)
-        unlabelled = self.unlabeled_rows[torch.randperm(len(self.unlabeled_rows), generator=g)].split(size)
+        labelled, unlabelled = ([s for s in rows[torch.randperm(len(rows), generator=g)].split(size)
+                                 if len(s) == size or not self.drop_last]
+                                for rows in (self.labeled_rows, self.unlabeled_rows))
         every = max(1, self.n // len(self.labeled_rows))
         steps, i, j = [], 0, 0
         while i < len(labelled) or j < len(unlabelled):

@@ -7,6 +7,8 @@ parameter is bound by name from the batch's keys, where
 
 - ``inputs = {"xs": "x"}`` (``model.inputs`` in a spec) renames: parameter ``xs`` reads key ``x``;
 - a plural name reads the singular key when there is no key of its own name (``xs`` reads ``x``, ``ys`` ``y``);
+- the first parameter, where no key of its own name is on offer, reads the data ``x``, as Pyro's examples pass
+  the data first (``svi.step(docs)`` for ``model(docs)``);
 - a parameter with a default is left out where its key is absent (Pyro's ``ys=None`` on unlabelled data);
 - a required parameter with no source is refused in one line naming it and the keys on offer.
 
@@ -36,6 +38,8 @@ from ..batch import Batch, as_batch
 #: batch keys that say which rows' labels a program may use
 LABELED = "labeled"
 LABELS = "y"
+#: the batch key of the data itself
+DATA = "x"
 
 
 class Arguments(Batch):
@@ -141,15 +145,28 @@ class Binder:
         return args
 
     # ---- the arguments -> one call ---------------------------------------------------------------------------
-    def source_of(self, name: str, keys) -> str | None:
-        """The key parameter ``name`` reads among ``keys``, or None."""
+    def source_of(self, name: str, keys, first: bool = False) -> str | None:
+        """The key parameter ``name`` (the method's ``first`` parameter or not) reads among ``keys``, or None."""
         if name in self.inputs:
             return self.inputs[name]
         if name in keys:
             return name
         if name.endswith("s") and name[:-1] in keys:
             return name[:-1]
+        if first and DATA in keys:
+            return DATA
         return None
+
+    def sources(self, fn: Callable, keys) -> dict[str, str]:
+        """{parameter: the key it reads among ``keys``} for a named-argument method's parameters that read one."""
+        if takes_batch(fn):
+            return {}
+        out = {}
+        for i, p in enumerate(_parameters(fn)):
+            key = self.source_of(p.name, keys, first=i == 0)
+            if key is not None and key in keys:
+                out[p.name] = key
+        return out
 
     def bind(self, fn: Callable, args: Arguments) -> tuple[tuple, dict]:
         """(positional, keyword) arguments of ``fn`` for ``args``: the mapping itself for a method that takes the
@@ -158,9 +175,10 @@ class Binder:
             return (args,), {}
         positional, keywords, missing = [], {}, []
         by_keyword = False  # once a parameter is left at its default, the later ones go by name
+        sources = self.sources(fn, args)
         for p in _parameters(fn):
-            key = self.source_of(p.name, args)
-            if key is not None and key in args:
+            key = sources.get(p.name)
+            if key is not None:
                 if by_keyword or p.kind is p.KEYWORD_ONLY:
                     keywords[p.name] = args[key]
                 else:
@@ -179,9 +197,7 @@ class Binder:
 
     def parameters_reading(self, fn: Callable, keys) -> set[str]:
         """The parameters of a named-argument method that read one of ``keys``."""
-        if takes_batch(fn):
-            return set()
-        return {p.name for p in _parameters(fn) if self.source_of(p.name, keys) in set(keys)}
+        return set(self.sources(fn, keys))
 
     def optional(self, fn: Callable) -> set[str]:
         """The parameters of a named-argument method that have defaults."""

@@ -82,18 +82,31 @@ def _problem(func, args, kwargs) -> str | None:
 
 
 _LIBRARIES = tuple(str(Path(m.__file__).resolve().parent) for m in (torch, traceback))
+_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
 def _where() -> str:
-    """The innermost frame of the stack outside torch, Pyro's internals and the standard library."""
+    """The innermost frame of the stack outside torch, Pyro's internals and the standard library: the user's line.
+    Where that is ppvae's own (a log-density the objective computes after the program ran), the distribution's
+    line instead, in torch's or Pyro's distributions."""
     import pyro
 
     skip = (*_LIBRARIES, str(Path(pyro.__file__).resolve().parent), str(Path(__file__).resolve()))
+    distributions = tuple(str(Path(m.__file__).resolve().parent) for m in (torch.distributions, pyro.distributions))
+    inside = None  # the innermost frame in a distribution's code
     for frame in reversed(traceback.extract_stack()[:-2]):
-        file = str(Path(frame.filename).resolve()) if not frame.filename.startswith("<") else frame.filename
-        if not file.startswith(skip) and not frame.filename.startswith("<"):
-            return f"{frame.filename}:{frame.lineno} ({(frame.line or '').strip()[:80]})"
+        if frame.filename.startswith("<"):
+            continue
+        file = str(Path(frame.filename).resolve())
+        if inside is None and file.startswith(distributions):
+            inside = frame
+        if not file.startswith(skip):
+            return _line(inside if inside is not None and file.startswith(_PACKAGE) else frame)
     return "inside torch or Pyro"
+
+
+def _line(frame) -> str:
+    return f"{frame.filename}:{frame.lineno} ({(frame.line or '').strip()[:80]})"
 
 
 class _Watch(TorchDispatchMode):

@@ -214,7 +214,7 @@ class Program(Capabilities):
 
     def _bound_keys(self, fn, args: Arguments) -> set[str]:
         """The argument keys a named-argument method's parameters read."""
-        return {self.binder.source_of(p, args) for p in self.binder.parameters_reading(fn, list(args))}
+        return set(self.binder.sources(fn, list(args)).values())
 
     @staticmethod
     def _with_and_without_labels(batch: Batch) -> tuple[Batch, Batch]:
@@ -254,7 +254,7 @@ class Program(Capabilities):
             needed = set(getattr(self.module, "batch_keys", ("x",)) or ())
             return {k for k in (LABELS, LABELED) if k in args and k not in needed}
         optional = self.binder.optional(fn)
-        reading = {p: self.binder.source_of(p, args) for p in self.binder.parameters_reading(fn, list(args))}
+        reading = self.binder.sources(fn, list(args))
         required = {k for p, k in reading.items() if p not in optional}
         return {k for p, k in reading.items() if p in optional} - required
 

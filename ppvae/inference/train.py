@@ -414,6 +414,13 @@ class Trainer:
                     group_loss.backward(inputs=self.loss.groups[g], retain_graph=True)
                 loss = losses[MAIN]
         except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
+            if "Expected more than 1 value per channel" in str(e):  # batch norm in training mode, on one row
+                b = self.batching
+                raise ValueError(
+                    f"{self.program.name} cannot train on a batch of one row ({str(e).splitlines()[0]}), and this "
+                    f"epoch's last batch has one: {b.n} training rows in batches of train.batch_size = "
+                    f"{b.batch_size}; set train.drop_last = true to leave a short last batch out, or another "
+                    f"train.batch_size") from None
             if "invalid values" not in str(e):
                 raise
             self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
