@@ -11,6 +11,11 @@ Each observed site gives a reconstruction term; each latent site a KL term, anal
 (lower variance; conditional on the draws of the site's parents) and log q(z) - log p(z) at the sampled z
 otherwise, each weighted by its own site's scale and mask as Trace_ELBO does. A site outside the data plate is
 shared equally by the examples, so the rows still sum to the whole term.
+
+**Evaluation is in nats.** Inside ``seeded_eval`` (every evaluation, figure and per-epoch metric) a program's own
+scales (``poutine.scale``, a subsampling plate's N / B) are taken off its sample sites: they weigh a training
+objective, and a scaled log-density is not one in nats, nor is an IWAE of scaled weights a bound on log p(x).
+Masks stay. Where a program scales its sites, one warning says so.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import is_identically_one, scale_and_mask
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
@@ -39,19 +45,44 @@ def forked_rng():
     return torch.random.fork_rng(devices=devices)
 
 
+class Unscaled(Messenger):
+    """Takes every scale off the sample sites of the programs run inside it (it must be entered before them, so
+    that it sees each site after their own scale handlers and plates), and remembers which sites had one."""
+
+    def __init__(self):
+        super().__init__()
+        self.scaled: dict[str, object] = {}
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not site_is_subsample(msg) and not is_identically_one(msg["scale"]):
+            self.scaled.setdefault(msg["name"], msg["scale"])
+            msg["scale"] = 1.0
+
+
+def _scale_text(scale) -> str:
+    if torch.is_tensor(scale) and scale.numel() > 1:
+        return "per-example weights"
+    return f"x {float(scale):.4g}"
+
+
+#: the program classes whose scales were said: once in a process
+_SAID_SCALED: set = set()
+
+
 @contextlib.contextmanager
 def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.Module | None = None):
-    """Run a block reproducibly without disturbing anyone else's randomness.
+    """Run a block reproducibly, in nats, without disturbing anyone else's randomness.
 
     Inside the block the random state is ``torch.manual_seed(seed)`` (CPU, and the CUDA device ``device``
-    names) and ``module`` is in eval mode; afterwards, even after an exception, the global random state and
-    the module's training mode are what they were. Evaluation and figures use it, so that looking at a
-    model mid-training does not change the training run.
+    names), ``module`` is in eval mode, and the programs' sample sites carry no scale (:class:`Unscaled`);
+    afterwards, even after an exception, the global random state and the module's training mode are what they
+    were. Evaluation and figures use it, so that looking at a model mid-training does not change the training run.
     """
     device = torch.device(device)
     module = getattr(module, "module", module) if not isinstance(module, torch.nn.Module) else module
     was_training = module.training if module is not None else None
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    unscaled = Unscaled()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), unscaled:
         torch.manual_seed(seed)
         if module is not None:
             module.eval()
@@ -60,6 +91,13 @@ def seeded_eval(seed: int, device: torch.device | str = "cpu", module: torch.nn.
         finally:
             if module is not None:
                 module.train(was_training)
+    if unscaled.scaled and type(module) not in _SAID_SCALED:
+        _SAID_SCALED.add(type(module))
+        who = type(module).__name__ if module is not None else "the program"
+        sites = ", ".join(f"{n!r} ({_scale_text(v)})" for n, v in unscaled.scaled.items())
+        warnings.warn(f"{who} scales its sites {sites} (poutine.scale or a subsampling plate); ppvae evaluates "
+                      f"it without the scales, in nats per example: they weigh the training objective only",
+                      stacklevel=3)
 
 
 @contextlib.contextmanager

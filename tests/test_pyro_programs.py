@@ -467,3 +467,49 @@ def test_pyros_prodlda_trains_on_word_counts_by_path_and_its_host_read_is_named(
     # what the objective computes after the program ran (Multinomial.log_prob) is named by the distribution's line
     assert all(where.startswith((str(STYLE), str(Path(torch.__file__).parent / "distributions")))
                for _, where in found), problems
+
+
+# ---- a program that scales its sites ------------------------------------------------------------------------
+class _ScaledVAE(torch.nn.Module):
+    """Pyro's VAE with every site scaled by ``scale`` (as scANVI scales its loss, or a subsampling plate N / B)."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.enc, self.dec = torch.nn.Linear(784, 8), torch.nn.Linear(4, 784)
+
+    def model(self, x):
+        import pyro.distributions as dist
+
+        x = x.reshape(-1, 784)
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=self.scale):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 4), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=self.dec(z), validate_args=False).to_event(1), obs=x)
+
+    def guide(self, x):
+        import pyro.distributions as dist
+
+        x = x.reshape(-1, 784)
+        with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=self.scale):
+            loc, s = self.enc(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, s.exp()).to_event(1))
+
+
+def test_a_program_that_scales_its_sites_is_evaluated_in_nats_and_told_so_once():
+    from ppvae.evaluate import evaluate_elbo
+
+    x = ppvae.load_dataset(limit_train=64, limit_test=100).batch("test")["x"]
+    torch.manual_seed(0)
+    plain = _ScaledVAE(1.0)
+    scaled = _ScaledVAE(1.0 / 784)
+    scaled.load_state_dict(plain.state_dict())
+    with pytest.warns(UserWarning) as caught:
+        elbo, iwae = evaluate_elbo(scaled, x), iwae_log_likelihood(scaled, x, 10)
+        again = evaluate_elbo(scaled, x)
+    said = [str(w.message) for w in caught if "scales its sites" in str(w.message)]
+    assert said == ["_ScaledVAE scales its sites 'z' (x 0.001276), 'obs' (x 0.001276) (poutine.scale or a "
+                    "subsampling plate); ppvae evaluates it without the scales, in nats per example: they weigh the "
+                    "training objective only"]
+    # the same numbers as the program without the scale: nats, not nats / 784
+    assert elbo == evaluate_elbo(plain, x) == again and elbo["elbo"] < -400
+    assert torch.equal(iwae, iwae_log_likelihood(plain, x, 10))
