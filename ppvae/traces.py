@@ -197,7 +197,8 @@ def site_terms(model, guide, batch, *args, analytic: bool = True, per_dim: bool 
     terms = []  # (kind, name, weighted tensor, the site whose plates it has)
     for name, site in sample_sites(model_tr).items():
         if site["is_observed"]:
-            terms.append(("observed", name, weigh(site["fn"].log_prob(site["value"]), site, False), site))
+            if not site["infer"].get("_deterministic"):  # pyro.deterministic records a value; it scores nothing
+                terms.append(("observed", name, weigh(site["fn"].log_prob(site["value"]), site, False), site))
             continue
         if name not in guide_sites:
             raise ValueError(f"latent site {name!r} has no site in the guide, so its KL term is not defined here "

@@ -513,3 +513,33 @@ def test_a_program_that_scales_its_sites_is_evaluated_in_nats_and_told_so_once()
     # the same numbers as the program without the scale: nats, not nats / 784
     assert elbo == evaluate_elbo(plain, x) == again and elbo["elbo"] < -400
     assert torch.equal(iwae, iwae_log_likelihood(plain, x, 10))
+
+
+class _FactorVAE(_ScaledVAE):
+    """Pyro's VAE recording its decoder's means (pyro.deterministic) and adding a factor on z (pyro.factor)."""
+
+    def model(self, x):
+        import pyro.distributions as dist
+
+        x = x.reshape(-1, 784)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 4), 1.0).to_event(1))
+            logits = self.dec(z)
+            pyro.deterministic("probs", torch.sigmoid(logits), event_dim=1)
+            pyro.factor("penalty", -10.0 * z.pow(2).sum(-1))
+            pyro.sample("obs", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+
+def test_a_deterministic_site_scores_nothing_and_a_factor_is_part_of_the_joint():
+    from ppvae.evaluate import evaluate_elbo
+
+    x = ppvae.load_dataset(limit_train=64, limit_test=100).batch("test")["x"]
+    torch.manual_seed(0)
+    vae = _FactorVAE(1.0)
+    out = evaluate_elbo(vae, x)
+    assert set(out["recon_sites"]) == {"penalty", "obs"}  # no "probs": it records a value, it is not evidence
+    plain = _ScaledVAE(1.0)
+    plain.load_state_dict(vae.state_dict())
+    # the same draws: the factor adds -10 |z|^2 to the joint, and nothing else changes
+    assert out["recon_sites"]["obs"] == pytest.approx(evaluate_elbo(plain, x)["recon_sites"]["obs"])
+    assert out["recon_sites"]["penalty"] < -10 and out["kl"] == pytest.approx(evaluate_elbo(plain, x)["kl"])

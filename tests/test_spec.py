@@ -62,7 +62,7 @@ def test_overrides_of_a_new_component_apply_in_any_order():
     assert load_spec(None, ["data=digits"])["data"]["name"] == "digits"
     with pytest.raises(ValueError, match=r"spec section \[train\] must be a table, got 5; set its keys one by one, "
                                          r"e.g. train.epochs=..., allowed: backend, batch_size, deterministic, "
-                                         r"early_stopping, epochs"):
+                                         r"drop_last, early_stopping, epochs"):
         load_spec(None, ["train=5"])
 
 
@@ -78,7 +78,7 @@ def test_spec_file_then_overrides(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (["foo.bar=1"], r"unknown spec section or key 'foo'; allowed: .*beta.*prior"),
     (["train.epoch=3"], r"unknown key 'epoch' in \[train\] of the spec; allowed: backend, batch_size, "
-                        r"deterministic, early_stopping, epochs"),
+                        r"deterministic, drop_last, early_stopping, epochs"),
     (["train.epochs=many"], r"train.epochs must be int, got 'many'"),
     (["train.epochs=true"], r"train.epochs must be int, got True"),
     (["train.epochs=0"], r"train.epochs must be >= 1"),
