@@ -402,15 +402,20 @@ def test_require_names_the_verb_and_the_method():
     assert callable(require(ppvae.VAE((4,), 2), "decode", "figures"))
 
 
-@pytest.mark.parametrize("beta", [1.0, 0.3])
-def test_one_pass_trace_elbo_equals_pyros_on_a_user_program(beta, data):
+@pytest.mark.parametrize("beta,weigh", [(1.0, "mask"), (0.3, "mask"), (0.3, "scale"), (1.0, "weights")])
+def test_one_pass_trace_elbo_equals_pyros_on_a_user_program(beta, weigh, data):
     """The trainer's Trace_ELBO for reparameterized user programs skips building Pyro's traces; loss and
-    gradients are Pyro's on the same draws (with beta, and a user's own poutine.mask inside the program)."""
+    gradients are Pyro's on the same draws (with beta, and a user's own poutine.mask, poutine.scale by a number,
+    or per-example weights inside the program)."""
     from pyro.infer import Trace_ELBO
 
     class Masked(user("HierarchicalVAE")):
         def model(self, batch):
-            with pyro.poutine.mask(mask=batch["x"].flatten(1)[:, 0] < 0.5):
+            rows = batch["x"].flatten(1)
+            handler = {"mask": lambda: pyro.poutine.mask(mask=rows[:, 0] < 0.5),
+                       "scale": lambda: pyro.poutine.scale(scale=0.25),
+                       "weights": lambda: pyro.poutine.scale(scale=rows.mean(1) + 0.5)}[weigh]
+            with handler():
                 return super().model(batch)
 
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ import math
 
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import is_identically_one, scale_and_mask
 from pyro.infer import (
     ELBO,
     RenyiELBO,
@@ -32,6 +32,7 @@ from pyro.infer import (
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from torch import nn
+from torch.distributions import Independent
 
 from ..components.beta import ConstantBeta, check_nonnegative, check_positive, make_beta
 from ..registry import BETAS, OBJECTIVES, Component, int_option
@@ -174,7 +175,17 @@ class _OnePassELBO(Messenger):
         fn = msg["fn"]
         if msg["infer"].get("enumerate") or (self.in_guide and not fn.has_rsample):
             raise _Unsupported(f"site {msg['name']!r} is not reparameterized")
-        log_p = scale_and_mask(fn.log_prob(msg["value"]), msg["scale"], msg["mask"]).sum()
+        scale, mask = msg["scale"], msg["mask"]
+        if mask is None and (not torch.is_tensor(scale) or scale.dim() == 0):
+            # one number weighs the whole site, so only its total counts: the base distribution's log-density
+            # summed at once (an Independent's per-event sums are one reduction more, forward and backward)
+            base = fn
+            while type(base).log_prob is Independent.log_prob:
+                base = base.base_dist
+            log_p = base.log_prob(msg["value"]).sum()
+            log_p = log_p if is_identically_one(scale) else scale * log_p
+        else:
+            log_p = scale_and_mask(fn.log_prob(msg["value"]), scale, mask).sum()
         if self.in_guide:
             self.values[msg["name"]] = msg["value"]
             self.loss = self.loss + log_p
