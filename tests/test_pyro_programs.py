@@ -407,6 +407,8 @@ def test_npmi_of_words_that_always_never_or_independently_co_occur():
     assert _npmi(torch.tensor([[2.0, 0.0, 0.0, 1.0]]), docs[[1, 2]], top=2) == -1.0  # 0 and 3: never together
 
 
+@pytest.mark.skipif(shutil.which("bible") is None, reason="Debian's bible-kjv is not installed (apt-get install "
+                                                          "bible-kjv)")
 def test_pyros_prodlda_trains_on_word_counts_by_path_and_its_host_read_is_named(tmp_path, monkeypatch, capsys):
     import importlib.util
 
