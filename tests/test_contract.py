@@ -402,7 +402,8 @@ def test_require_names_the_verb_and_the_method():
     assert callable(require(ppvae.VAE((4,), 2), "decode", "figures"))
 
 
-@pytest.mark.parametrize("beta,weigh", [(1.0, "mask"), (0.3, "mask"), (0.3, "scale"), (1.0, "weights")])
+@pytest.mark.parametrize("beta,weigh", [(1.0, "mask"), (0.3, "mask"), (0.3, "scale"), (1.0, "weights"),
+                                         (torch.tensor(0.3), "scale")])  # a device tensor, as a graphed step's
 def test_one_pass_trace_elbo_equals_pyros_on_a_user_program(beta, weigh, data):
     """The trainer's Trace_ELBO for reparameterized user programs skips building Pyro's traces; loss and
     gradients are Pyro's on the same draws (with beta, and a user's own poutine.mask, poutine.scale by a number,

@@ -295,6 +295,18 @@ def test_the_binder_reads_the_first_parameter_from_x_only_where_no_key_names_it(
     assert b.sources(model, b.prepare({"x": x, "docs": docs})) == {"docs": "docs"}  # a key of its own name wins
     assert Binder({"docs": "y"}).sources(model, args) == {"docs": "y"}  # and a rename wins over both
 
+    def labels_first(ys=None, xs=None):
+        return ys, xs
+
+    def data_second(labels, x):
+        return labels, x
+
+    # where another parameter reads x, the first one does not: Pyro's ys=None stays None on unlabelled rows
+    assert b.sources(labels_first, b.prepare({"x": x})) == {"xs": "x"}
+    assert b.call(labels_first, b.prepare({"x": x})) == (None, x)
+    with pytest.raises(ValueError, match=r"data_second's parameter 'labels' has no source: the batch has keys 'x'"):
+        b.call(data_second, b.prepare({"x": x}))
+
 
 # ---- derived capabilities against declared ones -------------------------------------------------------------
 class _Bare(torch.nn.Module):
@@ -497,8 +509,11 @@ class _ScaledVAE(torch.nn.Module):
             pyro.sample("z", dist.Normal(loc, s.exp()).to_event(1))
 
 
-def test_a_program_that_scales_its_sites_is_evaluated_in_nats_and_told_so_once():
+def test_a_program_that_scales_its_sites_is_evaluated_in_nats_and_told_so_once(monkeypatch):
+    import ppvae.traces
     from ppvae.evaluate import evaluate_elbo
+
+    monkeypatch.setattr(ppvae.traces, "_SAID_SCALED", set())  # as in a fresh process
 
     x = ppvae.load_dataset(limit_train=64, limit_test=100).batch("test")["x"]
     torch.manual_seed(0)

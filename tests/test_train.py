@@ -206,3 +206,21 @@ def test_drop_last_leaves_out_each_epochs_short_batch_and_only_that(mode):
         for order in epochs:
             rows = torch.cat(order)
             assert len(rows.unique()) == len(rows)
+
+
+def test_drop_last_refuses_an_epoch_without_steps_and_alternation_without_labelled_batches():
+    from ppvae.batch import Batch
+    from ppvae.inference.batching import Batching
+    from ppvae.inference.distributed import World
+
+    spec = {"seed": 0, "train": {"batch_size": 32, "drop_last": True}}
+    with pytest.raises(ValueError, match=r"^an epoch has no step: 20 training rows make no full batch of "
+                                         r"train.batch_size = 32 with train.drop_last = true; set a smaller "
+                                         r"train.batch_size or train.drop_last = false$"):
+        Batching(Batch({"x": torch.zeros(20, 2)}), spec, World(), torch.device("cpu"))
+    labeled = torch.zeros(100, dtype=torch.bool)
+    labeled[:5] = True
+    alternate = {"seed": 0, "train": {"batch_size": 10, "drop_last": True, "labeled_batches": "alternate"}}
+    with pytest.raises(ValueError, match=r"^train.drop_last = true would leave out every labelled batch: the 5 "
+                                         r"labelled rows are fewer than one batch of 10"):
+        Batching(Batch({"x": torch.zeros(100, 2), "labeled": labeled}), alternate, World(), torch.device("cpu"))

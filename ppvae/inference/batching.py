@@ -43,7 +43,16 @@ class Batching:
         # Shuffling labelled and unlabelled rows has its own generator, the same on every rank, so that its stream
         # is saved and restored with the checkpoint; other data are shuffled by the epoch's DistributedSampler.
         self.shuffle_rng = torch.Generator().manual_seed(self.seed)
+        if self.drop_last and self.alternate and len(self.labeled_rows) < self.batch_size * world.size:
+            raise ValueError(f"train.drop_last = true would leave out every labelled batch: the "
+                             f"{len(self.labeled_rows)} labelled rows are fewer than one batch of "
+                             f"{self.batch_size * world.size}; set train.drop_last = false or a smaller "
+                             f"train.batch_size")
         self.steps_per_epoch = self._steps_per_epoch()
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"an epoch has no step: {self.n} training rows make no full batch of train.batch_size "
+                             f"= {self.batch_size}{f' on {world.size} processes' if world.size > 1 else ''} with "
+                             f"train.drop_last = true; set a smaller train.batch_size or train.drop_last = false")
 
     @property
     def alternate(self) -> bool:

@@ -7,8 +7,8 @@ parameter is bound by name from the batch's keys, where
 
 - ``inputs = {"xs": "x"}`` (``model.inputs`` in a spec) renames: parameter ``xs`` reads key ``x``;
 - a plural name reads the singular key when there is no key of its own name (``xs`` reads ``x``, ``ys`` ``y``);
-- the first parameter, where no key of its own name is on offer, reads the data ``x``, as Pyro's examples pass
-  the data first (``svi.step(docs)`` for ``model(docs)``);
+- the first parameter, where no key is its source and no other parameter reads the data ``x``, reads ``x``, as
+  Pyro's examples pass the data first (``svi.step(docs)`` for ``model(docs)``);
 - a parameter with a default is left out where its key is absent (Pyro's ``ys=None`` on unlabelled data);
 - a required parameter with no source is refused in one line naming it and the keys on offer.
 
@@ -145,27 +145,29 @@ class Binder:
         return args
 
     # ---- the arguments -> one call ---------------------------------------------------------------------------
-    def source_of(self, name: str, keys, first: bool = False) -> str | None:
-        """The key parameter ``name`` (the method's ``first`` parameter or not) reads among ``keys``, or None."""
+    def source_of(self, name: str, keys) -> str | None:
+        """The key parameter ``name`` reads among ``keys`` by its name (or rename), or None."""
         if name in self.inputs:
             return self.inputs[name]
         if name in keys:
             return name
         if name.endswith("s") and name[:-1] in keys:
             return name[:-1]
-        if first and DATA in keys:
-            return DATA
         return None
 
     def sources(self, fn: Callable, keys) -> dict[str, str]:
-        """{parameter: the key it reads among ``keys``} for a named-argument method's parameters that read one."""
+        """{parameter: the key it reads among ``keys``} for a named-argument method's parameters that read one:
+        by name, and the first parameter the data ``x`` where nothing else reads it."""
         if takes_batch(fn):
             return {}
+        params = _parameters(fn)
         out = {}
-        for i, p in enumerate(_parameters(fn)):
-            key = self.source_of(p.name, keys, first=i == 0)
+        for p in params:
+            key = self.source_of(p.name, keys)
             if key is not None and key in keys:
                 out[p.name] = key
+        if params and params[0].name not in out and DATA in keys and DATA not in out.values():
+            out = {params[0].name: DATA, **out}
         return out
 
     def bind(self, fn: Callable, args: Arguments) -> tuple[tuple, dict]:

@@ -82,13 +82,13 @@ def _problem(func, args, kwargs) -> str | None:
 
 
 _LIBRARIES = tuple(str(Path(m.__file__).resolve().parent) for m in (torch, traceback))
-_PACKAGE = str(Path(__file__).resolve().parents[1])
+_OBJECTIVES = str(Path(__file__).resolve().parent)  # ppvae's inference code: where the ELBO scores the sites
 
 
 def _where() -> str:
     """The innermost frame of the stack outside torch, Pyro's internals and the standard library: the user's line.
-    Where that is ppvae's own (a log-density the objective computes after the program ran), the distribution's
-    line instead, in torch's or Pyro's distributions."""
+    Where that is ppvae's inference code (a log-density the objective computes after the program ran), the
+    distribution's line instead, in torch's or Pyro's distributions."""
     import pyro
 
     skip = (*_LIBRARIES, str(Path(pyro.__file__).resolve().parent), str(Path(__file__).resolve()))
@@ -101,7 +101,7 @@ def _where() -> str:
         if inside is None and file.startswith(distributions):
             inside = frame
         if not file.startswith(skip):
-            return _line(inside if inside is not None and file.startswith(_PACKAGE) else frame)
+            return _line(inside if inside is not None and file.startswith(_OBJECTIVES) else frame)
     return "inside torch or Pyro"
 
 

@@ -415,12 +415,7 @@ class Trainer:
                 loss = losses[MAIN]
         except ValueError as e:  # distribution validation: NaN weights give NaN distribution parameters
             if "Expected more than 1 value per channel" in str(e):  # batch norm in training mode, on one row
-                b = self.batching
-                raise ValueError(
-                    f"{self.program.name} cannot train on a batch of one row ({str(e).splitlines()[0]}), and this "
-                    f"epoch's last batch has one: {b.n} training rows in batches of train.batch_size = "
-                    f"{b.batch_size}; set train.drop_last = true to leave a short last batch out, or another "
-                    f"train.batch_size") from None
+                raise ValueError(self._one_row(str(e).splitlines()[0])) from None
             if "invalid values" not in str(e):
                 raise
             self._fail(f"a distribution got non-finite parameters at epoch {self.epoch + 1}, step {self.step}")
@@ -428,6 +423,21 @@ class Trainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def _one_row(self, error: str) -> str:
+        """What to do about a batch of one row that the program (batch norm, in training mode) cannot train on."""
+        b, who = self.batching, f"{self.program.name} cannot train on a batch of one row ({error})"
+        if b.batch_size == 1:
+            return f"{who}; train.batch_size is 1: set it above 1"
+        w = self.world.size
+        if not b.drop_last and b.labeled_rows is None and 0 < b.n % (b.batch_size * w) < 2 * w:
+            return (f"{who}, and this epoch's last batch has one: {b.n} training rows in batches of "
+                    f"train.batch_size = {b.batch_size}; set train.drop_last = true to leave a short last batch "
+                    f"out, or another train.batch_size")
+        return (f"{who}, and step {self.step + 1} had one ({b.n} training rows, train.batch_size = {b.batch_size}"
+                f"{', whole labelled batches between unlabelled ones' if b.alternate else ''}"
+                f"{f', {self.world.size} processes' if self.world.distributed else ''}); set another "
+                f"train.batch_size{'' if b.drop_last else ', or train.drop_last = true'}")
 
     def _end_epoch(self, bar, row: dict) -> None:
         """An epoch's row is kept only where it and the weights are finite; then it is written and reported."""
