@@ -560,3 +560,38 @@ def test_a_deterministic_site_scores_nothing_and_a_factor_is_part_of_the_joint()
     # the same draws: the factor adds -10 |z|^2 to the joint, and nothing else changes
     assert out["recon_sites"]["obs"] == pytest.approx(evaluate_elbo(plain, x)["recon_sites"]["obs"])
     assert out["recon_sites"]["penalty"] < -10 and out["kl"] == pytest.approx(evaluate_elbo(plain, x)["kl"])
+
+
+class _FlowVAE(_ScaledVAE):
+    """Pyro's VAE with an inverse autoregressive flow on its guide's Gaussian (Pyro's normalizing-flow tutorial)."""
+
+    def __init__(self):
+        import pyro.distributions.transforms as T
+        from pyro.nn import AutoRegressiveNN
+
+        super().__init__(1.0)
+        self.iaf = T.AffineAutoregressive(AutoRegressiveNN(4, [8]))
+
+    def guide(self, x):
+        import pyro.distributions as dist
+
+        pyro.module("iaf", self.iaf)
+        x = x.reshape(-1, 784)
+        with pyro.plate("data", x.shape[0]):
+            loc, s = self.enc(x).chunk(2, -1)
+            pyro.sample("z", dist.TransformedDistribution(dist.Normal(loc, s.exp()).to_event(1), [self.iaf]))
+
+
+def test_a_flow_guide_is_evaluated_and_says_which_figures_it_cannot_give_and_why():
+    from ppvae.evaluate.report import evaluate_model, summary
+
+    x = ppvae.load_dataset(limit_train=64, limit_test=100).batch("test")["x"]
+    torch.manual_seed(0)
+    report, _ = evaluate_model(_FlowVAE(), x, num_samples=5, progress=False)
+    assert report["iwae_log_likelihood"]["value"] > report["elbo"]["elbo"] - 5.0
+    text = summary(report)
+    assert ("KL per dimension             -   (not computed: a KL per latent dimension needs a prior and guide that "
+            "factorize over the dimensions of latent site 'z', but got TransformedDistribution") in text
+    assert ("I(x; z) under q              -   (not computed: the mutual-information estimate needs latent sites whose "
+            "q(z | x) has a closed-form mean given x alone; site 'z' (TransformedDistribution) has not: it depends on "
+            "other latent draws, or its mean is taken by draws (a flow's is))") in text

@@ -122,9 +122,13 @@ def mutual_information(model, x, *, seed: int = 0) -> float:
     n = num_examples(data)
     cross = own = 0.0
     for name, site in sample_sites(tr).items():
-        if name in dependent or site["fn"].support.is_discrete:
-            raise ValueError(f"the mutual-information estimate needs latent sites whose q depends on x alone; "
-                             f"site {name!r} depends on other latent draws or is discrete")
+        if site["fn"].support.is_discrete:
+            raise ValueError(f"the mutual-information estimate needs continuous latent sites; site {name!r} is "
+                             f"discrete")
+        if name in dependent:
+            raise ValueError(f"the mutual-information estimate needs latent sites whose q(z | x) has a closed-form "
+                             f"mean given x alone; site {name!r} ({type(site['fn']).__name__}) has not: it depends "
+                             f"on other latent draws, or its mean is taken by draws (a flow's is)")
         q, z = site["fn"], site["value"]
         try:  # every z_i under every q(z | x_j)
             c = q.log_prob(z.unsqueeze(-q.event_dim - 1 if q.event_dim else -1))

@@ -370,9 +370,13 @@ def summary(report: dict) -> str:
             lines.append(f"  {'KL per dimension' if i == 0 else '':<20}{k}: " + " ".join(f"{d:.2f}" for d in v))
     elif kl["value"] is not None:
         lines.append("  KL per dimension    " + " ".join(f"{k:.2f}" for k in kl["value"]))
+    else:
+        lines.append(f"  KL per dimension    {'-':>10}   (not computed: {kl['how']})")
     mi = report["mutual_information"]
     if mi["value"] is not None:
         lines.append(f"  I(x; z) under q     {mi['value']:10.2f}   (at most log N = {mi['max']:.2f})")
+    else:
+        lines.append(f"  I(x; z) under q     {'-':>10}   (not computed: {mi['how']})")
     if "sample_quality" in report:
         q = report["sample_quality"]
         lines.append(f"  sample quality      Frechet distance in a classifier's features (its test accuracy "
