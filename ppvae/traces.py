@@ -12,7 +12,7 @@ Each observed site gives a reconstruction term; each latent site a KL term, anal
 otherwise, each weighted by its own site's scale and mask as Trace_ELBO does. A site outside the data plate is
 shared equally by the examples, so the rows still sum to the whole term.
 
-**Evaluation is in nats.** Inside ``seeded_eval`` (every evaluation, figure and per-epoch metric) a program's own
+**Evaluation is in nats.** Inside ``seeded_eval`` (every evaluation, figure and per-epoch ELBO) a program's own
 scales (``poutine.scale``, a subsampling plate's N / B) are taken off its sample sites: they weigh a training
 objective, and a scaled log-density is not one in nats, nor is an IWAE of scaled weights a bound on log p(x).
 Masks stay. Where a program scales its sites, one warning says so.

@@ -16,3 +16,15 @@ def guide_pages() -> list[Path]:
 
 def guide_text() -> str:
     return "\n\n".join(p.read_text() for p in guide_pages())
+
+
+def guide_commands(marker: str, **paths) -> list[list[str]]:
+    """The ppvae command lines of the guide's bash block that mentions ``marker``, as argument lists, each path in
+    ``paths`` (``{"runs/prodlda": tmp_path / "run"}``) replaced."""
+    import shlex
+
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", guide_text(), flags=re.S) if marker in b]
+    for old, new in paths.items():
+        block = block.replace(old, str(new))
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line.split("  #")[0])[1:] for line in lines if line.startswith(".venv/bin/ppvae ")]

@@ -383,20 +383,6 @@ def test_python_train_takes_the_programs_binding_and_records_it(tmp_path, monkey
 
 
 # ---- Pyro's ProdLDA tutorial: a topic model of word counts ---------------------------------------------------
-def _guide_commands(marker: str, **paths) -> list[list[str]]:
-    """The ppvae command lines of the user's guide's bash block that mentions ``marker``, as argument lists, each
-    relative path in ``paths`` (``{"runs/prodlda": tmp_path / "run"}``) replaced."""
-    import shlex
-
-    from guide import guide_text
-
-    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", guide_text(), flags=re.S) if marker in b]
-    for old, new in paths.items():
-        block = block.replace(old, str(new))
-    lines = block.replace("\\\n", " ").splitlines()
-    return [shlex.split(line.split("  #")[0])[1:] for line in lines if line.startswith(".venv/bin/ppvae ")]
-
-
 def _npmi(topic_words, docs, top=10):
     """Topic coherence (Lau et al., 2014): the mean normalised pointwise mutual information of each topic's top
     words' pairs, from their co-occurrence in documents; -1 for a pair that never co-occurs, 1 for one that always
@@ -434,7 +420,9 @@ def test_pyros_prodlda_trains_on_word_counts_by_path_and_its_host_read_is_named(
 
     train_docs, test_docs = prodlda.bible_chapters()
     vocab = train_docs.shape[1]
-    train, evaluate = _guide_commands("runs/prodlda", **{"runs/prodlda": tmp_path / "run",
+    from guide import guide_commands
+
+    train, evaluate = guide_commands("runs/prodlda", **{"runs/prodlda": tmp_path / "run",
                                                          "tests/pyro_style/": f"{STYLE}/"})
     assert f"model.vocab_size={vocab}" in train  # the guide's command names this vocabulary's size
     # model(docs): its one parameter reads the data with nothing in the spec; batch norm needs train.drop_last

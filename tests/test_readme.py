@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from guide import guide_text
+from guide import guide_commands, guide_text
 
 import ppvae
 
@@ -141,20 +141,11 @@ def test_readme_dataset_registration_example_runs(tmp_path, monkeypatch):
     assert data.spec["name"] == f"{tmp_path / 'my_data.py'}:load" and data.train.shape == (18, 4)  # 2 validation
 
 
-def _commands(marker: str) -> list[list[str]]:
-    """The ppvae command lines of the README's bash block that mentions ``marker``, as argument lists."""
-    import shlex
-
-    (block,) = [b for b in _blocks("bash") if marker in b]
-    lines = block.replace("\\\n", " ").splitlines()
-    return [shlex.split(line.split("  #")[0])[1:] for line in lines if line.startswith(".venv/bin/ppvae ")]
-
-
 def test_readme_best_checkpoint_commands_run_as_written(tmp_path, monkeypatch, capsys):
     from ppvae.cli import main
 
     monkeypatch.chdir(tmp_path)
-    train, evaluate, export = _commands("runs/selected")
+    train, evaluate, export = guide_commands("runs/selected")
     assert main(train) == 0 and (tmp_path / "runs" / "selected" / "best.pt").is_file()
     assert main(evaluate) == 0
     assert re.search(r"read runs/selected/best.pt \(epoch \d+ of 10\)", capsys.readouterr().out)
@@ -167,7 +158,7 @@ def test_readme_command_line_block_runs_as_written(tmp_path, monkeypatch):
     from ppvae.cli import main
 
     monkeypatch.chdir(tmp_path)
-    train, evaluate, sample = _commands("runs/laplace")
+    train, evaluate, sample = guide_commands("runs/laplace")
     assert main(train) == 0 and main(evaluate) == 0 and main(sample) == 0
     run = ppvae.load_run(tmp_path / "runs" / "laplace")
     assert run.spec["prior"]["name"] == "laplace" and run.spec["beta"]["value"] == 4 and len(run.metrics) == 5
