@@ -7,6 +7,7 @@ folder, with nothing in them changed."""
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def test_pyros_vae_trained_in_python_evaluates_from_the_cli_and_an_unstored_argu
     monkeypatch.chdir(tmp_path)
     shutil.copy(STYLE / "vae.py", tmp_path / "my_vae.py")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_vae", raising=False)  # another test's my_vae.py is not this one
     from my_vae import VAE
 
     data = ppvae.load_dataset(limit_train=256, limit_test=64)

@@ -106,6 +106,7 @@ def test_readme_own_model_is_pyros_vae_unchanged_and_trains_from_the_cli_by_path
     import ppvae
 
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_vae", raising=False)  # another test's my_vae.py is not this one
     from my_vae import VAE
 
     data = ppvae.load_dataset(limit_train=512, limit_test=64)
